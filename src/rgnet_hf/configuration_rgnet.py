@@ -106,6 +106,14 @@ class RGNetConfig(PreTrainedConfig):
         text_to_video_residual_from_unnormalized (`bool`, defaults to `True`):
             Official quirk of the text-to-video layer: its feed-forward block reads `LayerNorm(h)` but adds its
             output to the un-normalised `h`. Set to `False` to add it to the normalised input instead (pre-norm).
+        text_to_video_mask_batch_mixing (`bool`, defaults to `False`):
+            Reproduce a bug of the official text-to-video layer, needed only to match official outputs bit for bit
+            when one batch mixes queries whose texts have different lengths. The official layer builds a (frame
+            padding x token padding) mask whose per-head copies are laid out head-major while PyTorch reads them
+            batch-major, so row `b`, head `h` is masked with the padding of row `(b * num_heads + h) % batch_size`:
+            a frame that is padding in that other row then ignores the tokens that are padding in that other row.
+            Off, every row is computed independently of the rest of the batch (results do not depend on batching);
+            rows whose batch shares one text padding (e.g. all windows of one query) are identical either way.
         in_batch_window_pairs (`bool`, defaults to `True`):
             Training: pair every query text with every window of the batch (the official `winret`), so the window
             retrieval loss sees B x B text-window logits.
@@ -179,6 +187,7 @@ class RGNetConfig(PreTrainedConfig):
         layer_norm_eps: float = 1e-5,
         normalize_video_features: bool = False,
         text_to_video_residual_from_unnormalized: bool = True,
+        text_to_video_mask_batch_mixing: bool = False,
         in_batch_window_pairs: bool = True,
         use_negative_window_loss: bool = False,
         span_loss_coefficient: float = 10.0,
@@ -229,6 +238,7 @@ class RGNetConfig(PreTrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.normalize_video_features = normalize_video_features
         self.text_to_video_residual_from_unnormalized = text_to_video_residual_from_unnormalized
+        self.text_to_video_mask_batch_mixing = text_to_video_mask_batch_mixing
         self.in_batch_window_pairs = in_batch_window_pairs
         self.use_negative_window_loss = use_negative_window_loss
         self.span_loss_coefficient = span_loss_coefficient
