@@ -66,8 +66,7 @@ def assert_close_to_scale(
     The error is measured against the tensor's own scale, so entries that are mathematically zero (key biases under
     a softmax) do not dominate. `floor` (1 % of the largest gradient of the whole step in the tests) covers tensors
     whose entire gradient is float32 cancellation noise: the first decoder layer's self-attention (its five queries
-    are identical, gradients around 1e-9) and the bias of the window-retrieval head (the InfoNCE is invariant to a
-    shift of all logits, so its exact gradient is 0).
+    are identical, gradients around 1e-9).
     """
     assert actual is not None, f"{name}: no gradient"
     scale = max(float(expected.abs().max()), floor)

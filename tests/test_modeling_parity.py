@@ -99,7 +99,12 @@ def test_losses_and_gradients_match_official(parity_fixtures, name):
     output.loss.backward()
     floor = gradient_floor(fixture["grads_eval"])
     for key, ours, theirs in official_gradient_pairs(model, fixture["grads_eval"]):
-        assert_close_to_scale(ours, theirs, 1e-5, key, floor)
+        tensor_floor = floor
+        if key == "saliency_proj3.bias":
+            # Its exact gradient is 0 (the InfoNCE is invariant to shifting every logit); both sides hold float32
+            # noise, so compare it at the scale of the retrieval head's weight gradient.
+            tensor_floor = float(fixture["grads_eval"]["saliency_proj3.weight"].abs().max())
+        assert_close_to_scale(ours, theirs, 1e-5, key, tensor_floor)
     # Parameters without a gradient: exactly the official ones that we keep (dead tensors are not converted).
     ours_without = {n for n, p in model.named_parameters() if p.grad is None}
     official_without = {n for k in fixture["params_without_grad_eval"] for n, _ in (model_rename(model, k) or [])}
