@@ -9,8 +9,8 @@ import torch
 from conftest import PARITY_NAMES
 from parity_utils import (
     assert_close_to_scale,
-    gradient_floor,
     converted_model,
+    gradient_floor,
     model_inputs,
     official_gradient_pairs,
     training_inputs,
@@ -53,7 +53,9 @@ def test_eval_forward_matches_official(parity_fixtures, name):
     if fixture["inputs"]["neg_window_model"] is not None:
         with torch.no_grad():
             negative = model(**model_inputs(fixture["inputs"]["neg_window_model"]))
-        _compare_outputs(negative, fixture["neg_window_outputs_eval"], fixture["sampler_logits_eval"]["neg_window_model"])
+        _compare_outputs(
+            negative, fixture["neg_window_outputs_eval"], fixture["sampler_logits_eval"]["neg_window_model"]
+        )
 
 
 @pytest.mark.parametrize("name", PARITY_NAMES)
@@ -204,7 +206,9 @@ def test_mask_batch_mixing_only_matters_for_mixed_text_lengths(parity_fixtures):
             official_single, clean_single = official(**single), clean(**single)
             torch.testing.assert_close(official_single.logits, clean_single.logits, rtol=0, atol=0)
             torch.testing.assert_close(official_single.window_logits, clean_single.window_logits, rtol=0, atol=0)
-            torch.testing.assert_close(clean_batched.window_logits[rows], clean_single.window_logits, **OUTPUT_TOLERANCE)
+            torch.testing.assert_close(
+                clean_batched.window_logits[rows], clean_single.window_logits, **OUTPUT_TOLERANCE
+            )
             torch.testing.assert_close(clean_batched.logits[rows], clean_single.logits, **OUTPUT_TOLERANCE)
     # The official mixed batch (texts of 7 and 4 tokens) really differs from the batch-independent computation.
     assert (official_batched.window_logits - clean_batched.window_logits).abs().max() > 1e-3

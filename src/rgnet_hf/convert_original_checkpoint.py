@@ -1,6 +1,7 @@
 """Convert a checkpoint of the official RGNet implementation into a `save_pretrained` folder.
 
-    python -m rgnet_hf.convert_original_checkpoint --checkpoint model_best.ckpt --output DIR [--preset mad|ego4d|ego4d_pretrain]
+    python -m rgnet_hf.convert_original_checkpoint --checkpoint model_best.ckpt --output DIR \
+        [--preset mad|ego4d|ego4d_pretrain]
 
 The official checkpoint is a dict `{"model": state_dict, "opt": argparse.Namespace, ...}` (keys possibly prefixed with
 `module.`). The configuration is derived from the saved options when present, otherwise from `--preset`.
@@ -46,6 +47,7 @@ _STATIC_RENAMES = {
     "saliency_proj3.weight": "window_retrieval_head.weight",
     "saliency_proj3.bias": "window_retrieval_head.bias",
 }
+
 
 class CheckpointConversionError(ValueError):
     """The official checkpoint does not fit the RGNet architecture."""
@@ -237,17 +239,21 @@ def load_official_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor],
 
 
 def convert_checkpoint(
-    checkpoint: str | Path, output: str | Path | None = None, preset: str | None = None, verbose: bool = True
+    checkpoint: str | Path,
+    output: str | Path | None = None,
+    preset: str | None = None,
+    verbose: bool = True,
+    **config_overrides,
 ):
     """Convert an official checkpoint file; returns the loaded `RGNetForVideoGrounding` (saved to `output` if
-    given)."""
+    given). `config_overrides` set config fields, e.g. `text_to_video_mask_batch_mixing=True`."""
     from .modeling_rgnet import RGNetForVideoGrounding
 
     state_dict, options = load_official_checkpoint(checkpoint)
     if options:
-        config = config_from_official_options(options)
+        config = config_from_official_options(options, **config_overrides)
     elif preset is not None:
-        config = RGNetConfig.from_preset(preset)
+        config = RGNetConfig.from_preset(preset, **config_overrides)
     else:
         raise CheckpointConversionError(
             f"{checkpoint} carries no saved options ('opt'); pass --preset mad|ego4d|ego4d_pretrain"
@@ -273,9 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="folder for the save_pretrained model")
     parser.add_argument("--preset", choices=RGNetConfig.preset_names(), default=None,
                         help="configuration to use when the checkpoint carries no saved options")  # fmt: skip
+    parser.add_argument("--official-batch-mask", action="store_true",
+                        help="reproduce the official text-to-video mask layout bug (see RGNetConfig."
+                             "text_to_video_mask_batch_mixing); only needed to match official outputs of batches "
+                             "that mix texts of different lengths")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        convert_checkpoint(args.checkpoint, args.output, preset=args.preset)
+        overrides = {"text_to_video_mask_batch_mixing": True} if args.official_batch_mask else {}
+        convert_checkpoint(args.checkpoint, args.output, preset=args.preset, **overrides)
     except (CheckpointConversionError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

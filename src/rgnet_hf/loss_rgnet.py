@@ -27,7 +27,7 @@ def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torc
     intersection = (right - left).clamp(min=0)
     union = length1[:, None] + length2[None, :] - intersection
     iou = intersection / union
-    hull = (torch.max(spans1[:, None, 1], spans2[None, :, 1]) - torch.min(spans1[:, None, 0], spans2[None, :, 0]))
+    hull = torch.max(spans1[:, None, 1], spans2[None, :, 1]) - torch.min(spans1[:, None, 0], spans2[None, :, 0])
     hull = hull.clamp(min=0)
     return iou - (hull - union) / hull
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -11,9 +13,11 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
+from transformers.utils.hub import hf_api
 
 from .configuration_rgnet import RGNetConfig
 from .loss_rgnet import RGNetLoss
+from .model_card_rgnet import generate_model_card
 
 # --------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -56,7 +60,8 @@ class RGNetModelOutput(ModelOutput):
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_queries, hidden_size)`):
             Normalised moment-query states of the last decoder layer.
-        intermediate_hidden_states (`torch.FloatTensor` of shape `(num_decoder_layers, batch_size, num_queries, hidden_size)`):
+        intermediate_hidden_states (`torch.FloatTensor` of shape
+            `(num_decoder_layers, batch_size, num_queries, hidden_size)`):
             Normalised moment-query states of every decoder layer (the last one included).
         reference_points (`torch.FloatTensor` of shape `(num_decoder_layers, batch_size, num_queries, 2)`):
             The (centre, width) anchor fed into each decoder layer, normalised by the window's valid length.
@@ -482,9 +487,7 @@ class RGNetDecoder(nn.Module):
             `(num_layers, batch_size, num_queries, 2)` (the anchor fed into each layer).
         """
         config = self.config
-        query_states = torch.zeros(
-            *anchors.shape[:2], config.hidden_size, dtype=memory.dtype, device=memory.device
-        )
+        query_states = torch.zeros(*anchors.shape[:2], config.hidden_size, dtype=memory.dtype, device=memory.device)
         reference_points = [anchors]
         hidden_states = []
         for index, layer in enumerate(self.layers):
@@ -495,13 +498,10 @@ class RGNetDecoder(nn.Module):
                 sine_embedding = sine_embedding * self.query_scale(query_states)
             # One scalar per query modulates the positional query by the anchor width.
             sine_embedding = sine_embedding * (torch.sigmoid(self.ref_anchor_head(query_states)) / anchors[..., 1:2])
-            query_states = layer(
-                query_states, query_positions, sine_embedding, memory, memory_positions, memory_bias
-            )
+            query_states = layer(query_states, query_positions, sine_embedding, memory, memory_positions, memory_bias)
             if index < len(self.anchor_update_heads):
                 refined = torch.sigmoid(
-                    self.anchor_update_heads[index](query_states)
-                    + inverse_sigmoid(anchors, config.inverse_sigmoid_eps)
+                    self.anchor_update_heads[index](query_states) + inverse_sigmoid(anchors, config.inverse_sigmoid_eps)
                 )
                 reference_points.append(refined)
                 anchors = refined.detach()
@@ -523,6 +523,27 @@ class RGNetPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     _supports_sdpa = True
     _no_split_modules = ["RGNetEncoderLayer", "RGNetDecoderLayer", "RGNetTextToVideoLayer"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus a generated model card (README.md) when the folder has none."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            card = os.path.join(save_directory, "README.md")
+            if not os.path.exists(card):
+                with open(card, "w", encoding="utf-8") as handle:
+                    handle.write(generate_model_card(self.config, parameter_count=self.num_parameters()))
+        return result
+
+    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
+                    token=None, revision: str | None = None, create_pr: bool = False, **kwargs):  # fmt: skip
+        """Upload the weights, the configuration, the modelling code and a generated model card to the Hub."""
+        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, **kwargs)
+            return self._upload_modified_files(
+                folder, repo_id, files_timestamps={}, commit_message=commit_message or "Upload RGNet model",
+                token=token, create_pr=create_pr, revision=revision,
+            )  # fmt: skip
 
     def _init_weights(self, module: nn.Module) -> None:
         # The official initialisation: xavier-uniform for every matrix inside the encoder and decoder (tagged at
@@ -571,6 +592,9 @@ class RGNetModel(RGNetPreTrainedModel):
     sampler, self-attention over a learnable retrieval token [RET] and the frames) and the DAB-style decoder. It
     returns hidden states; [`RGNetForVideoGrounding`] adds the prediction heads and the losses.
     """
+
+    # Loading the backbone from a full grounding checkpoint skips the heads without a warning.
+    _keys_to_ignore_on_load_unexpected = [r"^(class_head|span_head|saliency_\w+|window_retrieval_head)\."]
 
     def __init__(self, config: RGNetConfig):
         super().__init__(config)
@@ -752,7 +776,7 @@ class RGNetModel(RGNetPreTrainedModel):
                 Pre-extracted token features of the query of each row.
             text_mask (`torch.FloatTensor` of shape `(batch_size, num_tokens)`): 1 = valid token.
         """
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         self.validate_inputs(video_features, video_mask, text_features, text_mask)
         encoded = self.encode(video_features, video_mask, text_features, text_mask)
         hidden_states, reference_points = self.decode(
@@ -848,12 +872,13 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
                 inside / outside the moment. When given, the loss of the configured recipe is computed; with
                 `config.in_batch_window_pairs` every text is also paired with every window of the batch for the
                 window-retrieval loss.
-            negative_video_features (`torch.FloatTensor` of shape `(batch_size, num_negative_frames, video_feature_size)`, *optional*):
+            negative_video_features (`torch.FloatTensor` of shape
+                `(batch_size, num_negative_frames, video_feature_size)`, *optional*):
                 A window of the same video that does not contain the moment, one per row (needed when
                 `config.use_negative_window_loss`).
             negative_video_mask (`torch.FloatTensor` of shape `(batch_size, num_negative_frames)`, *optional*).
         """
-        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
         self.model.validate_inputs(video_features, video_mask, text_features, text_mask)
         if labels is not None and len(labels) != video_features.shape[0]:
