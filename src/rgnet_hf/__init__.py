@@ -3,9 +3,12 @@
 Importing the package registers the `rgnet` model type with the transformers Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_rgnet import RGNetConfig
+from .feature_extraction_rgnet import RGNetFeatureExtractor
+from .inference_rgnet import RGNetGroundingEngine, VideoGroundingResult
 from .modeling_rgnet import (
     RGNetEncoderOutput,
     RGNetForVideoGrounding,
@@ -14,6 +17,8 @@ from .modeling_rgnet import (
     RGNetModelOutput,
     RGNetPreTrainedModel,
 )
+from .pipeline_rgnet import VideoGroundingPipeline
+from .processing_rgnet import RGNetProcessor
 
 __version__ = "0.1.0"
 
@@ -21,10 +26,17 @@ AutoConfig.register("rgnet", RGNetConfig, exist_ok=True)
 # RGNet has no task-specific Auto class in transformers: AutoModel gives the full grounding model (heads included);
 # `RGNetModel.from_pretrained` loads the backbone alone from the same folder.
 AutoModel.register(RGNetConfig, RGNetForVideoGrounding, exist_ok=True)
+AutoFeatureExtractor.register(RGNetConfig, RGNetFeatureExtractor, exist_ok=True)
+AutoProcessor.register(RGNetConfig, RGNetProcessor, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    "video-grounding", pipeline_class=VideoGroundingPipeline, pt_model=AutoModel, type="multimodal"
+)
 # Saved folders carry the modelling code and an `auto_map`, so they load with `trust_remote_code=True` where
 # rgnet_hf is not installed.
 RGNetConfig.register_for_auto_class()
 RGNetForVideoGrounding.register_for_auto_class("AutoModel")
+RGNetFeatureExtractor.register_for_auto_class()
+RGNetProcessor.register_for_auto_class()
 
 __all__ = [
     "RGNetConfig",
@@ -34,5 +46,10 @@ __all__ = [
     "RGNetEncoderOutput",
     "RGNetModelOutput",
     "RGNetGroundingOutput",
+    "RGNetFeatureExtractor",
+    "RGNetProcessor",
+    "RGNetGroundingEngine",
+    "VideoGroundingResult",
+    "VideoGroundingPipeline",
     "__version__",
 ]

@@ -1,0 +1,178 @@
+"""`rgnet-hf` command line: `ground` (features in, moments out), `demo`, `convert`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def load_array(path: str | Path, key: str | None = None) -> np.ndarray:
+    """Read a feature array from `.npy`, `.npz`, `.pt` / `.pth` or `.h5` / `.hdf5` (`key` selects an entry)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No such feature file: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path)
+    if suffix == ".npz":
+        with np.load(path) as archive:
+            return _pick(dict(archive), key, path)
+    if suffix in (".pt", ".pth"):
+        import torch
+
+        value = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(value, dict):
+            value = _pick(value, key, path)
+        return value.float().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            names = list(handle.keys())
+            if key is None and len(names) != 1:
+                raise ValueError(
+                    f"{path} holds {len(names)} entries; choose one with a key ({', '.join(names[:5])}...)"
+                )
+            name = key if key is not None else names[0]
+            if name not in handle:
+                raise KeyError(f"{path} has no entry {name!r}")
+            return handle[name][()]
+    raise ValueError(f"Unsupported feature file type {suffix!r} ({path}); use .npy, .npz, .pt or .h5")
+
+
+def _pick(mapping: dict, key: str | None, path: Path):
+    if key is None:
+        if len(mapping) != 1:
+            raise ValueError(
+                f"{path} holds {len(mapping)} entries; choose one with a key ({', '.join(list(mapping)[:5])})"
+            )
+        return next(iter(mapping.values()))
+    if key not in mapping:
+        raise KeyError(f"{path} has no entry {key!r}")
+    return mapping[key]
+
+
+def _format_table(rankings: list[list[dict]], names: list[str]) -> str:
+    lines = []
+    for name, moments in zip(names, rankings):
+        lines.append(f"{name}")
+        lines.append(f"  {'rank':>4}  {'start (s)':>10}  {'end (s)':>10}  {'score':>7}")
+        for rank, moment in enumerate(moments, 1):
+            lines.append(f"  {rank:>4}  {moment['start']:>10.2f}  {moment['end']:>10.2f}  {moment['score']:>7.3f}")
+    return "\n".join(lines)
+
+
+def _ground(args: argparse.Namespace) -> int:
+    from transformers import pipeline
+
+    import rgnet_hf  # noqa: F401 - registers the pipeline
+
+    video = load_array(args.video, args.video_key)
+    text = load_array(args.text, args.text_key)
+    sentence = load_array(args.sentence, args.sentence_key) if args.sentence else None
+    if args.top_k <= 0:
+        raise ValueError(f"--top-k must be > 0, got {args.top_k}")
+    pipe = pipeline("video-grounding", model=args.model, device=args.device)
+    inputs = {"video_features": video, "text_features": list(text) if text.ndim == 3 else text}
+    if sentence is not None:
+        inputs["sentence_features"] = sentence
+    if args.seconds_per_feature:
+        inputs["seconds_per_feature"] = args.seconds_per_feature
+    result = pipe(inputs, top_k=args.top_k)
+    rankings = result if text.ndim == 3 else [result]
+    if args.json:
+        print(json.dumps(rankings if text.ndim == 3 else rankings[0], indent=2))
+    else:
+        print(_format_table(rankings, [f"query {index}" for index in range(len(rankings))]))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Ground queries in a synthetic long video with a randomly initialised MAD-preset model (no download)."""
+    import torch
+
+    from . import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
+
+    torch.manual_seed(args.seed)
+    config = RGNetConfig.from_preset("mad")
+    model = RGNetForVideoGrounding(config).eval()
+    num_frames = int(args.minutes * 60 / config.seconds_per_feature)
+    generator = torch.Generator().manual_seed(args.seed)
+    video = torch.randn(num_frames, config.video_feature_size, generator=generator) * 0.5
+    text = torch.nn.functional.normalize(torch.randn(args.queries, 12, config.text_feature_size, generator=generator),
+                                         dim=-1)  # fmt: skip
+    sentence = torch.nn.functional.normalize(torch.randn(args.queries, config.sentence_feature_size,
+                                                         generator=generator), dim=-1)  # fmt: skip
+    engine = RGNetGroundingEngine(model)
+    started = time.perf_counter()
+    results = engine.ground(video, text, sentence_features=sentence)
+    elapsed = time.perf_counter() - started
+    print(f"Synthetic video: {args.minutes:g} min = {num_frames} features at 5 fps, "
+          f"{len(results[0].window_order)} windows; {args.queries} queries; random MAD-preset RGNet "
+          f"({model.num_parameters() / 1e6:.1f} M parameters); {elapsed:.1f} s on {torch.get_num_threads()} threads.")  # fmt: skip
+    print(_format_table([r.to_list(args.top_k) for r in results], [f"query {i}" for i in range(len(results))]))
+    print("(random weights: the moments are arbitrary; this run checks the whole path end to end)")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert_original_checkpoint import main as convert_main
+
+    forwarded = ["--checkpoint", args.checkpoint, "--output", args.output]
+    if args.preset:
+        forwarded += ["--preset", args.preset]
+    if args.official_batch_mask:
+        forwarded.append("--official-batch-mask")
+    return convert_main(forwarded)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rgnet-hf", description="RGNet long-video temporal grounding")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ground = commands.add_parser("ground", help="ground queries in a video's pre-extracted features")
+    ground.add_argument("--model", required=True, help="a saved RGNet folder or Hub id")
+    ground.add_argument("--video", required=True, help="video features (T, D): .npy, .npz, .pt or .h5")
+    ground.add_argument("--video-key", default=None, help="entry of --video to read (npz / pt dict / h5)")
+    ground.add_argument("--text", required=True, help="query token features (Lq, Dt) or (Q, Lq, Dt)")
+    ground.add_argument("--text-key", default=None)
+    ground.add_argument("--sentence", default=None, help="sentence features (Dc,) or (Q, Dc), for the matching score")
+    ground.add_argument("--sentence-key", default=None)
+    ground.add_argument("--seconds-per-feature", type=float, default=None)
+    ground.add_argument("--top-k", type=int, default=5)
+    ground.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    ground.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ground.set_defaults(handler=_ground)
+
+    demo = commands.add_parser("demo", help="ground queries in a synthetic long video (random weights, offline)")
+    demo.add_argument("--minutes", type=float, default=20.0)
+    demo.add_argument("--queries", type=int, default=2)
+    demo.add_argument("--top-k", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_demo)
+
+    convert = commands.add_parser("convert", help="convert an official RGNet checkpoint")
+    convert.add_argument("--checkpoint", required=True)
+    convert.add_argument("--output", required=True)
+    convert.add_argument("--preset", default=None, choices=["mad", "ego4d", "ego4d_pretrain"])
+    convert.add_argument("--official-batch-mask", action="store_true")
+    convert.set_defaults(handler=_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
