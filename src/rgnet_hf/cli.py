@@ -69,8 +69,11 @@ def _format_table(rankings: list[list[dict]], names: list[str]) -> str:
 
 def _ground(args: argparse.Namespace) -> int:
     from transformers import pipeline
+    from transformers.utils import logging as transformers_logging
 
     import rgnet_hf  # noqa: F401 - registers the pipeline
+
+    transformers_logging.disable_progress_bar()
 
     video = load_array(args.video, args.video_key)
     text = load_array(args.text, args.text_key)
