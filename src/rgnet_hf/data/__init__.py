@@ -1,0 +1,58 @@
+"""Datasets of RGNet: MAD and Ego4D-NLQ query rows with lazily attached features, training samples, evaluation items.
+
+- Loaders ([`load_mad`], [`load_ego4d_nlq`], [`load_cone_variant`]) return a [`GroundingDatasetDict`] of query rows;
+  the features stay on disk and are read lazily (one handle per process, window-sized reads).
+- [`RGNetTrainingDataset`] + [`RGNetTrainingCollator`] give training batches in the model's forward arguments,
+  sampled as the official recipes do, reproducibly from (seed, epoch, index).
+- [`EvaluationVideoDataset`] gives every query of a video with the whole video, for inference.
+"""
+
+from .annotations import DROP_REASONS, FIX_REASONS, AnnotationError, DataReport, SplitReport, training_filter_reason
+from .collator import RGNetTrainingCollator
+from .evaluation import EvaluationVideoDataset, iter_evaluation_videos
+from .features import FeatureError, FeatureSources, LazyVideoFeatures, l2_normalize
+from .loaders import (
+    GroundingDatasetDict,
+    attach_features,
+    cone_variant_files,
+    format_summary,
+    get_feature_sources,
+    load_cone_variant,
+    load_ego4d_nlq,
+    load_grounding_dataset,
+    load_mad,
+    query_features,
+    summarize,
+)
+from .sampling import RGNetTrainingDataset, TrainingWindow, positive_window_probabilities, sample_training_window
+
+__all__ = [
+    "DROP_REASONS",
+    "FIX_REASONS",
+    "AnnotationError",
+    "DataReport",
+    "EvaluationVideoDataset",
+    "FeatureError",
+    "FeatureSources",
+    "GroundingDatasetDict",
+    "LazyVideoFeatures",
+    "RGNetTrainingCollator",
+    "RGNetTrainingDataset",
+    "SplitReport",
+    "TrainingWindow",
+    "attach_features",
+    "cone_variant_files",
+    "format_summary",
+    "get_feature_sources",
+    "iter_evaluation_videos",
+    "l2_normalize",
+    "load_cone_variant",
+    "load_ego4d_nlq",
+    "load_grounding_dataset",
+    "load_mad",
+    "positive_window_probabilities",
+    "query_features",
+    "sample_training_window",
+    "summarize",
+    "training_filter_reason",
+]
