@@ -1,0 +1,48 @@
+"""Evaluate a saved RGNet on a dataset split with the official metric, data-parallel across processes.
+
+    accelerate launch examples/evaluate.py --model outputs/mad/best --config examples/configs/mad.yaml \
+        [--split test] [--output metrics.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import yaml
+from accelerate import Accelerator
+
+from rgnet_hf import RGNetForVideoGrounding
+from rgnet_hf.data import EvaluationVideoDataset
+from rgnet_hf.training import evaluate_model, load_data_from_spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a saved RGNet folder")
+    parser.add_argument("--config", required=True, help="recipe YAML whose `data` section locates the dataset")
+    parser.add_argument("--split", default=None, help="split to evaluate (default: the recipe's eval_split)")
+    parser.add_argument("--max-videos", type=int, default=None)
+    parser.add_argument("--memory-budget-gib", type=float, default=2.0)
+    parser.add_argument("--output", default=None, help="write the metrics as JSON here")
+    args = parser.parse_args(argv)
+    with open(args.config) as handle:
+        recipe = yaml.safe_load(handle)
+    split = args.split or recipe.get("eval_split", "validation")
+    accelerator = Accelerator()
+    model = RGNetForVideoGrounding.from_pretrained(args.model).to(accelerator.device).eval()
+    dataset = load_data_from_spec(recipe["data"])
+    videos = EvaluationVideoDataset(dataset[split], max_text_length=model.config.max_text_length)
+    metrics = evaluate_model(model, videos, accelerator, int(args.memory_budget_gib * 2**30), args.max_videos)
+    if accelerator.is_main_process:
+        width = max(len(k) for k in metrics)
+        for key, value in metrics.items():
+            print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+        if args.output:
+            with open(args.output, "w") as handle:
+                json.dump(metrics, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Training with Accelerate: one process, two CPU processes (DDP over gloo), kill and resume, the Trainer."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rgnet_hf.data.synthetic import make_mad_release
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = dict(video_feature_size=24, text_feature_size=16, sentence_feature_size=24, hidden_size=32,
+                  num_attention_heads=4, intermediate_size=64, window_length=64, max_text_length=8,
+                  top_k_windows=5)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mad_release")
+    paths = make_mad_release(root, num_movies=6, frames_per_movie=(600, 900), queries_per_movie=8, feature_dim=24,
+                             text_dim=16)  # fmt: skip
+    return {key: str(value) for key, value in paths.items()}
+
+
+def _recipe(release, output_dir, **overrides) -> dict:
+    recipe = dict(
+        output_dir=str(output_dir), preset="mad", model=dict(TINY_MODEL), data=dict(format="mad", **release),
+        eval_split="validation", num_epochs=3, batch_size=3, num_workers=0, log_with=None, log_every_steps=1,
+        seed=7,
+    )  # fmt: skip
+    recipe.update(overrides)
+    return recipe
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run_train_script(recipe: dict, tmp_path: Path, extra: list[str] = (), processes: int = 1):
+    config = tmp_path / f"recipe_{len(list(tmp_path.glob('recipe_*')))}.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    if processes == 1:
+        command = [sys.executable, str(ROOT / "examples" / "train.py"), "--config", str(config), *extra]
+    else:
+        env["ACCELERATE_USE_CPU"] = "1"
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", str(_free_port()), str(ROOT / "examples" / "train.py"), "--config",
+                   str(config), *extra]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_single_process_training_learns_saves_and_evaluates(release, tmp_path):
+    from rgnet_hf import RGNetForVideoGrounding
+    from rgnet_hf.training import TrainingConfig, load_data_from_spec, train
+
+    num_train = len(load_data_from_spec(dict(format="mad", **release))["train"])
+    summary = train(TrainingConfig.from_dict(_recipe(release, tmp_path / "run", num_epochs=4)))
+    assert summary["global_step"] == 4 * (num_train // 3) and summary["epochs"] == 4  # the short last batch is skipped
+    assert summary["parameters_in_sync"] and summary["best_score"] is not None
+    assert "R@1 IoU=0.3" in summary["last_metrics"] and summary["last_metrics"]["num_queries"] > 0
+    losses = [json.loads(line)["train/loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+              if "train/loss" in line]  # fmt: skip
+    assert losses[-1] < losses[0], "the loss should go down on the training data"
+    model = RGNetForVideoGrounding.from_pretrained(tmp_path / "run" / "final")
+    assert model.config.window_length == 64
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "final" / "README.md").is_file()
+    assert len(list((tmp_path / "run").glob("checkpoint-*"))) == 2  # keep_checkpoints
+    assert not list((tmp_path / "run").glob(".*partial"))
+
+
+def test_two_cpu_processes_stay_in_sync(release, tmp_path):
+    recipe = _recipe(release, tmp_path / "ddp", max_steps=3, eval_split="validation", num_epochs=2)
+    result = _run_train_script(recipe, tmp_path, processes=2)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["num_processes"] == 2
+    assert summary["parameters_in_sync"] is True
+    assert summary["global_step"] == 3
+    assert summary["last_metrics"]["num_queries"] == 16  # both processes' videos gathered
+
+
+def test_kill_and_resume_continues_exactly(release, tmp_path):
+    recipe = _recipe(release, tmp_path / "full", max_steps=7, checkpoint_every_steps=2, eval_split=None,
+                     keep_checkpoints=5)  # fmt: skip
+    assert _run_train_script(recipe, tmp_path).returncode == 0
+    killed = dict(recipe, output_dir=str(tmp_path / "killed"), kill_after_step=5)
+    result = _run_train_script(killed, tmp_path)
+    assert result.returncode == -9, "the run must die by SIGKILL after step 5"
+    checkpoints = sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-2", "checkpoint-4"] and not list((tmp_path / "killed").glob(".*partial"))
+    resumed = dict(recipe, output_dir=str(tmp_path / "killed"))
+    result = _run_train_script(resumed, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Resumed from" in result.stdout and "checkpoint-4" in result.stdout
+
+    from safetensors.torch import load_file
+
+    full = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    again = load_file(tmp_path / "killed" / "final" / "model.safetensors")
+    for name, tensor in full.items():
+        torch.testing.assert_close(again[name], tensor, rtol=0, atol=1e-6, msg=name)
+
+    def losses(folder):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return {row["step"]: row["train/loss"] for row in rows if "train/loss" in row}
+
+    full_losses, resumed_losses = losses(tmp_path / "full"), losses(tmp_path / "killed")
+    for step in (5, 6, 7):  # step 5 ran twice in the killed folder: before the kill and after resuming
+        assert resumed_losses[step] == pytest.approx(full_losses[step], rel=1e-6, abs=1e-7)
+
+
+def test_command_line_overrides(release, tmp_path):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from train import parse_config
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(_recipe(release, tmp_path / "o")))
+    config = parse_config(["--config", str(path), "--learning_rate", "2e-4", "--lr_drop_epochs", "[120, 170]",
+                           "--model.hidden_size", "64", "--data.sentence_features", "null"])  # fmt: skip
+    assert config.learning_rate == 2e-4 and config.lr_drop_epochs == [120, 170]
+    assert config.model["hidden_size"] == 64 and config.data["sentence_features"] is None
+    with pytest.raises(SystemExit, match="unknown option --lr"):
+        parse_config(["--config", str(path), "--lr", "1"])
+
+
+def test_trainer_compatibility(release, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from rgnet_hf import RGNetConfig, RGNetForVideoGrounding
+    from rgnet_hf.data import RGNetTrainingCollator, RGNetTrainingDataset
+    from rgnet_hf.training import load_data_from_spec
+
+    dataset = load_data_from_spec(dict(format="mad", **release))
+    model = RGNetForVideoGrounding(RGNetConfig.from_preset("mad", **TINY_MODEL))
+    train_set = RGNetTrainingDataset.from_config(dataset["train"], model.config)
+    arguments = TrainingArguments(output_dir=str(tmp_path / "trainer"), max_steps=2, per_device_train_batch_size=3,
+                                  remove_unused_columns=False, use_cpu=True, report_to=[], save_strategy="no",
+                                  logging_steps=1)  # fmt: skip
+    trainer = Trainer(model=model, args=arguments, train_dataset=train_set, data_collator=RGNetTrainingCollator())
+    result = trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
