@@ -21,8 +21,9 @@ from rgnet_hf.data import (
     positive_window_probabilities,
     sample_training_window,
 )
-from rgnet_hf.data._windows import count_windows, moment_windows, window_span
 from rgnet_hf.data.synthetic import write_h5
+from rgnet_hf.windowing import moment_windows, window_span
+from rgnet_hf.windowing import num_windows as count_windows
 
 L, STRIDE, SPF = 40, 20, 0.2  # the parity fixtures' grid: windows of 40 frames, stride 20
 

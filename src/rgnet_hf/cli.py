@@ -115,9 +115,11 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = engine.ground(video, text, sentence_features=sentence)
     elapsed = time.perf_counter() - started
-    print(f"Synthetic video: {args.minutes:g} min = {num_frames} features at 5 fps, "
-          f"{len(results[0].window_order)} windows; {args.queries} queries; random MAD-preset RGNet "
-          f"({model.num_parameters() / 1e6:.1f} M parameters); {elapsed:.1f} s on {torch.get_num_threads()} threads.")  # fmt: skip
+    print(
+        f"Synthetic video: {args.minutes:g} min = {num_frames} features at 5 fps, {len(results[0].window_order)} "
+        f"windows; {args.queries} queries; random MAD-preset RGNet ({model.num_parameters() / 1e6:.1f} M "
+        f"parameters); {elapsed:.1f} s on {torch.get_num_threads()} threads."
+    )
     print(_format_table([r.to_list(args.top_k) for r in results], [f"query {i}" for i in range(len(results))]))
     print("(random weights: the moments are arbitrary; this run checks the whole path end to end)")
     return 0

@@ -242,8 +242,8 @@ class RGNetGroundingEngine:
         text_features = text_features.to(device=device, dtype=dtype)
         text_mask = text_mask.to(device=device, dtype=dtype)
         top_k = min(self.top_k_windows, num_windows)
-        rows_per_chunk = max(1, self.memory_budget_bytes // self._bytes_per_encoded_row(window_length,
-                                                                                         text_features.shape[1]))  # fmt: skip
+        row_bytes = self._bytes_per_encoded_row(window_length, text_features.shape[1])
+        rows_per_chunk = max(1, self.memory_budget_bytes // row_bytes)
         if max_queries_per_group is None:
             kept_bytes = num_windows * self._bytes_per_kept_row(window_length)
             max_queries_per_group = max(1, self.memory_budget_bytes // max(kept_bytes, 1))
@@ -343,7 +343,8 @@ class RGNetGroundingEngine:
             results.append(
                 VideoGroundingResult(
                     moments=fused[:, :2], scores=fused[:, 4], rankings=ranked, window_order=order[position],
-                    window_scores=scores[position], window_bounds=bounds.numpy(), window_predictions=window_rows[position],
+                    window_scores=scores[position], window_bounds=bounds.numpy(),
+                    window_predictions=window_rows[position],
                 )
             )  # fmt: skip
         return results

@@ -62,7 +62,8 @@ def default_window_stride(window_length: int) -> int:
     return window_length // 2
 
 
-def _resolve_stride(window_length: int, stride: int | None) -> int:
+def resolve_window_stride(window_length: int, stride: int | None) -> int:
+    """`stride`, or the official default `window_length // 2`; checked to be in `[1, window_length)`."""
     window_length = _check_positive_int(window_length, "window_length")
     if stride is None:
         return default_window_stride(window_length)
@@ -99,11 +100,26 @@ def window_bounds(num_frames: int, window_length: int, stride: int | None = None
     Example: `window_bounds(310, 40)` has 17 windows, `[[0, 20], [0, 40], [20, 60], ..., [280, 310], [300, 310]]`.
     """
     num_frames = _check_positive_int(num_frames, "num_frames")
-    stride = _resolve_stride(window_length, stride)
+    stride = resolve_window_stride(window_length, stride)
     nominal_starts = (torch.arange(num_windows(num_frames, stride), dtype=torch.long) - 1) * stride
     starts = nominal_starts.clamp(min=0)
     ends = (nominal_starts + window_length).clamp(max=num_frames)
     return torch.stack([starts, ends], dim=1)
+
+
+def window_span(index: int, num_frames: int, window_length: int, stride: int) -> tuple[int, int]:
+    """`[start, end)` frames of window `index` (plain Python, for per-sample code; [`window_bounds`] gives them
+    all)."""
+    nominal_start = (index - 1) * stride
+    return max(nominal_start, 0), min(nominal_start + window_length, num_frames)
+
+
+def moment_windows(start_frame: float, end_frame: float, stride: int, num_windows: int) -> range:
+    """The windows overlapping a moment `[start_frame, end_frame]` given in fractional frames: `floor(s / stride) ...
+    ceil(e / stride)`, clamped to `[0, W - 1]` (plain Python; [`ground_truth_window_range`] takes seconds)."""
+    first = min(max(math.floor(start_frame / stride), 0), num_windows - 1)
+    last = min(max(math.ceil(end_frame / stride), 0), num_windows - 1)
+    return range(first, last + 1)
 
 
 def seconds_to_frames(
@@ -301,7 +317,7 @@ def moment_to_window_target(
         `(centre, width)`, both normalised by the window's valid length. The width is negative when the moment does
         not overlap the window (callers pick overlapping windows, see [`ground_truth_windows`]).
     """
-    stride = _resolve_stride(window_length, stride)
+    stride = resolve_window_stride(window_length, stride)
     bounds = window_bounds(num_frames, window_length, stride)
     if not 0 <= window_index < bounds.shape[0]:
         raise ValueError(f"`window_index` must be in [0, {bounds.shape[0] - 1}], got {window_index}.")

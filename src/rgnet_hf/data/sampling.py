@@ -28,7 +28,9 @@ import datasets
 import numpy as np
 import torch
 
-from ._windows import count_windows, moment_windows, resolve_stride, window_span
+from ..windowing import moment_windows, window_span
+from ..windowing import num_windows as count_windows
+from ..windowing import resolve_window_stride as resolve_stride
 from .features import FeatureSources, l2_normalize
 from .loaders import get_feature_sources
 
