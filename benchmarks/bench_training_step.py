@@ -31,11 +31,12 @@ def _batch(config: RGNetConfig, batch_size: int, device: torch.device) -> dict:
     for n in lengths.tolist():
         labels.append({"spans": torch.tensor([[0.5, 0.1]]), "saliency_positive_frames": torch.tensor([n // 2]),
                        "saliency_negative_frames": torch.tensor([0])})  # fmt: skip
+    video = torch.randn(batch_size, length, config.video_feature_size, generator=generator) * video_mask[..., None]
+    text = torch.randn(batch_size, config.max_text_length, config.text_feature_size, generator=generator)
     batch = {
-        "video_features": torch.randn(batch_size, length, config.video_feature_size, generator=generator) * video_mask[..., None],
+        "video_features": video,
         "video_mask": video_mask,
-        "text_features": torch.nn.functional.normalize(torch.randn(batch_size, config.max_text_length,
-                                                                   config.text_feature_size, generator=generator), dim=-1),
+        "text_features": torch.nn.functional.normalize(text, dim=-1),
         "text_mask": text_mask,
         "labels": [{k: v.to(device) for k, v in label.items()} for label in labels],
     }  # fmt: skip
