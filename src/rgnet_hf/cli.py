@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -96,32 +95,9 @@ def _ground(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Ground queries in a synthetic long video with a randomly initialised MAD-preset model (no download)."""
-    import torch
+    from .demo import run_demo
 
-    from . import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
-
-    torch.manual_seed(args.seed)
-    config = RGNetConfig.from_preset("mad")
-    model = RGNetForVideoGrounding(config).eval()
-    num_frames = int(args.minutes * 60 / config.seconds_per_feature)
-    generator = torch.Generator().manual_seed(args.seed)
-    video = torch.randn(num_frames, config.video_feature_size, generator=generator) * 0.5
-    text = torch.nn.functional.normalize(torch.randn(args.queries, 12, config.text_feature_size, generator=generator),
-                                         dim=-1)  # fmt: skip
-    sentence = torch.nn.functional.normalize(torch.randn(args.queries, config.sentence_feature_size,
-                                                         generator=generator), dim=-1)  # fmt: skip
-    engine = RGNetGroundingEngine(model)
-    started = time.perf_counter()
-    results = engine.ground(video, text, sentence_features=sentence)
-    elapsed = time.perf_counter() - started
-    print(
-        f"Synthetic video: {args.minutes:g} min = {num_frames} features at 5 fps, {len(results[0].window_order)} "
-        f"windows; {args.queries} queries; random MAD-preset RGNet ({model.num_parameters() / 1e6:.1f} M "
-        f"parameters); {elapsed:.1f} s on {torch.get_num_threads()} threads."
-    )
-    print(_format_table([r.to_list(args.top_k) for r in results], [f"query {i}" for i in range(len(results))]))
-    print("(random weights: the moments are arbitrary; this run checks the whole path end to end)")
+    run_demo(args.output, num_epochs=args.epochs, seed=args.seed)
     return 0
 
 
@@ -154,11 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     ground.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ground.set_defaults(handler=_ground)
 
-    demo = commands.add_parser("demo", help="ground queries in a synthetic long video (random weights, offline)")
-    demo.add_argument("--minutes", type=float, default=20.0)
-    demo.add_argument("--queries", type=int, default=2)
-    demo.add_argument("--top-k", type=int, default=3)
-    demo.add_argument("--seed", type=int, default=0)
+    demo = commands.add_parser(
+        "demo", help="train and evaluate a small RGNet on a synthetic long-video benchmark (offline, CPU)"
+    )
+    demo.add_argument("--output", default="rgnet-demo", help="folder for the data, the model and the results")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo recipe's)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark")
     demo.set_defaults(handler=_demo)
 
     convert = commands.add_parser("convert", help="convert an official RGNet checkpoint")

@@ -97,6 +97,9 @@ class RGNetGroundingEngine:
         memory_budget_bytes (`int`, defaults to 2 GiB): activation memory one encoder chunk may use (estimated); the
             encoder states kept for the top-k selection of a group of queries count against it too.
         top_k_windows, nms_threshold, max_predictions_before_nms, max_predictions (*optional*): override the config.
+        window_scorer ([`RGNetForVideoGrounding`], *optional*): a separate model whose window logits rank the windows
+            (a two-stage pipeline: retrieval by one model, grounding by `model`); by default `model` does both, as
+            RGNet does.
     """
 
     def __init__(
@@ -107,9 +110,11 @@ class RGNetGroundingEngine:
         nms_threshold: float | None = None,
         max_predictions_before_nms: int | None = None,
         max_predictions: int | None = None,
+        window_scorer=None,
     ):
         config = model.config
         self.model = model
+        self.window_scorer = window_scorer
         self.memory_budget_bytes = int(memory_budget_bytes)
         self.top_k_windows = top_k_windows or config.top_k_windows
         self.nms_threshold = config.nms_threshold if nms_threshold is None else nms_threshold
@@ -271,20 +276,24 @@ class RGNetGroundingEngine:
         window_index = torch.arange(num_windows).repeat(num_group)
         num_rows = len(query_index)
 
-        # 1. Encode every (query, window) row in chunks; keep the retrieval logits and the encoder states.
-        window_logits = torch.empty(num_rows, dtype=model.dtype, device=model.device)
-        memories, retrieval_embeddings = [], []
-        for chunk_start in range(0, num_rows, rows_per_chunk):
-            rows = slice(chunk_start, min(chunk_start + rows_per_chunk, num_rows))
+        def encode(encoder, rows):
             windows, queries = window_index[rows], query_index[rows]
             mask = window_mask[windows]
-            encoded = model.model.encode(window_views[windows] * mask[..., None], mask,
-                                         text_features[queries], text_mask[queries])  # fmt: skip
-            window_logits[rows] = model.window_logits_from(encoded.retrieval_embedding)
-            memories.append(encoded.video_memory)
-            retrieval_embeddings.append(encoded.retrieval_embedding)
-        memory = torch.cat(memories)
-        retrieval = torch.cat(retrieval_embeddings)
+            return encoder.model.encode(window_views[windows] * mask[..., None], mask, text_features[queries],
+                                        text_mask[queries])  # fmt: skip
+
+        # 1. Encode every (query, window) row in chunks and score it; keep the encoder states for decoding (unless a
+        #    separate window scorer is used: then only the top-k rows are encoded again by the grounding model).
+        scorer = self.window_scorer if self.window_scorer is not None else model
+        window_logits = torch.empty(num_rows, dtype=torch.float32, device=model.device)
+        memories = []
+        for chunk_start in range(0, num_rows, rows_per_chunk):
+            rows = slice(chunk_start, min(chunk_start + rows_per_chunk, num_rows))
+            encoded = encode(scorer, rows)
+            window_logits[rows] = scorer.window_logits_from(encoded.retrieval_embedding).float()
+            if scorer is model:
+                memories.append(encoded.video_memory)
+        memory = torch.cat(memories) if memories else None
 
         # 2. Window retrieval: rank the windows of each query, keep the top k.
         ranking = rank_windows(window_logits.view(num_group, num_windows).float(), top_k)
@@ -294,10 +303,11 @@ class RGNetGroundingEngine:
         # 3. Decode only the rows that can reach the output.
         logits_list, spans_list = [], []
         for chunk_start in range(0, len(decoded_rows), rows_per_chunk):
-            rows = decoded_rows[chunk_start : chunk_start + rows_per_chunk].to(memory.device)
-            mask = window_mask[window_index[rows.cpu()]]
+            rows = decoded_rows[chunk_start : chunk_start + rows_per_chunk]
+            mask = window_mask[window_index[rows]]
             positions = _frame_positions(mask, config)
-            hidden_states, reference_points = model.model.decode(memory[rows], positions, mask)
+            rows_memory = memory[rows.to(memory.device)] if memory is not None else encode(model, rows).video_memory
+            hidden_states, reference_points = model.model.decode(rows_memory, positions, mask)
             logits, spans = model.moment_predictions(hidden_states[-1:], reference_points[-1:])
             logits_list.append(logits[0])
             spans_list.append(spans[0])
@@ -328,7 +338,6 @@ class RGNetGroundingEngine:
         )  # fmt: skip
         window_rows = format_window_predictions(seconds.cpu(), proposal.cpu(), matching.cpu())
         window_rows = window_rows.reshape(num_group, -1, *window_rows.shape[1:])
-        del retrieval
 
         # 4. Per query: fuse, rank, suppress (only the top-k windows reach this step).
         results = []

@@ -148,13 +148,15 @@ def evaluate_model(
     accelerator=None,
     memory_budget_bytes: int = 2 * 2**30,
     max_videos: int | None = None,
+    window_scorer: RGNetForVideoGrounding | None = None,
 ) -> dict[str, float]:
     """Ground every query of `videos` (an [`EvaluationVideoDataset`]) and score the fused rankings with the
-    official metric (and window recall). Videos are split across processes; every process gets the metrics."""
+    official metric (and window recall). Videos are split across processes; every process gets the metrics.
+    `window_scorer` ranks the windows with another model (a two-stage pipeline)."""
     was_training = model.training
     model.eval()
     config = model.config
-    engine = RGNetGroundingEngine(model, memory_budget_bytes=memory_budget_bytes)
+    engine = RGNetGroundingEngine(model, memory_budget_bytes=memory_budget_bytes, window_scorer=window_scorer)
     indices = list(range(len(videos) if max_videos is None else min(max_videos, len(videos))))
     if accelerator is not None:
         indices = indices[accelerator.process_index :: accelerator.num_processes]
