@@ -365,10 +365,10 @@ def _frame_positions(mask: torch.Tensor, config) -> torch.Tensor:
 
 
 def _cut_windows(features: torch.Tensor, bounds: torch.Tensor, window_length: int, windows: torch.Tensor):
-    """`(T, D)` features -> `(len(windows), window_length, D)` zero-padded windows."""
+    """`(T, D)` features -> `(len(windows), window_length, D)` zero-padded windows, on the features' device."""
     index = bounds[windows, 0][:, None] + torch.arange(window_length)[None]
-    valid = index < bounds[windows, 1][:, None]
-    gathered = features[index.clamp(max=features.shape[0] - 1)]
+    valid = (index < bounds[windows, 1][:, None]).to(features.device)
+    gathered = features[index.clamp(max=features.shape[0] - 1).to(features.device)]
     return gathered * valid[..., None].to(gathered.dtype)
 
 
