@@ -23,6 +23,7 @@ import torch
 from rgnet_hf import RGNetForVideoGrounding
 from rgnet_hf.baselines import evaluate_zero_shot
 from rgnet_hf.data import EvaluationVideoDataset
+from rgnet_hf.demo import DEMO_MODEL
 from rgnet_hf.synthetic_benchmark import (
     load_synthetic_mad,
     make_synthetic_mad,
@@ -52,8 +53,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--lr-drop-epoch", type=int, default=None, help="learning rate x 0.1 after it (epochs - 1)")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--max-test-videos", type=int, default=None)
+    parser.add_argument(
+        "--model", default="reduced", choices=["reduced", "demo"],
+        help="reduced: hidden 128, 30-s windows (standard preset); demo: the model of rgnet-hf demo",
+    )  # fmt: skip
     args = parser.parse_args()
 
     output = Path(args.output)
@@ -62,18 +68,20 @@ def main() -> None:
     if not synthetic_mad_paths(data_dir)["config"].is_file():
         make_synthetic_mad(data_dir, args.preset)
     dataset = load_synthetic_mad(data_dir)
+    model_config = dict(DEMO_MODEL) if args.model == "demo" else dict(MODEL)
     synthetic = read_synthetic_config(data_dir)
     sizes = {"video_feature_size": synthetic.video_feature_size, "text_feature_size": synthetic.text_feature_size,
              "sentence_feature_size": synthetic.video_feature_size}  # fmt: skip
-    test_videos = EvaluationVideoDataset(dataset["test"], max_text_length=25)
+    test_videos = EvaluationVideoDataset(dataset["test"], max_text_length=model_config.get("max_text_length", 25))
     results, timings = {}, {}
 
     models = {}
     for name, overrides in SYSTEMS.items():
         started = time.perf_counter()
         recipe = dict(
-            output_dir=str(output / name), preset="mad", model={**MODEL, **sizes, **overrides}, eval_split=None,
-            learning_rate=args.learning_rate, lr_drop_epochs=[max(1, args.epochs - 1)], num_epochs=args.epochs,
+            output_dir=str(output / name), preset="mad", model={**model_config, **sizes, **overrides}, eval_split=None,
+            learning_rate=args.learning_rate, num_epochs=args.epochs,
+            lr_drop_epochs=[args.lr_drop_epoch or max(1, args.epochs - 1)],
             batch_size=args.batch_size, num_workers=args.num_workers, log_with=None, seed=2020, resume=None,
         )  # fmt: skip
         summary = train(TrainingConfig.from_dict(recipe), dataset=dataset)
@@ -94,7 +102,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" if k in metrics else "-" for k in KEYS)
                      + " |")  # fmt: skip
     table = "\n".join(lines)
-    record = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "model": MODEL,
+    record = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "model": model_config,
               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
               "results": results, "timings": timings}  # fmt: skip
     (output / "results.json").write_text(json.dumps(record, indent=2, default=float))
