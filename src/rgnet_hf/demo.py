@@ -63,6 +63,11 @@ def run_demo(output_dir: str | Path = "rgnet-demo", num_epochs: int | None = Non
     from .training import TrainingConfig, evaluate_model, train
     from .visualization import plot_timeline
 
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
     started = time.perf_counter()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
