@@ -99,6 +99,28 @@ def test_top_k_decoding_equals_decoding_every_window(parity_fixtures):
             np.testing.assert_array_equal(a.rankings[ranking], b.rankings[ranking])
 
 
+def test_separate_window_scorer(parity_fixtures):
+    """A two-stage pipeline: with the same model as scorer the results are unchanged; another scorer changes the
+    window ranking only through its own window logits."""
+    fixture = parity_fixtures["mad_tiny"]
+    engine = _simulation_engine(fixture, text_to_video_mask_batch_mixing=False)
+    same = RGNetGroundingEngine(engine.model, top_k_windows=10, max_predictions=100, window_scorer=engine.model)
+    reference = _ground_simulation(fixture, engine)
+    for a, b in zip(reference, _ground_simulation(fixture, same)):
+        np.testing.assert_array_equal(a.window_order, b.window_order)
+        np.testing.assert_allclose(a.rankings["fused"], b.rankings["fused"], rtol=0, atol=1e-9)
+    torch.manual_seed(3)
+    other = RGNetForVideoGrounding(engine.model.config).eval()
+    two_stage = RGNetGroundingEngine(engine.model, top_k_windows=10, max_predictions=100, window_scorer=other)
+    results = _ground_simulation(fixture, two_stage)
+    simulation = fixture["inference_simulation"]
+    (text, text_mask) = simulation["batch"]["query_feat"]
+    scores_only = RGNetGroundingEngine(other, top_k_windows=10, max_predictions=100)
+    expected = scores_only.ground(simulation["video_feat"], text, text_mask, simulation["batch"]["query_cls_feat"])
+    for result, reference_result in zip(results, expected):
+        np.testing.assert_array_equal(result.window_order, reference_result.window_order)
+
+
 def test_many_queries_batch_like_one_at_a_time(parity_fixtures):
     fixture = parity_fixtures["ego4d_tiny"]
     engine = _simulation_engine(fixture, text_to_video_mask_batch_mixing=False)

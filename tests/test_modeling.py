@@ -412,4 +412,4 @@ def test_initialisation_follows_the_official_scheme():
     token = model.model.retrieval_token
     assert 0.5 < float(token.detach().std()) < 1.5  # N(0, 1)
     bound = (6 / (64 + 64)) ** 0.5
-    assert float(decoder.layers[0].sa_v_proj.weight.abs().max()) <= bound
+    assert float(decoder.layers[0].sa_v_proj.weight.detach().abs().max()) <= bound

@@ -54,6 +54,8 @@ def run_demo(output_dir: str | Path = "rgnet-demo", num_epochs: int | None = Non
              num_queries_shown: int = 6) -> dict[str, Any]:  # fmt: skip
     """Run the demo; returns the paths of the picture and the table and the metrics."""
     import torch
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
 
     from .baselines import evaluate_zero_shot
     from .data import EvaluationVideoDataset
@@ -62,9 +64,6 @@ def run_demo(output_dir: str | Path = "rgnet-demo", num_epochs: int | None = Non
     from .synthetic_benchmark import load_synthetic_mad, make_synthetic_mad
     from .training import TrainingConfig, evaluate_model, train
     from .visualization import plot_timeline
-
-    from huggingface_hub.utils import disable_progress_bars
-    from transformers.utils import logging as transformers_logging
 
     disable_progress_bars()
     transformers_logging.disable_progress_bar()
