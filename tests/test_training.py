@@ -153,3 +153,22 @@ def test_trainer_compatibility(release, tmp_path):
     trainer = Trainer(model=model, args=arguments, train_dataset=train_set, data_collator=RGNetTrainingCollator())
     result = trainer.train()
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+
+
+def test_gradient_accumulation_and_bf16(release, tmp_path):
+    from rgnet_hf.training import TrainingConfig, load_data_from_spec, train
+
+    num_batches = len(load_data_from_spec(dict(format="mad", **release))["train"]) // 3
+    accumulated = train(TrainingConfig.from_dict(_recipe(release, tmp_path / "acc", num_epochs=1, eval_split=None,
+                                                          gradient_accumulation_steps=2)))  # fmt: skip
+    assert accumulated["global_step"] == num_batches // 2
+    # Accelerate fixes the precision once per process: run bf16 in its own process.
+    recipe = _recipe(release, tmp_path / "bf16", max_steps=2, eval_split=None, mixed_precision="bf16")
+    result = _run_train_script(recipe, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mixed = json.loads((tmp_path / "bf16" / "summary.json").read_text())
+    assert mixed["global_step"] == 2 and mixed["last_loss"] == mixed["last_loss"]  # not NaN
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainingConfig.from_dict(_recipe(release, tmp_path / "x", mixed_precision="fp8"))
+    with pytest.raises(ValueError, match="unknown training options: lr"):
+        TrainingConfig.from_dict(dict(_recipe(release, tmp_path / "x"), lr=1.0))
