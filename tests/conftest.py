@@ -28,3 +28,25 @@ def tiny_config(**overrides):
     )  # fmt: skip
     values.update(overrides)
     return RGNetConfig(**values)
+
+
+def run_without_rgnet_hf(script: str, hf_home, timeout: int = 300):
+    """Run `script` in a fresh Python process where importing rgnet_hf fails (a machine without the package), with
+    its own HF cache and no Hub access."""
+    import subprocess
+    import sys
+    import textwrap
+
+    blocker = textwrap.dedent(
+        """
+        import importlib.abc, sys
+        class _BlockRGNet(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "rgnet_hf" or name.startswith("rgnet_hf."):
+                    raise ImportError("rgnet_hf is blocked in this test")
+        sys.meta_path.insert(0, _BlockRGNet())
+        """
+    )
+    env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(script)], capture_output=True, text=True,
+                          env=env, timeout=timeout)  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import PARITY_NAMES, tiny_config
+from conftest import PARITY_NAMES, run_without_rgnet_hf, tiny_config
 from parity_utils import converted_model
 
 from rgnet_hf import RGNetForVideoGrounding, RGNetGroundingEngine, RGNetProcessor
@@ -230,14 +229,8 @@ def test_remote_code_pipeline_without_the_package(tmp_path):
     expected = pipeline("video-grounding", model=str(tmp_path / "model"), trust_remote_code=True)(
         {"video_features": video, "text_features": text}, top_k=3
     )
-    script = textwrap.dedent(
-        f"""
-        import sys, json, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "rgnet_hf" or name.startswith("rgnet_hf."):
-                    raise ImportError("rgnet_hf is blocked in this test")
-        sys.meta_path.insert(0, Block())
+    script = f"""
+        import json
         import numpy as np
         from transformers import pipeline
         pipe = pipeline(model={str(tmp_path / "model")!r}, trust_remote_code=True)
@@ -246,9 +239,7 @@ def test_remote_code_pipeline_without_the_package(tmp_path):
                      "text_features": np.load({str(tmp_path / "text.npy")!r})}}, top_k=3)
         print("RESULT" + json.dumps(out))
         """
-    )
-    env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    result = run_without_rgnet_hf(script, tmp_path / "hf_home")
     assert "RESULT" in result.stdout, result.stderr[-3000:]
     assert json.loads(result.stdout.split("RESULT", 1)[1]) == expected
 

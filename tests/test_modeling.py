@@ -7,15 +7,12 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
-from conftest import FIXTURES, tiny_config
+from conftest import FIXTURES, run_without_rgnet_hf, tiny_config
 from parity_utils import converted_model, model_inputs, training_inputs
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetModel
@@ -211,14 +208,7 @@ def test_remote_code_loads_without_the_package(tmp_path):
     torch.save(inputs, tmp_path / "inputs.pt")
     with torch.no_grad():
         torch.save(model(**inputs).pred_spans, tmp_path / "expected.pt")
-    script = textwrap.dedent(
-        f"""
-        import sys, importlib.abc
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "rgnet_hf" or name.startswith("rgnet_hf."):
-                    raise ImportError("rgnet_hf is blocked in this test")
-        sys.meta_path.insert(0, Block())
+    script = f"""
         import torch
         from transformers import AutoModel
         model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
@@ -230,9 +220,7 @@ def test_remote_code_loads_without_the_package(tmp_path):
         assert torch.equal(spans, torch.load({str(tmp_path / "expected.pt")!r}))
         print("REMOTE-OK")
         """
-    )
-    env = dict(os.environ, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    result = run_without_rgnet_hf(script, tmp_path / "hf_home")
     assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
 
 

@@ -10,37 +10,25 @@ SAMPLER_ATTENTION_MODES = ("additive", "sparse")
 
 # The released recipes of the official implementation (rgnet_reference.md section 1). Everything not listed keeps the
 # defaults of `RGNetConfig.__init__`, which are the MAD recipe.
+# The Ego4D-NLQ architecture (EgoVLP video features at 1.87 fps), shared by pre-training and fine-tuning.
+_EGO4D = {
+    "video_feature_size": 256,
+    "sentence_feature_size": 256,
+    "window_length": 90,
+    "max_text_length": 20,
+    "seconds_per_feature": 0.535,
+    "frame_position_temperature": 10000.0,
+    "top_k_windows": 20,
+    "scale_matching_score_by_window_score": True,
+    "dataset_name": "ego4d",
+}
 _PRESETS: dict[str, dict] = {
     "mad": {},
-    "ego4d_pretrain": {
-        "video_feature_size": 256,
-        "sentence_feature_size": 256,
-        "window_length": 90,
-        "max_text_length": 20,
-        "seconds_per_feature": 0.535,
-        "frame_position_temperature": 10000.0,
-        "in_batch_window_pairs": True,
-        "use_negative_window_loss": False,
-        "window_retrieval_loss_coefficient": 1.0,
-        "top_k_windows": 20,
-        "scale_matching_score_by_window_score": True,
-        "dataset_name": "ego4d",
-    },
-    "ego4d": {
-        "video_feature_size": 256,
-        "sentence_feature_size": 256,
-        "window_length": 90,
-        "max_text_length": 20,
-        "seconds_per_feature": 0.535,
-        "frame_position_temperature": 10000.0,
-        "in_batch_window_pairs": False,
-        "use_negative_window_loss": True,
-        "window_retrieval_loss_coefficient": 0.0,
-        "top_k_windows": 20,
-        "scale_matching_score_by_window_score": True,
-        "dataset_name": "ego4d",
-    },
-}
+    "ego4d_pretrain": {**_EGO4D, "in_batch_window_pairs": True, "use_negative_window_loss": False,
+                       "window_retrieval_loss_coefficient": 1.0},
+    "ego4d": {**_EGO4D, "in_batch_window_pairs": False, "use_negative_window_loss": True,
+              "window_retrieval_loss_coefficient": 0.0},
+}  # fmt: skip
 
 
 class RGNetConfig(PreTrainedConfig):
