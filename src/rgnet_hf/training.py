@@ -351,8 +351,10 @@ def train(config: TrainingConfig, accelerator=None, dataset=None) -> dict[str, A
     total_steps = config.num_epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    progress = tqdm(total=total_steps, initial=state["global_step"], disable=not accelerator.is_local_main_process,
-                    desc="training")  # fmt: skip
+    progress = tqdm(
+        total=total_steps, initial=state["global_step"], disable=not accelerator.is_local_main_process,
+        mininterval=1.0, desc="training",
+    )  # fmt: skip
     metrics_log = output_dir / "metrics.jsonl"
     last_loss, last_metrics = None, {}
     started = time.perf_counter()
