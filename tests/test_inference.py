@@ -303,3 +303,21 @@ def test_cli_ground_table_and_json(tmp_path, capsys):
     no_key = base[:5] + base[7:]
     assert cli_main(no_key) == 2
     assert "holds 2 entries" in capsys.readouterr().err
+
+
+def test_engine_follows_the_model_dtype():
+    """A bfloat16 model runs the whole engine in bfloat16 and finds about the same moments as in float32."""
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tiny_config()).eval()
+    half = RGNetForVideoGrounding(tiny_config()).eval()
+    half.load_state_dict(model.state_dict())
+    half = half.to(torch.bfloat16)
+    generator = torch.Generator().manual_seed(0)
+    video, text = torch.randn(300, 24, generator=generator), torch.randn(2, 5, 16, generator=generator)
+    sentence = torch.randn(2, 24, generator=generator)
+    full_results = RGNetGroundingEngine(model).ground(video, text, sentence_features=sentence)
+    half_results = RGNetGroundingEngine(half).ground(video, text, sentence_features=sentence)
+    for full, reduced in zip(full_results, half_results):
+        assert np.isfinite(reduced.moments).all()
+        assert full.window_order[:3].tolist() == reduced.window_order[:3].tolist()
+        assert np.abs(full.moments[0] - reduced.moments[:3]).min() < 1.0  # the best moment is among bf16's top 3
