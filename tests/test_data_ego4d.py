@@ -9,27 +9,18 @@ import pytest
 import torch
 
 from rgnet_hf.data import AnnotationError, FeatureError, get_feature_sources, load_ego4d_nlq
-from rgnet_hf.data.synthetic import encode_npz, write_lmdb, write_pt_dir
+from rgnet_hf.data.synthetic import (
+    _ego4d_query,  # noqa: E402
+    encode_npz,
+    write_lmdb,
+    write_pt_dir,
+)
 
 DIM, TEXT_DIM = 12, 6
 
 
 def _query(start, end, query="where is the cup?", clip_start=0.0):
-    return {
-        "clip_start_sec": start,
-        "clip_end_sec": end,
-        "video_start_sec": clip_start + start,
-        "video_end_sec": clip_start + end,
-        "video_start_frame": int((clip_start + start) * 30),
-        "video_end_frame": int((clip_start + end) * 30),
-        "template": "Objects: Where is object X?",
-        "query": query,
-        "slot_x": "cup",
-        "verb_x": "[verb_not_applicable]",
-        "slot_y": None,
-        "verb_y": "[verb_not_applicable]",
-        "raw_tags": ["Objects: Where is object X?", "cup", None],
-    }
+    return _ego4d_query(start, end, query, clip_start)
 
 
 def _clip(clip_uid, start, end, annotations):
