@@ -79,6 +79,21 @@ def test_single_process_training_learns_saves_and_evaluates(release, tmp_path):
     assert len(list((tmp_path / "run").glob("checkpoint-*"))) == 2  # keep_checkpoints
     assert not list((tmp_path / "run").glob(".*partial"))
 
+    # examples/evaluate.py on the final model reproduces the last validation of the run.
+    import importlib.util
+
+    # Loaded by path: the module name `evaluate` belongs to the Hugging Face package.
+    spec = importlib.util.spec_from_file_location("rgnet_examples_evaluate", ROOT / "examples" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    evaluate_main = module.main
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(_recipe(release, tmp_path / "run")))
+    output = tmp_path / "metrics.json"
+    assert evaluate_main(["--model", str(tmp_path / "run" / "final"), "--config", str(recipe), "--output",
+                          str(output)]) == 0  # fmt: skip
+    assert json.loads(output.read_text()) == pytest.approx(summary["last_metrics"])
+
 
 def test_two_cpu_processes_stay_in_sync(release, tmp_path):
     recipe = _recipe(release, tmp_path / "ddp", max_steps=3, eval_split="validation", num_epochs=2)
