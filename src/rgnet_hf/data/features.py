@@ -215,13 +215,50 @@ def _load_pt(path: Path) -> np.ndarray:
     return loaded.numpy()
 
 
-class PtVideoStore(_PerProcessStore):
+class _WholeArrayVideoStore(_PerProcessStore):
+    """A store whose files hold a whole video (or clip) at once: each array is loaded once and cached, and windows are
+    slices of the cached array. Subclasses implement `_load_array(key)`; with `validate_on_read`, each window read is
+    checked (size, finiteness) instead of the whole array at load."""
+
+    cache_size: int = 4
+    validate_on_read: bool = False
+
+    def _load_array(self, key: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _validated_array(self, array: np.ndarray, key: str) -> np.ndarray:
+        return _validated(
+            array, source=self.path, key=key, what="video features", ndim=2, expected_dim=self.feature_dim,
+            check_finite=self.check_finite,
+        )  # fmt: skip
+
+    def _array(self, key: str) -> np.ndarray:
+        def load() -> np.ndarray:
+            array = self._load_array(key)
+            return array if self.validate_on_read else self._validated_array(array, key)
+
+        return self._cached(key, load, self.cache_size)
+
+    def shape(self, key: str) -> tuple[int, int]:
+        return tuple(self._array(key).shape)
+
+    def num_frames(self, key: str) -> int:
+        return self._array(key).shape[0]
+
+    def read(self, key: str, start: int = 0, end: int | None = None) -> np.ndarray:
+        window = self._array(key)[start:end]
+        return self._validated_array(window, key) if self.validate_on_read else window
+
+
+class PtVideoStore(_WholeArrayVideoStore):
     """`{key}.pt` files in one directory; with `clip_ranges`, per-video files sliced to each clip.
 
     For a clip `c` with `clip_ranges[c] = (video_uid, start_sec, end_sec)`, the features are rows
     `floor(start_sec / seconds_per_feature) : ceil(end_sec / seconds_per_feature) + 1` of `{video_uid}.pt`, the rule
     of the official NLQ baselines for clip slices of per-video features (data_formats.md section 2.3).
     """
+
+    validate_on_read = True  # a window is checked when read, so a bad row elsewhere in the video does not block it
 
     def __init__(
         self,
@@ -253,39 +290,23 @@ class PtVideoStore(_PerProcessStore):
             return stems
         return {clip for clip, (video, _, _) in self.clip_ranges.items() if video in stems}
 
-    def _array(self, key: str) -> np.ndarray:
+    def _load_array(self, key: str) -> np.ndarray:
         directory = self._handle()
-
-        def load() -> np.ndarray:
-            if self.clip_ranges is None:
-                stem, first, last = key, 0, None
-            else:
-                if key not in self.clip_ranges:
-                    raise FeatureError(f"{self.path}: clip {key!r} has no (video, start, end) range")
-                stem, start_sec, end_sec = self.clip_ranges[key]
-                first = max(math.floor(start_sec / self.seconds_per_feature), 0)
-                last = math.ceil(end_sec / self.seconds_per_feature) + 1
-            file = directory / f"{stem}.pt"
-            if not file.exists():
-                raise FeatureError(f"{self.path}: no video features for {key!r} (missing {file.name})")
-            array = _load_pt(file)
-            if array.ndim != 2:
-                raise FeatureError(f"{file}: video features have shape {tuple(array.shape)}, expected [T, D]")
-            return array[first:last]
-
-        return self._cached(key, load, self.cache_size)
-
-    def shape(self, key: str) -> tuple[int, int]:
-        return tuple(self._array(key).shape)
-
-    def num_frames(self, key: str) -> int:
-        return self._array(key).shape[0]
-
-    def read(self, key: str, start: int = 0, end: int | None = None) -> np.ndarray:
-        return _validated(
-            self._array(key)[start:end], source=self.path, key=key, what="video features", ndim=2,
-            expected_dim=self.feature_dim, check_finite=self.check_finite,
-        )  # fmt: skip
+        if self.clip_ranges is None:
+            stem, first, last = key, 0, None
+        else:
+            if key not in self.clip_ranges:
+                raise FeatureError(f"{self.path}: clip {key!r} has no (video, start, end) range")
+            stem, start_sec, end_sec = self.clip_ranges[key]
+            first = max(math.floor(start_sec / self.seconds_per_feature), 0)
+            last = math.ceil(end_sec / self.seconds_per_feature) + 1
+        file = directory / f"{stem}.pt"
+        if not file.exists():
+            raise FeatureError(f"{self.path}: no video features for {key!r} (missing {file.name})")
+        array = _load_pt(file)
+        if array.ndim != 2:
+            raise FeatureError(f"{file}: video features have shape {tuple(array.shape)}, expected [T, D]")
+        return array[first:last]
 
 
 # lmdb allows one open environment per path and process: stores of several splits share it.
@@ -324,7 +345,7 @@ def _lmdb_get(environment, key: str, source: str, what: str) -> dict[str, np.nda
     return decode_npz(raw, source=source, key=key)
 
 
-class LmdbVideoStore(_PerProcessStore):
+class LmdbVideoStore(_WholeArrayVideoStore):
     """CONE/RGNet video lmdb: key = clip/movie id, value = npz archive with a `features` member `[T, D]`."""
 
     def __init__(self, path: str, feature_dim: int | None = None, check_finite: bool = True, cache_size: int = 4):
@@ -338,32 +359,14 @@ class LmdbVideoStore(_PerProcessStore):
     def keys(self) -> set[str]:
         return _lmdb_keys(self._handle())
 
-    def _array(self, key: str) -> np.ndarray:
-        environment = self._handle()
-
-        def load() -> np.ndarray:
-            members = _lmdb_get(environment, key, self.path, "video features")
-            if "features" not in members:
-                raise FeatureError(f"{self.path}: archive of {key!r} has no 'features' member (has {list(members)})")
-            return _validated(
-                members["features"], source=self.path, key=key, what="video features", ndim=2,
-                expected_dim=self.feature_dim, check_finite=self.check_finite,
-            )  # fmt: skip
-
-        return self._cached(key, load, self.cache_size)
-
-    def shape(self, key: str) -> tuple[int, int]:
-        return tuple(self._array(key).shape)
-
-    def num_frames(self, key: str) -> int:
-        return self._array(key).shape[0]
-
-    def read(self, key: str, start: int = 0, end: int | None = None) -> np.ndarray:
-        return self._array(key)[start:end]
+    def _load_array(self, key: str) -> np.ndarray:
+        members = _lmdb_get(self._handle(), key, self.path, "video features")
+        if "features" not in members:
+            raise FeatureError(f"{self.path}: archive of {key!r} has no 'features' member (has {list(members)})")
+        return members["features"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Text stores: `keys()`, `read(key, with_sentence) -> (tokens (L, Dt), sentence (Dc,) | None)`
 
 
 class H5TextStore(_PerProcessStore):
