@@ -54,38 +54,47 @@ def main() -> None:
     model = RGNetForVideoGrounding(config).eval().to(device=device, dtype=dtype)
     num_frames = int(args.minutes * 60 / config.seconds_per_feature)
     video = torch.randn(num_frames, config.video_feature_size, device=device)
-    text = torch.nn.functional.normalize(torch.randn(args.queries, config.max_text_length, config.text_feature_size,
-                                                     device=device), dim=-1)  # fmt: skip
-    sentence = torch.nn.functional.normalize(torch.randn(args.queries, config.sentence_feature_size, device=device),
-                                             dim=-1)  # fmt: skip
+    text = torch.nn.functional.normalize(
+        torch.randn(args.queries, config.max_text_length, config.text_feature_size, device=device), dim=-1
+    )
+    sentence = torch.nn.functional.normalize(
+        torch.randn(args.queries, config.sentence_feature_size, device=device), dim=-1
+    )
     engine = RGNetGroundingEngine(model, memory_budget_bytes=int(args.memory_budget_gib * 2**30))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     top_k = _time(lambda: engine.ground(video, text, sentence_features=sentence), device, args.repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    every = _time(lambda: engine.ground(video, text, sentence_features=sentence, decode_all_windows=True), device,
-                  args.repeats)  # fmt: skip
+    every = _time(
+        lambda: engine.ground(video, text, sentence_features=sentence, decode_all_windows=True), device, args.repeats
+    )
     num_windows = len(engine.ground(video, text[:1], sentence_features=sentence[:1])[0].window_order)
     rows = num_windows * args.queries
-    print(json.dumps({
-        "benchmark": "engine",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
-        "dtype": args.dtype,
-        "preset": args.preset,
-        "video_minutes": args.minutes,
-        "num_frames": num_frames,
-        "num_windows": num_windows,
-        "queries": args.queries,
-        "top_k_windows": config.top_k_windows,
-        "engine_seconds": round(top_k, 4),
-        "engine_seconds_per_query": round(top_k / args.queries, 4),
-        "engine_windows_per_second": round(rows / top_k, 1),
-        "decode_all_seconds": round(every, 4),
-        "decode_all_windows_per_second": round(rows / every, 1),
-        "speedup_vs_decode_all": round(every / top_k, 3),
-        "peak_gpu_memory_gib": round(peak, 2) if peak is not None else None,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "engine",
+                "device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else platform.processor() or "cpu",
+                "threads": torch.get_num_threads(),
+                "dtype": args.dtype,
+                "preset": args.preset,
+                "video_minutes": args.minutes,
+                "num_frames": num_frames,
+                "num_windows": num_windows,
+                "queries": args.queries,
+                "top_k_windows": config.top_k_windows,
+                "engine_seconds": round(top_k, 4),
+                "engine_seconds_per_query": round(top_k / args.queries, 4),
+                "engine_windows_per_second": round(rows / top_k, 1),
+                "decode_all_seconds": round(every, 4),
+                "decode_all_windows_per_second": round(rows / every, 1),
+                "speedup_vs_decode_all": round(every / top_k, 3),
+                "peak_gpu_memory_gib": round(peak, 2) if peak is not None else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

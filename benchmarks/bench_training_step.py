@@ -29,8 +29,13 @@ def _batch(config: RGNetConfig, batch_size: int, device: torch.device) -> dict:
     text_mask = torch.ones(batch_size, config.max_text_length)
     labels = []
     for n in lengths.tolist():
-        labels.append({"spans": torch.tensor([[0.5, 0.1]]), "saliency_positive_frames": torch.tensor([n // 2]),
-                       "saliency_negative_frames": torch.tensor([0])})  # fmt: skip
+        labels.append(
+            {
+                "spans": torch.tensor([[0.5, 0.1]]),
+                "saliency_positive_frames": torch.tensor([n // 2]),
+                "saliency_negative_frames": torch.tensor([0]),
+            }
+        )
     video = torch.randn(batch_size, length, config.video_feature_size, generator=generator) * video_mask[..., None]
     text = torch.randn(batch_size, config.max_text_length, config.text_feature_size, generator=generator)
     batch = {
@@ -39,10 +44,11 @@ def _batch(config: RGNetConfig, batch_size: int, device: torch.device) -> dict:
         "text_features": torch.nn.functional.normalize(text, dim=-1),
         "text_mask": text_mask,
         "labels": [{k: v.to(device) for k, v in label.items()} for label in labels],
-    }  # fmt: skip
+    }
     if config.use_negative_window_loss:
-        batch["negative_video_features"] = torch.randn(batch_size, length, config.video_feature_size,
-                                                       generator=generator)  # fmt: skip
+        batch["negative_video_features"] = torch.randn(
+            batch_size, length, config.video_feature_size, generator=generator
+        )
         batch["negative_video_mask"] = torch.ones(batch_size, length)
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -68,8 +74,13 @@ def measure(recipe: str, batch_size: int, device: torch.device, mixed_precision:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
-    encoder_windows = batch_size * batch_size if config.in_batch_window_pairs else 2 * batch_size if \
-        config.use_negative_window_loss else batch_size  # fmt: skip
+    encoder_windows = (
+        batch_size * batch_size
+        if config.in_batch_window_pairs
+        else 2 * batch_size
+        if config.use_negative_window_loss
+        else batch_size
+    )
     return {
         "benchmark": "training_step",
         "recipe": recipe,
@@ -82,8 +93,9 @@ def measure(recipe: str, batch_size: int, device: torch.device, mixed_precision:
         "seconds_per_step_best": round(min(times[1:]), 4),
         "seconds_per_step_mean": round(sum(times[1:]) / steps, 4),
         "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        if device.type == "cuda" else None,
-    }  # fmt: skip
+        if device.type == "cuda"
+        else None,
+    }
 
 
 def main() -> None:

@@ -33,10 +33,21 @@ from rgnet_hf.synthetic_benchmark import (
 from rgnet_hf.training import TrainingConfig, evaluate_model, train
 
 # A reduced RGNet for 512-d features: 30-second windows (150 features at 5 fps), hidden size 128, 3 decoder layers.
-MODEL = {"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 256, "window_length": 150,
-         "num_decoder_layers": 3, "input_dropout": 0.1, "top_k_windows": 20}  # fmt: skip
-NO_GROUNDING = {"span_loss_coefficient": 0.0, "giou_loss_coefficient": 0.0, "label_loss_coefficient": 0.0,
-                "saliency_loss_coefficient": 0.0}  # fmt: skip
+MODEL = {
+    "hidden_size": 128,
+    "num_attention_heads": 4,
+    "intermediate_size": 256,
+    "window_length": 150,
+    "num_decoder_layers": 3,
+    "input_dropout": 0.1,
+    "top_k_windows": 20,
+}
+NO_GROUNDING = {
+    "span_loss_coefficient": 0.0,
+    "giou_loss_coefficient": 0.0,
+    "label_loss_coefficient": 0.0,
+    "saliency_loss_coefficient": 0.0,
+}
 SYSTEMS = {
     "rgnet": {},
     "retriever": NO_GROUNDING,
@@ -58,9 +69,11 @@ def main() -> None:
     parser.add_argument("--max-test-videos", type=int, default=None)
     parser.add_argument("--rgnet-only", action="store_true", help="train and evaluate RGNet alone (and zero-shot)")
     parser.add_argument(
-        "--model", default="reduced", choices=["reduced", "demo"],
+        "--model",
+        default="reduced",
+        choices=["reduced", "demo"],
         help="reduced: hidden 128, 30-s windows (standard preset); demo: the model of rgnet-hf demo",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
 
     output = Path(args.output)
@@ -71,8 +84,11 @@ def main() -> None:
     dataset = load_synthetic_mad(data_dir)
     model_config = dict(DEMO_MODEL) if args.model == "demo" else dict(MODEL)
     synthetic = read_synthetic_config(data_dir)
-    sizes = {"video_feature_size": synthetic.video_feature_size, "text_feature_size": synthetic.text_feature_size,
-             "sentence_feature_size": synthetic.video_feature_size}  # fmt: skip
+    sizes = {
+        "video_feature_size": synthetic.video_feature_size,
+        "text_feature_size": synthetic.text_feature_size,
+        "sentence_feature_size": synthetic.video_feature_size,
+    }
     test_videos = EvaluationVideoDataset(dataset["test"], max_text_length=model_config.get("max_text_length", 25))
     results, timings = {}, {}
 
@@ -81,11 +97,19 @@ def main() -> None:
     for name, overrides in systems.items():
         started = time.perf_counter()
         recipe = dict(
-            output_dir=str(output / name), preset="mad", model={**model_config, **sizes, **overrides}, eval_split=None,
-            learning_rate=args.learning_rate, num_epochs=args.epochs,
+            output_dir=str(output / name),
+            preset="mad",
+            model={**model_config, **sizes, **overrides},
+            eval_split=None,
+            learning_rate=args.learning_rate,
+            num_epochs=args.epochs,
             lr_drop_epochs=[args.lr_drop_epoch or max(1, args.epochs - 1)],
-            batch_size=args.batch_size, num_workers=args.num_workers, log_with=None, seed=2020, resume=None,
-        )  # fmt: skip
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            log_with=None,
+            seed=2020,
+            resume=None,
+        )
         summary = train(TrainingConfig.from_dict(recipe), dataset=dataset)
         timings[name] = {"train_seconds": round(time.perf_counter() - started, 1), "steps": summary["global_step"]}
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -102,12 +126,19 @@ def main() -> None:
 
     lines = ["| system | " + " | ".join(KEYS) + " |", "|" + "---|" * (len(KEYS) + 1)]
     for name, metrics in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" if k in metrics else "-" for k in KEYS)
-                     + " |")  # fmt: skip
+        lines.append(
+            f"| {name} | " + " | ".join(f"{100 * metrics[k]:.1f}" if k in metrics else "-" for k in KEYS) + " |"
+        )
     table = "\n".join(lines)
-    record = {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size, "model": model_config,
-              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "results": results, "timings": timings}  # fmt: skip
+    record = {
+        "preset": args.preset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "model": model_config,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "results": results,
+        "timings": timings,
+    }
     (output / "results.json").write_text(json.dumps(record, indent=2, default=float))
     (output / "results.md").write_text(table + "\n")
     print(table)

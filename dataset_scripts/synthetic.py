@@ -114,8 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"synthetic benchmark (preset {args.preset!r}, seed {config.seed}) written in {elapsed:.1f} s to {args.output}"
     )
-    print(f"features: video {config.video_feature_size}-d at {config.seconds_per_feature} s per feature, text "
-          f"{config.text_feature_size}-d tokens, sentence {config.video_feature_size}-d")  # fmt: skip
+    print(
+        f"features: video {config.video_feature_size}-d at {config.seconds_per_feature} s per feature, text "
+        f"{config.text_feature_size}-d tokens, sentence {config.video_feature_size}-d"
+    )
     print()
     print(format_summary(summary))
     (args.output / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
@@ -126,8 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
         print()
         for split in args.zero_shot or ["test"]:
             metrics = evaluate_zero_shot(dataset[split])
-            values = "  ".join(f"{key} {100 * metrics[key]:.2f}" for key in
-                               ("R@1 IoU=0.3", "R@1 IoU=0.5", "R@5 IoU=0.3", "R@5 IoU=0.5"))  # fmt: skip
+            values = "  ".join(
+                f"{key} {100 * metrics[key]:.2f}"
+                for key in ("R@1 IoU=0.3", "R@1 IoU=0.5", "R@5 IoU=0.3", "R@5 IoU=0.5")
+            )
             print(f"zero-shot cosine baseline, {split} ({metrics['num_queries']} queries): {values}")
     print(f"\nload it with: rgnet_hf.synthetic_benchmark.load_synthetic_mad({str(args.output)!r})")
     return summary

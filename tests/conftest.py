@@ -23,9 +23,17 @@ def tiny_config(**overrides):
     from rgnet_hf import RGNetConfig
 
     values = dict(
-        video_feature_size=24, text_feature_size=16, sentence_feature_size=24, hidden_size=32, num_attention_heads=4,
-        intermediate_size=64, window_length=40, max_text_length=7, num_queries=5, top_k_windows=10,
-    )  # fmt: skip
+        video_feature_size=24,
+        text_feature_size=16,
+        sentence_feature_size=24,
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=64,
+        window_length=40,
+        max_text_length=7,
+        num_queries=5,
+        top_k_windows=10,
+    )
     values.update(overrides)
     return RGNetConfig(**values)
 
@@ -48,5 +56,10 @@ def run_without_rgnet_hf(script: str, hf_home, timeout: int = 300):
         """
     )
     env = dict(os.environ, HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(script)], capture_output=True, text=True,
-                          env=env, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", blocker + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

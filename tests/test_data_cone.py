@@ -128,11 +128,17 @@ def test_cone_nested_layout_and_mad(tmp_path):
     rng = np.random.default_rng(4)
     folder = tmp_path / "data" / "mad_data"
     rows = [
-        {"query_id": 17, "query": "He sits. \U0001f600", "duration": 120.4, "clip_id": "m1", "video_id": "m1",
-         "timestamps": [0.0, 3.2]},
+        {
+            "query_id": 17,
+            "query": "He sits. \U0001f600",
+            "duration": 120.4,
+            "clip_id": "m1",
+            "video_id": "m1",
+            "timestamps": [0.0, 3.2],
+        },
         {"query_id": "18", "query": "She runs.", "duration": 120.4, "clip_id": "m1", "timestamps": [-1.0, 3.0]},
         {"query_id": "19", "query": "Night.", "duration": 120.4, "clip_id": "m1", "timestamps": [119.0, 121.0]},
-    ]  # fmt: skip
+    ]
     write_jsonl(folder / "train_v1.jsonl", rows)
     write_jsonl(folder / "train.jsonl", rows[:1])
     write_jsonl(folder / "val.jsonl", rows[2:])

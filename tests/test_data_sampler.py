@@ -289,9 +289,14 @@ def test_negative_windows_in_batch(mad_like):
     items = [train[index] for index in range(6)]
     batch = RGNetTrainingCollator(negative_windows=True)(items)
     assert set(batch) == {
-        "video_features", "video_mask", "text_features", "text_mask", "labels", "negative_video_features",
+        "video_features",
+        "video_mask",
+        "text_features",
+        "text_mask",
+        "labels",
+        "negative_video_features",
         "negative_video_mask",
-    }  # fmt: skip
+    }
     negative_lengths = [item["negative_video_features"].shape[0] for item in items]
     assert batch["negative_video_features"].shape == (6, max(negative_lengths), DIM)
     assert batch["negative_video_mask"].sum(1).tolist() == negative_lengths
@@ -366,9 +371,16 @@ def test_evaluation_items(mad_like):
     assert len(videos) == 3 and videos.video_ids == ["m_long", "m_mid", "m_short"]
     item = videos[1]
     assert set(item) == {
-        "video_id", "video_features", "duration", "query_ids", "queries", "text_features", "sentence_features",
-        "timestamps", "query_metadata",
-    }  # fmt: skip
+        "video_id",
+        "video_features",
+        "duration",
+        "query_ids",
+        "queries",
+        "text_features",
+        "sentence_features",
+        "timestamps",
+        "query_metadata",
+    }
     assert item["video_id"] == "m_mid" and item["duration"] == 62.0
     np.testing.assert_array_equal(item["video_features"], frames["m_mid"])
     assert item["video_features"].dtype == np.float32

@@ -44,11 +44,15 @@ def test_build_mad(tmp_path, capsys):
 def test_build_ego4d_nlq(tmp_path):
     release = _script("make_mini_release").main(["--kind", "ego4d", "--output-dir", str(tmp_path / "release")])
     arguments = [
-        "--annotations-dir", str(release["annotations_dir"]),
-        "--video-features-dir", str(release["video_features_dir"]),
-        "--text-features", str(release["text_features"]),
-        "--output-dir", str(tmp_path / "out"),
-    ]  # fmt: skip
+        "--annotations-dir",
+        str(release["annotations_dir"]),
+        "--video-features-dir",
+        str(release["video_features_dir"]),
+        "--text-features",
+        str(release["text_features"]),
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     summary = _script("build_ego4d_nlq").main(arguments)
     assert set(summary) == {"train", "validation", "test", "train_naq"}
     assert summary["test"]["moments"] is None
@@ -91,9 +95,16 @@ def test_push_to_hub_sends_rows_and_sidecar(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", fake_upload)
     _script("make_mini_release").main(["--kind", "mad", "--output-dir", str(tmp_path / "release")])
     _script("build_mad").main(
-        ["--release-dir", str(tmp_path / "release"), "--output-dir", str(tmp_path / "out"), "--push-to-hub",
-         "someone/mad-rows", "--private"]
-    )  # fmt: skip
+        [
+            "--release-dir",
+            str(tmp_path / "release"),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--push-to-hub",
+            "someone/mad-rows",
+            "--private",
+        ]
+    )
     assert pushed == [("someone/mad-rows", {"train": None, "validation": None, "test": None}, {"private": True})]
     assert uploaded[0]["path_in_repo"] == "rgnet_data.json" and uploaded[0]["repo_type"] == "dataset"
     assert json.loads(uploaded[0]["path_or_fileobj"])["dataset_name"] == "mad"

@@ -24,16 +24,20 @@ def _simulation_engine(fixture, **config_overrides):
     options = simulation["opt_used"]
     model = converted_model(fixture, **config_overrides)
     return RGNetGroundingEngine(
-        model, top_k_windows=options["topk_window"], nms_threshold=options["nms_thd"],
-        max_predictions_before_nms=options["max_before_nms"], max_predictions=options["max_after_nms"],
-    )  # fmt: skip
+        model,
+        top_k_windows=options["topk_window"],
+        nms_threshold=options["nms_thd"],
+        max_predictions_before_nms=options["max_before_nms"],
+        max_predictions=options["max_after_nms"],
+    )
 
 
 def _ground_simulation(fixture, engine, **kwargs):
     simulation = fixture["inference_simulation"]
     (text, text_mask), sentence = simulation["batch"]["query_feat"], simulation["batch"]["query_cls_feat"]
-    return engine.ground(simulation["video_feat"], text, text_mask, sentence,
-                         seconds_per_feature=simulation["clip_length"], **kwargs)  # fmt: skip
+    return engine.ground(
+        simulation["video_feat"], text, text_mask, sentence, seconds_per_feature=simulation["clip_length"], **kwargs
+    )
 
 
 def _official_ranking(simulation, key, query_id):
@@ -54,16 +58,20 @@ def test_engine_reproduces_official_inference(parity_fixtures, name):
     assert len(results) == len(query_ids)
     for query_id, result in zip(query_ids, results):
         assert result.window_order.tolist() == simulation["query_id2windowidx"][query_id]
-        official_rows = np.array([p["pred_relevant_windows"] for p in simulation["per_window_predictions"]
-                                  if p["query_id"] == query_id])  # fmt: skip
+        official_rows = np.array(
+            [p["pred_relevant_windows"] for p in simulation["per_window_predictions"] if p["query_id"] == query_id]
+        )
         ours = result.window_predictions[: len(official_rows)]
         finite = np.isfinite(official_rows).all(-1)
         # Rounded to 4 decimals on both sides: a last-digit flip (1e-4) is the most that fp32 noise can cause.
         np.testing.assert_allclose(ours[finite], official_rows[finite], rtol=0, atol=1e-4 + 1e-9)
         assert np.isfinite(result.window_predictions).all()
         if finite.all():
-            for ranking, key in (("fused", "fused_after_nms"), ("proposal", "proposal_after_nms"),
-                                 ("matching", "matching_after_nms")):  # fmt: skip
+            for ranking, key in (
+                ("fused", "fused_after_nms"),
+                ("proposal", "proposal_after_nms"),
+                ("matching", "matching_after_nms"),
+            ):
                 expected = _official_ranking(simulation, key, query_id)
                 assert result.rankings[ranking].shape == expected.shape
                 np.testing.assert_allclose(result.rankings[ranking], expected, rtol=0, atol=1e-4 + 1e-9)
@@ -127,8 +135,9 @@ def test_many_queries_batch_like_one_at_a_time(parity_fixtures):
     (text, text_mask), sentence = simulation["batch"]["query_feat"], simulation["batch"]["query_cls_feat"]
     together = engine.ground(simulation["video_feat"], text, text_mask, sentence)
     grouped = engine.ground(simulation["video_feat"], text, text_mask, sentence, max_queries_per_group=3)
-    small_chunks = RGNetGroundingEngine(engine.model, memory_budget_bytes=1, top_k_windows=engine.top_k_windows,
-                                        max_predictions=engine.max_predictions)  # fmt: skip
+    small_chunks = RGNetGroundingEngine(
+        engine.model, memory_budget_bytes=1, top_k_windows=engine.top_k_windows, max_predictions=engine.max_predictions
+    )
     chunked = small_chunks.ground(simulation["video_feat"], text, text_mask, sentence)
     for query in range(len(text)):
         alone = engine.ground(simulation["video_feat"], text[query], text_mask[query], sentence[query])[0]
@@ -178,8 +187,10 @@ def test_pipeline_rejects_bad_inputs(tmp_path, kwargs, message):
 
     RGNetForVideoGrounding(tiny_config()).save_pretrained(tmp_path)
     pipe = pipeline("video-grounding", model=str(tmp_path))
-    inputs = {"video_features": np.random.rand(100, 24).astype(np.float32),
-              "text_features": np.random.rand(4, 16).astype(np.float32)}  # fmt: skip
+    inputs = {
+        "video_features": np.random.rand(100, 24).astype(np.float32),
+        "text_features": np.random.rand(4, 16).astype(np.float32),
+    }
     inputs.update(kwargs)
     with pytest.raises(ValueError, match=message):
         pipe(inputs)
@@ -198,19 +209,36 @@ def test_pipeline_outputs_and_batching(tmp_path):
     video = generator.standard_normal((300, 24)).astype(np.float32)
     queries = [generator.standard_normal((n, 16)).astype(np.float32) for n in (5, 3, 7)]
     sentences = generator.standard_normal((3, 24)).astype(np.float32)
-    one = pipe({"video_features": video, "text_features": queries[0], "sentence_features": sentences[0],
-                "seconds_per_feature": 0.2}, top_k=4)  # fmt: skip
+    one = pipe(
+        {
+            "video_features": video,
+            "text_features": queries[0],
+            "sentence_features": sentences[0],
+            "seconds_per_feature": 0.2,
+        },
+        top_k=4,
+    )
     assert len(one) == 4 and all(set(m) == {"start", "end", "score"} for m in one)
     assert [m["score"] for m in one] == sorted((m["score"] for m in one), reverse=True)
     assert all(-60 <= m["start"] <= m["end"] <= 120 for m in one)
     many = pipe({"video_features": video, "text_features": queries, "sentence_features": sentences}, top_k=4)
     assert len(many) == 3 and many[0] == one
-    listed = pipe([{"video_features": video, "text_features": q, "sentence_features": s}
-                   for q, s in zip(queries, sentences)], top_k=4, batch_size=2)  # fmt: skip
+    listed = pipe(
+        [{"video_features": video, "text_features": q, "sentence_features": s} for q, s in zip(queries, sentences)],
+        top_k=4,
+        batch_size=2,
+    )
     assert listed == many
     # Seconds follow the feature rate.
-    slower = pipe({"video_features": video, "text_features": queries[0], "sentence_features": sentences[0],
-                   "seconds_per_feature": 0.4}, top_k=4)  # fmt: skip
+    slower = pipe(
+        {
+            "video_features": video,
+            "text_features": queries[0],
+            "sentence_features": sentences[0],
+            "seconds_per_feature": 0.4,
+        },
+        top_k=4,
+    )
     assert slower[0]["start"] == pytest.approx(2 * one[0]["start"], abs=2e-3)
 
 
@@ -265,9 +293,12 @@ def test_processor_round_trip_and_post_processing(parity_fixtures, tmp_path):
     encoded = reloaded(text_features=[t[: int(m.sum())] for t, m in zip(text, text_mask)], return_tensors="pt")
     torch.testing.assert_close(encoded["text_mask"], text_mask)
     with torch.no_grad():
-        output = model(video_features=windows["video_features"], video_mask=windows["video_mask"],
-                       text_features=encoded["text_features"][:1].expand(17, -1, -1),
-                       text_mask=encoded["text_mask"][:1].expand(17, -1))  # fmt: skip
+        output = model(
+            video_features=windows["video_features"],
+            video_mask=windows["video_mask"],
+            text_features=encoded["text_features"][:1].expand(17, -1, -1),
+            text_mask=encoded["text_mask"][:1].expand(17, -1),
+        )
     bounds = windows["window_bounds"]
     moments = reloaded.post_process_video_grounding(output, bounds[:, 0], bounds[:, 1] - bounds[:, 0], top_k=2)
     assert len(moments) == 17 and all(len(m) == 2 for m in moments)
@@ -290,8 +321,19 @@ def test_cli_ground_table_and_json(tmp_path, capsys):
         handle["movie_1"] = generator.standard_normal((250, 24)).astype(np.float32)
         handle["movie_2"] = generator.standard_normal((50, 24)).astype(np.float32)
     np.save(tmp_path / "text.npy", generator.standard_normal((2, 6, 16)).astype(np.float32))
-    base = ["ground", "--model", str(tmp_path / "model"), "--video", str(tmp_path / "video.h5"),
-            "--video-key", "movie_1", "--text", str(tmp_path / "text.npy"), "--top-k", "3"]  # fmt: skip
+    base = [
+        "ground",
+        "--model",
+        str(tmp_path / "model"),
+        "--video",
+        str(tmp_path / "video.h5"),
+        "--video-key",
+        "movie_1",
+        "--text",
+        str(tmp_path / "text.npy"),
+        "--top-k",
+        "3",
+    ]
     assert cli_main(base) == 0
     table = capsys.readouterr().out
     assert "query 0" in table and "query 1" in table and "start (s)" in table

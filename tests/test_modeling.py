@@ -30,11 +30,27 @@ from rgnet_hf.convert_original_checkpoint import (
 
 
 RELEASED_SIZES = {
-    "mad": {"hidden_dim": 256, "nheads": 8, "dim_feedforward": 2048, "max_v_l": 900, "max_q_l": 25,
-            "v_motion_feat_dim": 512, "v_appear_feat_dim": 512, "t_feat_dim": 512},
-    "ego4d": {"hidden_dim": 256, "nheads": 8, "dim_feedforward": 2048, "max_v_l": 90, "max_q_l": 20,
-              "v_motion_feat_dim": 256, "v_appear_feat_dim": 256, "t_feat_dim": 512},
-}  # fmt: skip
+    "mad": {
+        "hidden_dim": 256,
+        "nheads": 8,
+        "dim_feedforward": 2048,
+        "max_v_l": 900,
+        "max_q_l": 25,
+        "v_motion_feat_dim": 512,
+        "v_appear_feat_dim": 512,
+        "t_feat_dim": 512,
+    },
+    "ego4d": {
+        "hidden_dim": 256,
+        "nheads": 8,
+        "dim_feedforward": 2048,
+        "max_v_l": 90,
+        "max_q_l": 20,
+        "v_motion_feat_dim": 256,
+        "v_appear_feat_dim": 256,
+        "t_feat_dim": 512,
+    },
+}
 
 
 @pytest.mark.parametrize(
@@ -107,9 +123,14 @@ def test_converter_maps_the_full_size_official_layout(preset):
     converted, dropped = convert_state_dict(official, config)
     assert sorted(dropped) == sorted(
         [f"transformer.decoder.bbox_embed.5.layers.{i}.{k}" for i in range(3) for k in ("weight", "bias")]
-        + ["saliency_proj.weight", "saliency_proj.bias", "txt_position_embed.position_embeddings.weight",
-           "txt_position_embed.LayerNorm.weight", "txt_position_embed.LayerNorm.bias"]
-    )  # fmt: skip
+        + [
+            "saliency_proj.weight",
+            "saliency_proj.bias",
+            "txt_position_embed.position_embeddings.weight",
+            "txt_position_embed.LayerNorm.weight",
+            "txt_position_embed.LayerNorm.bias",
+        ]
+    )
     with torch.device("meta"):
         expected = RGNetForVideoGrounding(config).state_dict()
     assert set(converted) == set(expected)
@@ -186,8 +207,14 @@ def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = RGNetForVideoGrounding(tiny_config()).eval()
     model.save_pretrained(tmp_path)
-    assert {"config.json", "model.safetensors", "README.md", "modeling_rgnet.py", "configuration_rgnet.py",
-            "loss_rgnet.py"} <= set(os.listdir(tmp_path))  # fmt: skip
+    assert {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "modeling_rgnet.py",
+        "configuration_rgnet.py",
+        "loss_rgnet.py",
+    } <= set(os.listdir(tmp_path))
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "rgnet"
     assert config["auto_map"]["AutoModel"] == "modeling_rgnet.RGNetForVideoGrounding"
@@ -282,10 +309,13 @@ def _random_inputs(config: RGNetConfig, batch_size: int = 3, num_frames: int = 1
 
 def _labels(batch_size: int):
     return [
-        {"spans": torch.tensor([[0.4, 0.2]]), "saliency_positive_frames": torch.tensor([4]),
-         "saliency_negative_frames": torch.tensor([0])}
+        {
+            "spans": torch.tensor([[0.4, 0.2]]),
+            "saliency_positive_frames": torch.tensor([4]),
+            "saliency_negative_frames": torch.tensor([0]),
+        }
         for _ in range(batch_size)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize(
@@ -325,8 +355,12 @@ def test_rows_do_not_depend_on_the_batch():
     with torch.no_grad():
         batched = model(**inputs)
         for row in range(3):
-            single = model(**{k: v[row : row + 1, : int(inputs["video_mask"][row].sum()) if k.startswith("video")
-                                   else None] for k, v in inputs.items()})  # fmt: skip
+            single = model(
+                **{
+                    k: v[row : row + 1, : int(inputs["video_mask"][row].sum()) if k.startswith("video") else None]
+                    for k, v in inputs.items()
+                }
+            )
             torch.testing.assert_close(single.logits[0], batched.logits[row], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(single.pred_spans[0], batched.pred_spans[row], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(single.window_logits[0], batched.window_logits[row], rtol=1e-5, atol=1e-6)
@@ -355,8 +389,9 @@ def test_sparse_sampler_attention_blocks_unsampled_frames_for_the_retrieval_toke
 
 def test_sampler_attention_loss_trains_the_sampler():
     torch.manual_seed(0)
-    config = tiny_config(sampler_attention_loss_coefficient=2.0, in_batch_window_pairs=False,
-                         window_retrieval_loss_coefficient=0.0)  # fmt: skip
+    config = tiny_config(
+        sampler_attention_loss_coefficient=2.0, in_batch_window_pairs=False, window_retrieval_loss_coefficient=0.0
+    )
     model = RGNetForVideoGrounding(config).eval()
     inputs = _random_inputs(config)
     output = model(**inputs, labels=_labels(3))
@@ -391,8 +426,9 @@ def test_training_batch_from_fixture_runs_with_pairs_and_negative_windows(parity
 
 def test_initialisation_follows_the_official_scheme():
     torch.manual_seed(0)
-    model = RGNetForVideoGrounding(RGNetConfig.from_preset("ego4d", hidden_size=64, intermediate_size=128,
-                                                           num_attention_heads=4))  # fmt: skip
+    model = RGNetForVideoGrounding(
+        RGNetConfig.from_preset("ego4d", hidden_size=64, intermediate_size=128, num_attention_heads=4)
+    )
     decoder = model.model.decoder
     assert torch.count_nonzero(decoder.anchor_update_heads[0].layers[-1].bias) == 0
     assert torch.count_nonzero(decoder.anchor_update_heads[0].layers[-1].weight) > 0  # xavier, not DAB's zeros

@@ -123,8 +123,9 @@ def model_rename(model, key):
 def test_training_step_with_recorded_sampler_noise(parity_fixtures, name):
     fixture = parity_fixtures[name]
     section = fixture["train_mode"]
-    model = converted_model(fixture, dropout=section["options"]["dropout"],
-                            input_dropout=section["options"]["input_dropout"])  # fmt: skip
+    model = converted_model(
+        fixture, dropout=section["options"]["dropout"], input_dropout=section["options"]["input_dropout"]
+    )
     model.train()
     recorded = iter([entry["logistic_noise"][..., 0].T.contiguous() for entry in section["sampler_noise"]])
 
@@ -192,16 +193,21 @@ def test_mask_batch_mixing_only_matters_for_mixed_text_lengths(parity_fixtures):
     official, clean = converted_model(fixture), converted_model(fixture, text_to_video_mask_batch_mixing=False)
     num_windows, num_queries = video.shape[0], text.shape[0]
     mixed_batch = dict(
-        video_features=video.repeat(num_queries, 1, 1), video_mask=video_mask.repeat(num_queries, 1),
-        text_features=text.repeat_interleave(num_windows, 0), text_mask=text_mask.repeat_interleave(num_windows, 0),
-    )  # fmt: skip
+        video_features=video.repeat(num_queries, 1, 1),
+        video_mask=video_mask.repeat(num_queries, 1),
+        text_features=text.repeat_interleave(num_windows, 0),
+        text_mask=text_mask.repeat_interleave(num_windows, 0),
+    )
     with torch.no_grad():
         clean_batched = clean(**mixed_batch)
         official_batched = official(**mixed_batch)
         for query in range(num_queries):
-            single = dict(video_features=video, video_mask=video_mask,
-                          text_features=text[query : query + 1].expand(num_windows, -1, -1),
-                          text_mask=text_mask[query : query + 1].expand(num_windows, -1))  # fmt: skip
+            single = dict(
+                video_features=video,
+                video_mask=video_mask,
+                text_features=text[query : query + 1].expand(num_windows, -1, -1),
+                text_mask=text_mask[query : query + 1].expand(num_windows, -1),
+            )
             rows = slice(query * num_windows, (query + 1) * num_windows)
             official_single, clean_single = official(**single), clean(**single)
             torch.testing.assert_close(official_single.logits, clean_single.logits, rtol=0, atol=0)

@@ -243,8 +243,20 @@ def test_script_writes_and_summarises(tmp_path, capsys):
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(SCRIPTS))
-    arguments = ["--preset", "demo", "--output", str(tmp_path), "--num-videos", "3", "--video-minutes", "1",
-                 "--queries-per-video", "5", "--zero-shot", "test"]  # fmt: skip
+    arguments = [
+        "--preset",
+        "demo",
+        "--output",
+        str(tmp_path),
+        "--num-videos",
+        "3",
+        "--video-minutes",
+        "1",
+        "--queries-per-video",
+        "5",
+        "--zero-shot",
+        "test",
+    ]
     summary = module.main(arguments)
     printed = capsys.readouterr().out
     assert "queries" in printed and "validation" in printed and "zero-shot" in printed

@@ -16,25 +16,42 @@ import yaml
 from rgnet_hf.data.synthetic import make_mad_release
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = dict(video_feature_size=24, text_feature_size=16, sentence_feature_size=24, hidden_size=32,
-                  num_attention_heads=4, intermediate_size=64, window_length=64, max_text_length=8,
-                  top_k_windows=5)  # fmt: skip
+TINY_MODEL = dict(
+    video_feature_size=24,
+    text_feature_size=16,
+    sentence_feature_size=24,
+    hidden_size=32,
+    num_attention_heads=4,
+    intermediate_size=64,
+    window_length=64,
+    max_text_length=8,
+    top_k_windows=5,
+)
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     root = tmp_path_factory.mktemp("mad_release")
-    paths = make_mad_release(root, num_movies=6, frames_per_movie=(600, 900), queries_per_movie=8, feature_dim=24,
-                             text_dim=16)  # fmt: skip
+    paths = make_mad_release(
+        root, num_movies=6, frames_per_movie=(600, 900), queries_per_movie=8, feature_dim=24, text_dim=16
+    )
     return {key: str(value) for key, value in paths.items()}
 
 
 def _recipe(release, output_dir, **overrides) -> dict:
     recipe = dict(
-        output_dir=str(output_dir), preset="mad", model=dict(TINY_MODEL), data=dict(format="mad", **release),
-        eval_split="validation", num_epochs=3, batch_size=3, num_workers=0, log_with=None, log_every_steps=1,
+        output_dir=str(output_dir),
+        preset="mad",
+        model=dict(TINY_MODEL),
+        data=dict(format="mad", **release),
+        eval_split="validation",
+        num_epochs=3,
+        batch_size=3,
+        num_workers=0,
+        log_with=None,
+        log_every_steps=1,
         seed=7,
-    )  # fmt: skip
+    )
     recipe.update(overrides)
     return recipe
 
@@ -53,10 +70,26 @@ def _run_train_script(recipe: dict, tmp_path: Path, extra: list[str] = (), proce
         command = [sys.executable, str(ROOT / "examples" / "train.py"), "--config", str(config), *extra]
     else:
         env["ACCELERATE_USE_CPU"] = "1"
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                   str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   "--main_process_port", str(_free_port()), str(ROOT / "examples" / "train.py"), "--config",
-                   str(config), *extra]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(_free_port()),
+            str(ROOT / "examples" / "train.py"),
+            "--config",
+            str(config),
+            *extra,
+        ]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -69,8 +102,11 @@ def test_single_process_training_learns_saves_and_evaluates(release, tmp_path):
     assert summary["global_step"] == 4 * (num_train // 3) and summary["epochs"] == 4  # the short last batch is skipped
     assert summary["parameters_in_sync"] and summary["best_score"] is not None
     assert "R@1 IoU=0.3" in summary["last_metrics"] and summary["last_metrics"]["num_queries"] > 0
-    losses = [json.loads(line)["train/loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-              if "train/loss" in line]  # fmt: skip
+    losses = [
+        json.loads(line)["train/loss"]
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if "train/loss" in line
+    ]
     assert losses[-1] < losses[0], "the loss should go down on the training data"
     model = RGNetForVideoGrounding.from_pretrained(tmp_path / "run" / "final")
     assert model.config.window_length == 64
@@ -90,8 +126,10 @@ def test_single_process_training_learns_saves_and_evaluates(release, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe(release, tmp_path / "run")))
     output = tmp_path / "metrics.json"
-    assert evaluate_main(["--model", str(tmp_path / "run" / "final"), "--config", str(recipe), "--output",
-                          str(output)]) == 0  # fmt: skip
+    assert (
+        evaluate_main(["--model", str(tmp_path / "run" / "final"), "--config", str(recipe), "--output", str(output)])
+        == 0
+    )
     assert json.loads(output.read_text()) == pytest.approx(summary["last_metrics"])
 
 
@@ -107,8 +145,9 @@ def test_two_cpu_processes_stay_in_sync(release, tmp_path):
 
 
 def test_kill_and_resume_continues_exactly(release, tmp_path):
-    recipe = _recipe(release, tmp_path / "full", max_steps=7, checkpoint_every_steps=2, eval_split=None,
-                     keep_checkpoints=5)  # fmt: skip
+    recipe = _recipe(
+        release, tmp_path / "full", max_steps=7, checkpoint_every_steps=2, eval_split=None, keep_checkpoints=5
+    )
     assert _run_train_script(recipe, tmp_path).returncode == 0
     killed = dict(recipe, output_dir=str(tmp_path / "killed"), kill_after_step=5)
     result = _run_train_script(killed, tmp_path)
@@ -144,8 +183,20 @@ def test_command_line_overrides(release, tmp_path):
         sys.path.pop(0)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(_recipe(release, tmp_path / "o")))
-    config = parse_config(["--config", str(path), "--learning_rate", "2e-4", "--lr_drop_epochs", "[120, 170]",
-                           "--model.hidden_size", "64", "--data.sentence_features", "null"])  # fmt: skip
+    config = parse_config(
+        [
+            "--config",
+            str(path),
+            "--learning_rate",
+            "2e-4",
+            "--lr_drop_epochs",
+            "[120, 170]",
+            "--model.hidden_size",
+            "64",
+            "--data.sentence_features",
+            "null",
+        ]
+    )
     assert config.learning_rate == 2e-4 and config.lr_drop_epochs == [120, 170]
     assert config.model["hidden_size"] == 64 and config.data["sentence_features"] is None
     with pytest.raises(SystemExit, match="unknown option --lr"):
@@ -162,9 +213,16 @@ def test_trainer_compatibility(release, tmp_path):
     dataset = load_data_from_spec(dict(format="mad", **release))
     model = RGNetForVideoGrounding(RGNetConfig.from_preset("mad", **TINY_MODEL))
     train_set = RGNetTrainingDataset.from_config(dataset["train"], model.config)
-    arguments = TrainingArguments(output_dir=str(tmp_path / "trainer"), max_steps=2, per_device_train_batch_size=3,
-                                  remove_unused_columns=False, use_cpu=True, report_to=[], save_strategy="no",
-                                  logging_steps=1)  # fmt: skip
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        max_steps=2,
+        per_device_train_batch_size=3,
+        remove_unused_columns=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+    )
     trainer = Trainer(model=model, args=arguments, train_dataset=train_set, data_collator=RGNetTrainingCollator())
     result = trainer.train()
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
@@ -174,8 +232,11 @@ def test_gradient_accumulation_and_bf16(release, tmp_path):
     from rgnet_hf.training import TrainingConfig, load_data_from_spec, train
 
     num_batches = len(load_data_from_spec(dict(format="mad", **release))["train"]) // 3
-    accumulated = train(TrainingConfig.from_dict(_recipe(release, tmp_path / "acc", num_epochs=1, eval_split=None,
-                                                          gradient_accumulation_steps=2)))  # fmt: skip
+    accumulated = train(
+        TrainingConfig.from_dict(
+            _recipe(release, tmp_path / "acc", num_epochs=1, eval_split=None, gradient_accumulation_steps=2)
+        )
+    )
     assert accumulated["global_step"] == num_batches // 2
     # Accelerate fixes the precision once per process: run bf16 in its own process.
     recipe = _recipe(release, tmp_path / "bf16", max_steps=2, eval_split=None, mixed_precision="bf16")

@@ -24,11 +24,19 @@ _EGO4D = {
 }
 _PRESETS: dict[str, dict] = {
     "mad": {},
-    "ego4d_pretrain": {**_EGO4D, "in_batch_window_pairs": True, "use_negative_window_loss": False,
-                       "window_retrieval_loss_coefficient": 1.0},
-    "ego4d": {**_EGO4D, "in_batch_window_pairs": False, "use_negative_window_loss": True,
-              "window_retrieval_loss_coefficient": 0.0},
-}  # fmt: skip
+    "ego4d_pretrain": {
+        **_EGO4D,
+        "in_batch_window_pairs": True,
+        "use_negative_window_loss": False,
+        "window_retrieval_loss_coefficient": 1.0,
+    },
+    "ego4d": {
+        **_EGO4D,
+        "in_batch_window_pairs": False,
+        "use_negative_window_loss": True,
+        "window_retrieval_loss_coefficient": 0.0,
+    },
+}
 
 
 class RGNetConfig(PreTrainedConfig):
@@ -255,11 +263,23 @@ class RGNetConfig(PreTrainedConfig):
 
     def _validate(self) -> None:
         positive_ints = (
-            "video_feature_size", "text_feature_size", "sentence_feature_size", "hidden_size",
-            "num_attention_heads", "intermediate_size", "num_input_projection_layers", "num_decoder_layers",
-            "num_queries", "window_length", "window_stride", "max_text_length", "top_k_windows", "max_predictions",
-            "max_predictions_before_nms", "matching_top_frames",
-        )  # fmt: skip
+            "video_feature_size",
+            "text_feature_size",
+            "sentence_feature_size",
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "num_input_projection_layers",
+            "num_decoder_layers",
+            "num_queries",
+            "window_length",
+            "window_stride",
+            "max_text_length",
+            "top_k_windows",
+            "max_predictions",
+            "max_predictions_before_nms",
+            "matching_top_frames",
+        )
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

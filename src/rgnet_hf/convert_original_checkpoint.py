@@ -25,10 +25,21 @@ DEAD_KEY_PATTERNS = (r"^saliency_proj\.(weight|bias)$", r"^txt_position_embed\."
 
 # The official options that must hold for the released architecture; anything else is a different model.
 _REQUIRED_OPTIONS = {
-    "qddetr": True, "dabdetr": True, "gumbel": True, "gumbel_2": True, "gumbel_3": True, "gumbel_single_proj": True,
-    "decoder_gating": False, "multiscale": False, "pre_norm": False, "use_txt_pos": False, "adapter_module": "none",
-    "span_loss_type": "l1", "position_embedding": "sine", "input_fps_reduction": 1,
-}  # fmt: skip
+    "qddetr": True,
+    "dabdetr": True,
+    "gumbel": True,
+    "gumbel_2": True,
+    "gumbel_3": True,
+    "gumbel_single_proj": True,
+    "decoder_gating": False,
+    "multiscale": False,
+    "pre_norm": False,
+    "use_txt_pos": False,
+    "adapter_module": "none",
+    "span_loss_type": "l1",
+    "position_embedding": "sine",
+    "input_fps_reduction": 1,
+}
 
 _STATIC_RENAMES = {
     "global_rep_token": "model.retrieval_token",
@@ -135,8 +146,10 @@ def _rename(key: str, config: RGNetConfig) -> list[tuple[str, slice | None]] | N
         hidden = config.hidden_size
         if rest in ("self_attn.in_proj_weight", "self_attn.in_proj_bias"):
             kind = "weight" if rest.endswith("weight") else "bias"
-            return [(f"{prefix}{attention}.{name}_proj.{kind}", slice(index * hidden, (index + 1) * hidden))
-                    for index, name in enumerate(("q", "k", "v"))]  # fmt: skip
+            return [
+                (f"{prefix}{attention}.{name}_proj.{kind}", slice(index * hidden, (index + 1) * hidden))
+                for index, name in enumerate(("q", "k", "v"))
+            ]
         if rest.startswith("self_attn.out_proj."):
             return [(f"{prefix}{attention}.out_proj.{rest.rsplit('.', 1)[1]}", None)]
         if match2 := re.match(r"^linear([12])\.(weight|bias)$", rest):
@@ -277,12 +290,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="official checkpoint (.ckpt / .pth)")
     parser.add_argument("--output", required=True, help="folder for the save_pretrained model")
-    parser.add_argument("--preset", choices=RGNetConfig.preset_names(), default=None,
-                        help="configuration to use when the checkpoint carries no saved options")  # fmt: skip
-    parser.add_argument("--official-batch-mask", action="store_true",
-                        help="reproduce the official text-to-video mask layout bug (see RGNetConfig."
-                             "text_to_video_mask_batch_mixing); only needed to match official outputs of batches "
-                             "that mix texts of different lengths")  # fmt: skip
+    parser.add_argument(
+        "--preset",
+        choices=RGNetConfig.preset_names(),
+        default=None,
+        help="configuration to use when the checkpoint carries no saved options",
+    )
+    parser.add_argument(
+        "--official-batch-mask",
+        action="store_true",
+        help="reproduce the official text-to-video mask layout bug (see RGNetConfig."
+        "text_to_video_mask_batch_mixing); only needed to match official outputs of batches "
+        "that mix texts of different lengths",
+    )
     args = parser.parse_args(argv)
     try:
         overrides = {"text_to_video_mask_batch_mixing": True} if args.official_batch_mask else {}

@@ -50,8 +50,9 @@ def _table(rows: dict[str, dict[str, float]], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(output_dir: str | Path = "rgnet-demo", num_epochs: int | None = None, seed: int = 0,
-             num_queries_shown: int = 6) -> dict[str, Any]:  # fmt: skip
+def run_demo(
+    output_dir: str | Path = "rgnet-demo", num_epochs: int | None = None, seed: int = 0, num_queries_shown: int = 6
+) -> dict[str, Any]:
     """Run the demo; returns the paths of the picture and the table and the metrics."""
     import torch
     from huggingface_hub.utils import disable_progress_bars
@@ -94,8 +95,12 @@ def run_demo(output_dir: str | Path = "rgnet-demo", num_epochs: int | None = Non
         f"Test split of the synthetic demo benchmark ({rgnet_metrics['num_queries']} queries), in %.\n\n{table}\n"
     )
     with open(output_dir / "metrics.json", "w") as handle:
-        json.dump({"rgnet": rgnet_metrics, "zero_shot_cosine": zero_shot_metrics, "training": summary}, handle,
-                  indent=2, default=float)  # fmt: skip
+        json.dump(
+            {"rgnet": rgnet_metrics, "zero_shot_cosine": zero_shot_metrics, "training": summary},
+            handle,
+            indent=2,
+            default=float,
+        )
 
     print("[4/5] Grounding the queries of a test video")
     video = test_videos[0]
@@ -110,21 +115,32 @@ def run_demo(output_dir: str | Path = "rgnet-demo", num_epochs: int | None = Non
         mask[index, : len(tokens)] = 1
     results = engine.ground(video["video_features"], padded, mask, video["sentence_features"][shown])
     picture = plot_timeline(
-        output_dir / "timeline.png", video["duration"], [r.moments for r in results],
-        ground_truth=video["timestamps"][shown], labels=video["queries"][shown], scores=[r.scores for r in results],
+        output_dir / "timeline.png",
+        video["duration"],
+        [r.moments for r in results],
+        ground_truth=video["timestamps"][shown],
+        labels=video["queries"][shown],
+        scores=[r.scores for r in results],
         title=f"{video['video_id']}: true moments (green) and RGNet's top-3 predictions (orange)",
-    )  # fmt: skip
+    )
     for query, result, truth in zip(video["queries"][shown], results, video["timestamps"][shown]):
         best = result.moments[0]
-        print(f"      {query[:48]:<48} true [{truth[0]:7.1f}, {truth[1]:7.1f}] s   "
-              f"predicted [{best[0]:7.1f}, {best[1]:7.1f}] s")  # fmt: skip
+        print(
+            f"      {query[:48]:<48} true [{truth[0]:7.1f}, {truth[1]:7.1f}] s   "
+            f"predicted [{best[0]:7.1f}, {best[1]:7.1f}] s"
+        )
 
     print(f"[5/5] Done in {time.perf_counter() - started:.0f} s.\n\n{table}\n")
     print(f"Timeline picture: {picture}")
     print(f"Metric table:     {table_path}")
     print(f"Trained model:    {model_dir}  (rgnet-hf ground --model {model_dir} ...)")
-    return {"picture": str(picture), "table": str(table_path), "rgnet": rgnet_metrics,
-            "zero_shot_cosine": zero_shot_metrics, "model": model_dir}  # fmt: skip
+    return {
+        "picture": str(picture),
+        "table": str(table_path),
+        "rgnet": rgnet_metrics,
+        "zero_shot_cosine": zero_shot_metrics,
+        "model": model_dir,
+    }
 
 
 __all__ = ["run_demo", "DEMO_MODEL", "DEMO_TRAINING"]

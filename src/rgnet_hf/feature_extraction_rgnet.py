@@ -128,8 +128,9 @@ class RGNetFeatureExtractor(SequenceFeatureExtractor):
             videos = self._list(video_features, "video_features", 2, self.feature_size)
             data["video_features"], data["video_mask"] = _pad(videos, self.padding_value)
         if text_features is not None:
-            texts = [t[: self.max_text_length] for t in self._list(text_features, "text_features", 2,
-                                                                      self.text_feature_size)]  # fmt: skip
+            texts = [
+                t[: self.max_text_length] for t in self._list(text_features, "text_features", 2, self.text_feature_size)
+            ]
             data["text_features"], data["text_mask"] = _pad(texts, 0.0)
         if sentence_features is not None:
             sentences = self._list(sentence_features, "sentence_features", 1, self.sentence_feature_size)

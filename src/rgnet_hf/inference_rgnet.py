@@ -143,18 +143,24 @@ class RGNetGroundingEngine:
     def _validate(self, video_features, text_features, text_mask, sentence_features, appearance_features):
         config = self.model.config
         if video_features.dim() != 2:
-            raise ValueError(f"`video_features` must be (num_frames, {config.video_feature_size}), "
-                             f"got shape {tuple(video_features.shape)}")  # fmt: skip
+            raise ValueError(
+                f"`video_features` must be (num_frames, {config.video_feature_size}), "
+                f"got shape {tuple(video_features.shape)}"
+            )
         if video_features.shape[0] < 1:
             raise ValueError("the video has no feature (0 frames): it is shorter than one feature")
         if video_features.shape[1] != config.video_feature_size:
-            raise ValueError(f"`video_features` have {video_features.shape[1]} dimensions per frame but the model "
-                             f"expects {config.video_feature_size}")  # fmt: skip
+            raise ValueError(
+                f"`video_features` have {video_features.shape[1]} dimensions per frame but the model "
+                f"expects {config.video_feature_size}"
+            )
         if not torch.isfinite(video_features).all():
             raise ValueError("`video_features` contain NaN or infinite values")
         if text_features.dim() != 3 or text_features.shape[-1] != config.text_feature_size:
-            raise ValueError(f"`text_features` must be (num_queries, num_tokens, {config.text_feature_size}), "
-                             f"got shape {tuple(text_features.shape)}")  # fmt: skip
+            raise ValueError(
+                f"`text_features` must be (num_queries, num_tokens, {config.text_feature_size}), "
+                f"got shape {tuple(text_features.shape)}"
+            )
         if text_features.shape[0] == 0:
             raise ValueError("no query given (`text_features` has 0 rows)")
         if text_mask.shape != text_features.shape[:2]:
@@ -168,8 +174,10 @@ class RGNetGroundingEngine:
         if sentence_features is not None:
             expected = (text_features.shape[0], appearance_features.shape[1])
             if tuple(sentence_features.shape) != expected:
-                raise ValueError(f"`sentence_features` must have shape {expected} (one per query, the size of the "
-                                 f"appearance features), got {tuple(sentence_features.shape)}")  # fmt: skip
+                raise ValueError(
+                    f"`sentence_features` must have shape {expected} (one per query, the size of the "
+                    f"appearance features), got {tuple(sentence_features.shape)}"
+                )
             if not torch.isfinite(sentence_features).all():
                 raise ValueError("`sentence_features` contain NaN or infinite values")
         if appearance_features.shape[0] != video_features.shape[0]:
@@ -258,16 +266,41 @@ class RGNetGroundingEngine:
             group = range(group_start, min(group_start + max_queries_per_group, num_queries))
             results.extend(
                 self._ground_group(
-                    group, window_views, window_mask, starts, lengths, text_features, text_mask, sentence_features,
-                    appearance, seconds_per_feature, rows_per_chunk, top_k, decode_all_windows, bounds,
+                    group,
+                    window_views,
+                    window_mask,
+                    starts,
+                    lengths,
+                    text_features,
+                    text_mask,
+                    sentence_features,
+                    appearance,
+                    seconds_per_feature,
+                    rows_per_chunk,
+                    top_k,
+                    decode_all_windows,
+                    bounds,
                 )
-            )  # fmt: skip
+            )
         return results
 
     def _ground_group(
-        self, group, window_views, window_mask, starts, lengths, text_features, text_mask, sentence_features,
-        appearance, seconds_per_feature, rows_per_chunk, top_k, decode_all_windows, bounds,
-    ) -> list[VideoGroundingResult]:  # fmt: skip
+        self,
+        group,
+        window_views,
+        window_mask,
+        starts,
+        lengths,
+        text_features,
+        text_mask,
+        sentence_features,
+        appearance,
+        seconds_per_feature,
+        rows_per_chunk,
+        top_k,
+        decode_all_windows,
+        bounds,
+    ) -> list[VideoGroundingResult]:
         model = self.model
         config = model.config
         num_windows = window_views.shape[0]
@@ -279,8 +312,9 @@ class RGNetGroundingEngine:
         def encode(encoder, rows):
             windows, queries = window_index[rows], query_index[rows]
             mask = window_mask[windows]
-            return encoder.model.encode(window_views[windows] * mask[..., None], mask, text_features[queries],
-                                        text_mask[queries])  # fmt: skip
+            return encoder.model.encode(
+                window_views[windows] * mask[..., None], mask, text_features[queries], text_mask[queries]
+            )
 
         # 1. Encode every (query, window) row in chunks and score it; keep the encoder states for decoding (unless a
         #    separate window scorer is used: then only the top-k rows are encoded again by the grounding model).
@@ -333,9 +367,11 @@ class RGNetGroundingEngine:
         else:
             matching = torch.zeros_like(proposal)
         seconds = window_spans_to_seconds(
-            spans, starts[decoded_windows_flat].to(spans.device), lengths[decoded_windows_flat].to(spans.device),
+            spans,
+            starts[decoded_windows_flat].to(spans.device),
+            lengths[decoded_windows_flat].to(spans.device),
             seconds_per_feature,
-        )  # fmt: skip
+        )
         window_rows = format_window_predictions(seconds.cpu(), proposal.cpu(), matching.cpu())
         window_rows = window_rows.reshape(num_group, -1, *window_rows.shape[1:])
 
@@ -351,11 +387,15 @@ class RGNetGroundingEngine:
             fused = ranked["fused"]
             results.append(
                 VideoGroundingResult(
-                    moments=fused[:, :2], scores=fused[:, 4], rankings=ranked, window_order=order[position],
-                    window_scores=scores[position], window_bounds=bounds.numpy(),
+                    moments=fused[:, :2],
+                    scores=fused[:, 4],
+                    rankings=ranked,
+                    window_order=order[position],
+                    window_scores=scores[position],
+                    window_bounds=bounds.numpy(),
                     window_predictions=window_rows[position],
                 )
-            )  # fmt: skip
+            )
         return results
 
 

@@ -73,9 +73,11 @@ class RGNetHungarianMatcher:
         for index, block in enumerate(cost.split(counts, -1)):
             query_index, target_index = linear_sum_assignment(block[index].numpy())
             indices.append(
-                (torch.as_tensor(query_index, dtype=torch.int64, device=device),
-                 torch.as_tensor(target_index, dtype=torch.int64, device=device))
-            )  # fmt: skip
+                (
+                    torch.as_tensor(query_index, dtype=torch.int64, device=device),
+                    torch.as_tensor(target_index, dtype=torch.int64, device=device),
+                )
+            )
         return indices
 
 
@@ -84,8 +86,9 @@ class RGNetLoss:
 
     def __init__(self, config: RGNetConfig):
         self.config = config
-        self.matcher = RGNetHungarianMatcher(config.matcher_span_cost, config.matcher_giou_cost,
-                                             config.matcher_class_cost)  # fmt: skip
+        self.matcher = RGNetHungarianMatcher(
+            config.matcher_span_cost, config.matcher_giou_cost, config.matcher_class_cost
+        )
 
     @property
     def weight_dict(self) -> dict[str, float]:
@@ -174,9 +177,9 @@ class RGNetLoss:
         frame_index = torch.arange(frame_logits.shape[1], device=frame_logits.device, dtype=frame_logits.dtype)
         inside = torch.zeros_like(frame_logits)
         for span_index in range(max(len(label["spans"]) for label in labels)):
-            spans = torch.stack([
-                label["spans"][min(span_index, len(label["spans"]) - 1)] for label in labels
-            ]).to(frame_logits)  # fmt: skip
+            spans = torch.stack([label["spans"][min(span_index, len(label["spans"]) - 1)] for label in labels]).to(
+                frame_logits
+            )
             bounds = span_cxw_to_xx(spans) * lengths
             overlaps = (frame_index[None] < bounds[:, 1:2]) & (frame_index[None] + 1 > bounds[:, 0:1])
             inside = torch.maximum(inside, overlaps.to(inside.dtype))
@@ -205,8 +208,9 @@ class RGNetLoss:
         labels = [{key: value.to(outputs.logits.device) for key, value in label.items()} for label in labels]
         for index, label in enumerate(labels):
             if label["spans"].ndim != 2 or label["spans"].shape[-1] != 2 or len(label["spans"]) == 0:
-                raise ValueError(f"labels[{index}]['spans'] must have shape (num_spans >= 1, 2), "
-                                 f"got {tuple(label['spans'].shape)}")  # fmt: skip
+                raise ValueError(
+                    f"labels[{index}]['spans'] must have shape (num_spans >= 1, 2), got {tuple(label['spans'].shape)}"
+                )
         negative_window_outputs = outputs.negative_window_outputs
         negative_logits = negative_window_outputs["logits"] if negative_window_outputs is not None else None
 

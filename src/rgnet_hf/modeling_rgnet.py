@@ -539,9 +539,13 @@ class RGNetPreTrainedModel(PreTrainedModel):
         custom_pipelines = getattr(self.config, "custom_pipelines", None)
         if remote_pipeline:
             self.config.custom_pipelines = {
-                "video-grounding": {"impl": "pipeline_rgnet.VideoGroundingPipeline", "pt": ["AutoModel"], "tf": [],
-                                    "type": "multimodal"}
-            }  # fmt: skip
+                "video-grounding": {
+                    "impl": "pipeline_rgnet.VideoGroundingPipeline",
+                    "pt": ["AutoModel"],
+                    "tf": [],
+                    "type": "multimodal",
+                }
+            }
         try:
             result = super().save_pretrained(save_directory, *args, **kwargs)
         finally:
@@ -562,16 +566,29 @@ class RGNetPreTrainedModel(PreTrainedModel):
                     handle.write(generate_model_card(self.config, parameter_count=self.num_parameters()))
         return result
 
-    def push_to_hub(self, repo_id: str, commit_message: str | None = None, private: bool | None = None,
-                    token=None, revision: str | None = None, create_pr: bool = False, **kwargs):  # fmt: skip
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token=None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        **kwargs,
+    ):
         """Upload the weights, the configuration, the modelling code and a generated model card to the Hub."""
         repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
             self.save_pretrained(folder, remote_pipeline=True, **kwargs)
             return self._upload_modified_files(
-                folder, repo_id, files_timestamps={}, commit_message=commit_message or "Upload RGNet model",
-                token=token, create_pr=create_pr, revision=revision,
-            )  # fmt: skip
+                folder,
+                repo_id,
+                files_timestamps={},
+                commit_message=commit_message or "Upload RGNet model",
+                token=token,
+                create_pr=create_pr,
+                revision=revision,
+            )
 
     def _init_weights(self, module: nn.Module) -> None:
         # The official initialisation: xavier-uniform for every matrix inside the encoder and decoder (tagged at
@@ -661,27 +678,35 @@ class RGNetModel(RGNetPreTrainedModel):
         """Raise a `ValueError` naming the problem when the inputs do not fit the model."""
         config = self.config
         if video_features.dim() != 3:
-            raise ValueError(f"`video_features` must be (batch, frames, {config.video_feature_size}), "
-                             f"got shape {tuple(video_features.shape)}")  # fmt: skip
+            raise ValueError(
+                f"`video_features` must be (batch, frames, {config.video_feature_size}), "
+                f"got shape {tuple(video_features.shape)}"
+            )
         if video_features.shape[-1] != config.video_feature_size:
             raise ValueError(
                 f"`video_features` have {video_features.shape[-1]} dimensions per frame but the model expects "
                 f"{config.video_feature_size} (config.video_feature_size)"
             )
         if text_features.dim() != 3:
-            raise ValueError(f"`text_features` must be (batch, tokens, {config.text_feature_size}), "
-                             f"got shape {tuple(text_features.shape)}")  # fmt: skip
+            raise ValueError(
+                f"`text_features` must be (batch, tokens, {config.text_feature_size}), "
+                f"got shape {tuple(text_features.shape)}"
+            )
         if text_features.shape[-1] != config.text_feature_size:
             raise ValueError(
                 f"`text_features` have {text_features.shape[-1]} dimensions per token but the model expects "
                 f"{config.text_feature_size} (config.text_feature_size)"
             )
         if video_mask.shape != video_features.shape[:2]:
-            raise ValueError(f"`video_mask` has shape {tuple(video_mask.shape)} but `video_features` need "
-                             f"{tuple(video_features.shape[:2])}")  # fmt: skip
+            raise ValueError(
+                f"`video_mask` has shape {tuple(video_mask.shape)} but `video_features` need "
+                f"{tuple(video_features.shape[:2])}"
+            )
         if text_mask.shape != text_features.shape[:2]:
-            raise ValueError(f"`text_mask` has shape {tuple(text_mask.shape)} but `text_features` need "
-                             f"{tuple(text_features.shape[:2])}")  # fmt: skip
+            raise ValueError(
+                f"`text_mask` has shape {tuple(text_mask.shape)} but `text_features` need "
+                f"{tuple(text_features.shape[:2])}"
+            )
         if video_features.shape[0] != text_features.shape[0]:
             raise ValueError(f"batch sizes differ: {video_features.shape[0]} windows, {text_features.shape[0]} texts")
         if video_features.shape[1] == 0 or bool((video_mask.sum(1) == 0).any()):
@@ -748,8 +773,10 @@ class RGNetModel(RGNetPreTrainedModel):
             return bias
         # Official bug (see the config): head h of row b reads the padding mask of row (b * heads + h) % batch.
         batch_size, num_heads = text_mask.shape[0], self.config.num_attention_heads
-        source_rows = (torch.arange(batch_size, device=text_mask.device)[:, None] * num_heads
-                       + torch.arange(num_heads, device=text_mask.device)[None, :]) % batch_size  # fmt: skip
+        source_rows = (
+            torch.arange(batch_size, device=text_mask.device)[:, None] * num_heads
+            + torch.arange(num_heads, device=text_mask.device)[None, :]
+        ) % batch_size
         video_padding = ~video_mask.bool()
         mixed = video_padding[source_rows][..., :, None] & text_padding[source_rows][..., None, :]
         return bias.masked_fill(mixed, float("-inf"))
@@ -925,8 +952,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
             )
             window_retrieval_logits = self.window_logits_from(paired.retrieval_embedding).view(batch_size, batch_size)
             positive_rows = torch.arange(batch_size, device=video_features.device) * (batch_size + 1)
-            encoded = RGNetEncoderOutput(**{name: value[positive_rows] if value is not None else None
-                                            for name, value in paired.items()})  # fmt: skip
+            encoded = RGNetEncoderOutput(
+                **{name: value[positive_rows] if value is not None else None for name, value in paired.items()}
+            )
         else:
             encoded = self.model.encode(video_features, video_mask, text_features, text_mask)
 
@@ -943,8 +971,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
                     "config.use_negative_window_loss is on: pass `negative_video_features` and `negative_video_mask`"
                 )
             self.model.validate_inputs(negative_video_features, negative_video_mask, text_features, text_mask)
-            negative_encoded = self.model.encode(negative_video_features, negative_video_mask, text_features,
-                                                 text_mask)  # fmt: skip
+            negative_encoded = self.model.encode(negative_video_features, negative_video_mask, text_features, text_mask)
             negative_logits, _, negative_saliency, _ = self.ground_windows(negative_encoded, negative_video_mask)
             negative_window_outputs = {
                 "logits": negative_logits[-1],

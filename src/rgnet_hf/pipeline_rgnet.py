@@ -77,15 +77,19 @@ class VideoGroundingPipeline(Pipeline):
         features = self.feature_extractor
         sentence = inputs.get("sentence_features")
         if sentence is not None:
-            sentence = np.asarray(sentence.detach().cpu() if isinstance(sentence, torch.Tensor) else sentence,
-                                  dtype=np.float32)  # fmt: skip
+            sentence = np.asarray(
+                sentence.detach().cpu() if isinstance(sentence, torch.Tensor) else sentence, dtype=np.float32
+            )
             if sentence.ndim == 1:
                 sentence = sentence[None]
             if len(sentence) != len(queries):
                 raise ValueError(f"{len(sentence)} sentence features for {len(queries)} queries")
-        encoded = features(video_features=inputs["video_features"], text_features=queries,
-                           sentence_features=list(sentence) if sentence is not None else None,
-                           return_tensors="pt")  # fmt: skip
+        encoded = features(
+            video_features=inputs["video_features"],
+            text_features=queries,
+            sentence_features=list(sentence) if sentence is not None else None,
+            return_tensors="pt",
+        )
         seconds_per_feature = inputs.get("seconds_per_feature")
         if seconds_per_feature is not None and not seconds_per_feature > 0:
             raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
@@ -103,9 +107,12 @@ class VideoGroundingPipeline(Pipeline):
         if top_k_windows is not None:
             engine = RGNetGroundingEngine(self.model, engine.memory_budget_bytes, top_k_windows=top_k_windows)
         results = engine.ground(
-            model_inputs["video_features"], model_inputs["text_features"], model_inputs["text_mask"],
-            model_inputs["sentence_features"], seconds_per_feature=model_inputs["seconds_per_feature"],
-        )  # fmt: skip
+            model_inputs["video_features"],
+            model_inputs["text_features"],
+            model_inputs["text_mask"],
+            model_inputs["sentence_features"],
+            seconds_per_feature=model_inputs["seconds_per_feature"],
+        )
         return {"results": results, "many_queries": model_inputs["many_queries"]}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = 5):

@@ -40,9 +40,11 @@ class RGNetProcessor(ProcessorMixin):
                 "encoding raw text is not supported yet"
             )
         return self.feature_extractor(
-            video_features=video_features, text_features=text_features, sentence_features=sentence_features,
+            video_features=video_features,
+            text_features=text_features,
+            sentence_features=sentence_features,
             return_tensors=return_tensors,
-        )  # fmt: skip
+        )
 
     @property
     def model_input_names(self) -> list[str]:
@@ -86,9 +88,11 @@ class RGNetProcessor(ProcessorMixin):
         for row_scores, row_seconds in zip(scores, seconds):
             order = row_scores.argsort(descending=True)[:top_k]
             results.append(
-                [{"start": float(row_seconds[i, 0]), "end": float(row_seconds[i, 1]), "score": float(row_scores[i])}
-                 for i in order.tolist()]
-            )  # fmt: skip
+                [
+                    {"start": float(row_seconds[i, 0]), "end": float(row_seconds[i, 1]), "score": float(row_scores[i])}
+                    for i in order.tolist()
+                ]
+            )
         return results
 
 

@@ -175,12 +175,18 @@ class SyntheticMADConfig:
                 upper = "" if maximum == math.inf else f" and <= {maximum}"
                 raise ValueError(f"{name} must be {bound}{upper}, got {value!r}")
 
-        for name, minimum in (("num_videos", 1), ("queries_per_video", 1), ("video_feature_size", 1),
-                              ("text_feature_size", 1), ("vocab_size", 1), ("video_vocab_size", 1),
-                              ("distractors_per_query", 0), ("seed", 0)):  # fmt: skip
+        for name, minimum in (
+            ("num_videos", 1),
+            ("queries_per_video", 1),
+            ("video_feature_size", 1),
+            ("text_feature_size", 1),
+            ("vocab_size", 1),
+            ("video_vocab_size", 1),
+            ("distractors_per_query", 0),
+            ("seed", 0),
+        ):
             integer(name, minimum)
-        for name in ("seconds_per_feature", "signal_amplitude", "background_norm", "scene_seconds",
-                     "moment_median_s"):  # fmt: skip
+        for name in ("seconds_per_feature", "signal_amplitude", "background_norm", "scene_seconds", "moment_median_s"):
             number(name, 0.0, strict=True)
         for name in ("moment_log_std", "text_nonlinearity", "distractor_amplitude", "noise"):
             number(name, 0.0)
@@ -587,9 +593,7 @@ def make_synthetic_mad(
         h5py.File(paths["text_features"], "w") as text_file,
         h5py.File(paths["sentence_features"], "w") as all_sentence_file,
     ):
-        sentence_files = {
-            name: h5py.File(paths["sentence_features_by_split"][name], "w") for name in annotations
-        }  # fmt: skip
+        sentence_files = {name: h5py.File(paths["sentence_features_by_split"][name], "w") for name in annotations}
         try:
             for index, split in enumerate(video_split):
                 movie = f"{2000 + index}_SYNTHETIC_MOVIE_{index:04d}"

@@ -165,15 +165,30 @@ def evaluate_model(
         video = videos[index]
         if video["timestamps"] is None:
             raise ValueError(f"video {video['video_id']} has no ground truth: evaluate on an annotated split")
-        results = engine.ground(video["video_features"], _pad_queries(video["text_features"]),
-                                _query_mask(video["text_features"]), video["sentence_features"])  # fmt: skip
+        results = engine.ground(
+            video["video_features"],
+            _pad_queries(video["text_features"]),
+            _query_mask(video["text_features"]),
+            video["sentence_features"],
+        )
         num_windows = len(results[0].window_order)
         for query_id, result, timestamps in zip(video["query_ids"], results, video["timestamps"]):
-            windows = ground_truth_windows(float(timestamps[0]), float(timestamps[1]), config.seconds_per_feature,
-                                           config.window_stride, num_windows)  # fmt: skip
-            records.append({"query_id": query_id, "moments": result.moments.tolist(),
-                            "reference": [float(t) for t in timestamps],
-                            "window_order": result.window_order.tolist(), "gt_windows": list(windows)})  # fmt: skip
+            windows = ground_truth_windows(
+                float(timestamps[0]),
+                float(timestamps[1]),
+                config.seconds_per_feature,
+                config.window_stride,
+                num_windows,
+            )
+            records.append(
+                {
+                    "query_id": query_id,
+                    "moments": result.moments.tolist(),
+                    "reference": [float(t) for t in timestamps],
+                    "window_order": result.window_order.tolist(),
+                    "gt_windows": list(windows),
+                }
+            )
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -184,10 +199,16 @@ def evaluate_model(
     if not records:
         return {}
     preset = config.dataset_name
-    metrics = compute_grounding_metrics([r["moments"] for r in records], [r["reference"] for r in records],
-                                        preset=preset)  # fmt: skip
-    metrics.update(window_recall([r["window_order"] for r in records], [r["gt_windows"] for r in records],
-                                 ks=(1, 5, 10, 30) if preset == "mad" else (1, 5, 10, 20)))  # fmt: skip
+    metrics = compute_grounding_metrics(
+        [r["moments"] for r in records], [r["reference"] for r in records], preset=preset
+    )
+    metrics.update(
+        window_recall(
+            [r["window_order"] for r in records],
+            [r["gt_windows"] for r in records],
+            ks=(1, 5, 10, 30) if preset == "mad" else (1, 5, 10, 20),
+        )
+    )
     metrics["num_queries"] = len(records)
     return metrics
 
@@ -317,12 +338,16 @@ def train(config: TrainingConfig, accelerator=None, dataset=None) -> dict[str, A
     sampler = EpochShuffleSampler(len(train_set), config.seed, config.shuffle)
     collator = RGNetTrainingCollator(negative_windows=model_config.use_negative_window_loss)
     loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collator,
-        num_workers=config.num_workers, drop_last=True,  # the official loop skips the short last batch
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        collate_fn=collator,
+        num_workers=config.num_workers,
+        drop_last=True,  # the official loop skips the short last batch
         # Its own generator: creating an iterator must not draw from the global RNG, or a resumed run (which
         # creates its iterator after restoring the RNG) would see other dropout and sampler noise.
         generator=torch.Generator().manual_seed(config.seed),
-    )  # fmt: skip
+    )
     eval_set = None
     if config.eval_split and config.eval_every_epochs:
         if config.eval_split not in dataset:
@@ -332,8 +357,9 @@ def train(config: TrainingConfig, accelerator=None, dataset=None) -> dict[str, A
     # AdamW over the parameters that train; the step-decay schedule runs per epoch (not per optimiser step).
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.lr_drop_epochs,
-                                                     gamma=config.lr_drop_factor)  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=config.lr_drop_epochs, gamma=config.lr_drop_factor
+    )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)
 
@@ -346,15 +372,20 @@ def train(config: TrainingConfig, accelerator=None, dataset=None) -> dict[str, A
             state = json.load(handle)
         accelerator.print(f"Resumed from {resume_from}: epoch {state['epoch']}, step {state['global_step']}")
     if log_with:
-        accelerator.init_trackers("rgnet", config={k: v for k, v in dataclasses.asdict(config).items()
-                                                   if isinstance(v, (int, float, str, bool))})  # fmt: skip
+        accelerator.init_trackers(
+            "rgnet",
+            config={k: v for k, v in dataclasses.asdict(config).items() if isinstance(v, (int, float, str, bool))},
+        )
     total_steps = config.num_epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     progress = tqdm(
-        total=total_steps, initial=state["global_step"], disable=not accelerator.is_local_main_process,
-        mininterval=1.0, desc="training",
-    )  # fmt: skip
+        total=total_steps,
+        initial=state["global_step"],
+        disable=not accelerator.is_local_main_process,
+        mininterval=1.0,
+        desc="training",
+    )
     metrics_log = output_dir / "metrics.jsonl"
     last_loss, last_metrics = None, {}
     started = time.perf_counter()
@@ -412,16 +443,23 @@ def train(config: TrainingConfig, accelerator=None, dataset=None) -> dict[str, A
             state["epoch"] += 1
             state["batches_done_in_epoch"] = 0
         if eval_set is not None and (epoch_finished and (state["epoch"] % config.eval_every_epochs == 0) or done):
-            last_metrics = evaluate_model(accelerator.unwrap_model(model), eval_set, accelerator,
-                                          config.eval_memory_budget_bytes, config.eval_max_videos)  # fmt: skip
+            last_metrics = evaluate_model(
+                accelerator.unwrap_model(model),
+                eval_set,
+                accelerator,
+                config.eval_memory_budget_bytes,
+                config.eval_max_videos,
+            )
             log({f"eval/{k}": v for k, v in last_metrics.items()})
             score = selection_score(last_metrics, config.best_metric)
             if state["best_score"] is None or score > state["best_score"]:
                 state["best_score"], state["best_metrics"] = score, last_metrics
                 if accelerator.is_main_process:
                     _save_model_atomically(accelerator.unwrap_model(model), output_dir / "best")
-            accelerator.print(f"epoch {state['epoch']}: " + ", ".join(
-                f"{k} {v:.4f}" for k, v in last_metrics.items() if k.startswith("R@1 ") or k == "mIoU"))  # fmt: skip
+            accelerator.print(
+                f"epoch {state['epoch']}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in last_metrics.items() if k.startswith("R@1 ") or k == "mIoU")
+            )
         if not config.checkpoint_every_steps and epoch_finished:
             _save_checkpoint(accelerator, output_dir, state, config.keep_checkpoints)
     progress.close()

@@ -44,14 +44,23 @@ def plot_timeline(
         axis.broken_barh([(0, minutes)], (y - 0.35, 0.7), facecolors="#eeeeee")
         if ground_truth is not None:
             start, end = ground_truth[row]
-            axis.broken_barh([(start / 60, max(end - start, 0.5) / 60)], (y - 0.35, 0.7), facecolors="#2ca02c",
-                             label="true moment" if row == 0 else None)  # fmt: skip
+            axis.broken_barh(
+                [(start / 60, max(end - start, 0.5) / 60)],
+                (y - 0.35, 0.7),
+                facecolors="#2ca02c",
+                label="true moment" if row == 0 else None,
+            )
         moments = np.asarray(predictions[row])[:top_k]
         for rank, (start, end) in enumerate(moments):
             alpha = 1.0 - 0.6 * rank / max(top_k - 1, 1)
             label = f"predicted (top-{top_k})" if row == 0 and rank == 0 else None
-            axis.broken_barh([(start / 60, max(end - start, 0.5) / 60)], (y - 0.3, 0.25), facecolors="#ff7f0e",
-                             alpha=alpha, label=label)  # fmt: skip
+            axis.broken_barh(
+                [(start / 60, max(end - start, 0.5) / 60)],
+                (y - 0.3, 0.25),
+                facecolors="#ff7f0e",
+                alpha=alpha,
+                label=label,
+            )
             if rank == 0 and scores is not None:
                 axis.text(end / 60, y - 0.25, f" {float(np.asarray(scores[row])[0]):.2f}", fontsize=7, va="center")
         text = labels[row] if labels is not None else f"query {row}"

@@ -187,9 +187,14 @@ class H5VideoStore(_PerProcessStore):
         # h5py slicing reads only the requested rows from disk.
         rows = self._dataset(key)[start:end]
         return _validated(
-            rows, source=self.path, key=key, what="video features", ndim=2,
-            expected_dim=self.feature_dim, check_finite=self.check_finite,
-        )  # fmt: skip
+            rows,
+            source=self.path,
+            key=key,
+            what="video features",
+            ndim=2,
+            expected_dim=self.feature_dim,
+            check_finite=self.check_finite,
+        )
 
 
 def _load_pt(path: Path) -> np.ndarray:
@@ -228,9 +233,14 @@ class _WholeArrayVideoStore(_PerProcessStore):
 
     def _validated_array(self, array: np.ndarray, key: str) -> np.ndarray:
         return _validated(
-            array, source=self.path, key=key, what="video features", ndim=2, expected_dim=self.feature_dim,
+            array,
+            source=self.path,
+            key=key,
+            what="video features",
+            ndim=2,
+            expected_dim=self.feature_dim,
             check_finite=self.check_finite,
-        )  # fmt: skip
+        )
 
     def _array(self, key: str) -> np.ndarray:
         def load() -> np.ndarray:
@@ -407,15 +417,25 @@ class H5TextStore(_PerProcessStore):
         if key not in tokens_file:
             raise FeatureError(f"{self.path}: no text features for {key!r}")
         tokens = _validated(
-            tokens_file[key][()], source=self.path, key=key, what="text token features", ndim=2,
-            expected_dim=self.feature_dim, check_finite=self.check_finite,
-        )  # fmt: skip
+            tokens_file[key][()],
+            source=self.path,
+            key=key,
+            what="text token features",
+            ndim=2,
+            expected_dim=self.feature_dim,
+            check_finite=self.check_finite,
+        )
         sentence = None
         if with_sentence and sentences_file is not None and key in sentences_file:
             sentence = _validated(
-                np.reshape(sentences_file[key][()], -1), source=self.sentence_path, key=key,
-                what="sentence features", ndim=1, expected_dim=self.sentence_dim, check_finite=self.check_finite,
-            )  # fmt: skip
+                np.reshape(sentences_file[key][()], -1),
+                source=self.sentence_path,
+                key=key,
+                what="sentence features",
+                ndim=1,
+                expected_dim=self.sentence_dim,
+                check_finite=self.check_finite,
+            )
         return tokens, sentence
 
 
@@ -432,8 +452,11 @@ class LmdbTextStore(_PerProcessStore):
     ):
         super().__init__()
         self.path, self.feature_dim, self.sentence_dim, self.check_finite = (
-            str(path), feature_dim, sentence_dim, check_finite,
-        )  # fmt: skip
+            str(path),
+            feature_dim,
+            sentence_dim,
+            check_finite,
+        )
 
     def _open(self):
         return _open_lmdb(self.path)
@@ -449,18 +472,28 @@ class LmdbTextStore(_PerProcessStore):
         if "token_features" not in members:
             raise FeatureError(f"{self.path}: archive of {key!r} has no 'token_features' member (has {list(members)})")
         tokens = _validated(
-            members["token_features"], source=self.path, key=key, what="text token features", ndim=2,
-            expected_dim=self.feature_dim, check_finite=self.check_finite,
-        )  # fmt: skip
+            members["token_features"],
+            source=self.path,
+            key=key,
+            what="text token features",
+            ndim=2,
+            expected_dim=self.feature_dim,
+            check_finite=self.check_finite,
+        )
         sentence = None
         if with_sentence:
             raw = members.get("cls_features", members.get("eot_features"))
             if raw is not None:
                 raw = np.asarray(raw)
                 sentence = _validated(
-                    raw[0] if raw.ndim == 2 else raw, source=self.path, key=key, what="sentence features", ndim=1,
-                    expected_dim=self.sentence_dim, check_finite=self.check_finite,
-                )  # fmt: skip
+                    raw[0] if raw.ndim == 2 else raw,
+                    source=self.path,
+                    key=key,
+                    what="sentence features",
+                    ndim=1,
+                    expected_dim=self.sentence_dim,
+                    check_finite=self.check_finite,
+                )
         return tokens, sentence
 
 

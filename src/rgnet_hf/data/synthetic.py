@@ -253,8 +253,10 @@ def make_ego4d_release(
     rng = np.random.default_rng(seed)
     suffix = "" if version == "v1" else "_v2"
     split_names = ["train", "val", "test"]
-    files = {name: {"version": version, "date": "2022", "description": "synthetic", "manifest": "", "videos": []}
-             for name in split_names}  # fmt: skip
+    files = {
+        name: {"version": version, "date": "2022", "description": "synthetic", "manifest": "", "videos": []}
+        for name in split_names
+    }
     clip_features, text_values = {}, {}
     naq_videos = []
 
@@ -300,9 +302,15 @@ def make_ego4d_release(
                 start = round(float(rng.uniform(5, length - 10)), 3)
                 end = round(start + float(rng.uniform(1, 8)), 3)
                 pair = (end, start) if index % 3 == 0 else (start, end)
-                narrations.append({"clip_start_sec": pair[0], "clip_end_sec": pair[1],
-                                   "video_start_sec": clip_start + pair[0], "video_end_sec": clip_start + pair[1],
-                                   "query": f"C picks the object {index}"})  # fmt: skip
+                narrations.append(
+                    {
+                        "clip_start_sec": pair[0],
+                        "clip_end_sec": pair[1],
+                        "video_start_sec": clip_start + pair[0],
+                        "video_end_sec": clip_start + pair[1],
+                        "query": f"C picks the object {index}",
+                    }
+                )
             annotation_uid = f"{video_uid}_{clip_uid}"
             naq_clip = {
                 "clip_uid": clip_uid,
@@ -318,8 +326,11 @@ def make_ego4d_release(
 
     annotations_dir = root / "annotations"
     annotations_dir.mkdir(parents=True, exist_ok=True)
-    names = {"train": f"nlq_train{suffix}.json", "val": f"nlq_val{suffix}.json",
-             "test": f"nlq_test_unannotated{suffix}.json"}  # fmt: skip
+    names = {
+        "train": f"nlq_train{suffix}.json",
+        "val": f"nlq_val{suffix}.json",
+        "test": f"nlq_test_unannotated{suffix}.json",
+    }
     for split, name in names.items():
         (annotations_dir / name).write_text(json.dumps(files[split]), encoding="utf-8")
     # The NaQ-augmented file holds the NLQ training videos plus the narration clips, under "videos" only.
@@ -365,10 +376,16 @@ def make_cone_release(root: str | Path, dataset_name: str, *, seed: int = 0) -> 
         for split, out in (("train", "mad_train"), ("val", "mad_val"), ("test", "mad_test")):
             records = json.loads((raw["annotations_dir"] / f"MAD_{split}.json").read_text(encoding="utf-8"))
             rows = [
-                {"query_id": qid, "query": r["sentence"], "duration": r["movie_duration"], "clip_id": r["movie"],
-                 "video_id": r["movie"], "timestamps": r["timestamps"]}
+                {
+                    "query_id": qid,
+                    "query": r["sentence"],
+                    "duration": r["movie_duration"],
+                    "clip_id": r["movie"],
+                    "video_id": r["movie"],
+                    "timestamps": r["timestamps"],
+                }
                 for qid, r in records.items()
-            ]  # fmt: skip
+            ]
             write_jsonl(data_dir / f"{out}.jsonl", rows)
         lmdb_dir = data_dir / "mad_data_for_cone" / "offline_lmdb"
         return {
@@ -394,9 +411,14 @@ def make_cone_release(root: str | Path, dataset_name: str, *, seed: int = 0) -> 
                     for query_idx, query in enumerate(annotation["language_queries"]):
                         if not query.get("query"):
                             continue
-                        row = {"query": query["query"], "query_id": f"{annotation['annotation_uid']}_{query_idx}",
-                               "duration": end - start, "clip_id": clip["clip_uid"], "video_id": video["video_uid"],
-                               "clip_video_start_end": [start, end]}  # fmt: skip
+                        row = {
+                            "query": query["query"],
+                            "query_id": f"{annotation['annotation_uid']}_{query_idx}",
+                            "duration": end - start,
+                            "clip_id": clip["clip_uid"],
+                            "video_id": video["video_uid"],
+                            "clip_video_start_end": [start, end],
+                        }
                         if annotated:
                             row["timestamps"] = [query["clip_start_sec"], query["clip_end_sec"]]
                         rows.append(row)
