@@ -13,7 +13,7 @@ from rgnet_hf.baselines import (
     zero_shot_cosine_baseline,
 )
 from rgnet_hf.data import load_mad
-from rgnet_hf.evaluation import compute_grounding_metrics, recall_at_k
+from rgnet_hf.grounding_metrics import compute_grounding_metrics, recall_at_k
 from rgnet_hf.post_processing import temporal_iou_matrix, temporal_nms
 from rgnet_hf.synthetic_benchmark import load_synthetic_mad, make_synthetic_mad, write_signal_features
 

@@ -16,7 +16,7 @@ from rgnet_hf.data import (
     get_feature_sources,
     load_cone_variant,
 )
-from rgnet_hf.data.synthetic import encode_npz, write_jsonl, write_lmdb
+from rgnet_hf.data.mini_releases import encode_npz, write_jsonl, write_lmdb
 
 DIM, TEXT_DIM = 10, 7
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rgnet_hf.data import AnnotationError, FeatureError, get_feature_sources, load_ego4d_nlq
-from rgnet_hf.data.synthetic import (
+from rgnet_hf.data.mini_releases import (
     _ego4d_query,  # noqa: E402
     encode_npz,
     write_lmdb,

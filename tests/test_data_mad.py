@@ -22,7 +22,7 @@ from rgnet_hf.data import (
     load_mad,
     summarize,
 )
-from rgnet_hf.data.synthetic import write_h5
+from rgnet_hf.data.mini_releases import write_h5
 
 DIM, TEXT_DIM = 16, 8
 # Movie A: 1000 feature rows for 200.2 s (one row short of duration * 5); B is shorter than one 900-frame window.

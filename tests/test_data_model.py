@@ -13,7 +13,7 @@ from rgnet_hf.data import (
     load_ego4d_nlq,
     load_mad,
 )
-from rgnet_hf.data.synthetic import make_ego4d_release, make_mad_release
+from rgnet_hf.data.mini_releases import make_ego4d_release, make_mad_release
 
 SMALL = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, max_text_length=8)
 

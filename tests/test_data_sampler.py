@@ -21,7 +21,7 @@ from rgnet_hf.data import (
     positive_window_probabilities,
     sample_training_window,
 )
-from rgnet_hf.data.synthetic import write_h5
+from rgnet_hf.data.mini_releases import write_h5
 from rgnet_hf.windowing import moment_windows, window_span
 from rgnet_hf.windowing import num_windows as count_windows
 

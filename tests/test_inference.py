@@ -15,7 +15,7 @@ from parity_utils import converted_model
 
 from rgnet_hf import RGNetForVideoGrounding, RGNetGroundingEngine, RGNetProcessor
 from rgnet_hf.cli import main as cli_main
-from rgnet_hf.evaluation import compute_grounding_metrics
+from rgnet_hf.grounding_metrics import compute_grounding_metrics
 from rgnet_hf.windowing import window_bounds
 
 

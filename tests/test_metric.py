@@ -1,4 +1,4 @@
-"""Grounding metrics (`rgnet_hf.evaluation`) and the `evaluate` module in `metrics/long_video_grounding`."""
+"""Grounding metrics (`rgnet_hf.grounding_metrics`) and the `evaluate` module in `metrics/long_video_grounding`."""
 
 import sys
 import threading
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgnet_hf.evaluation import (
+from rgnet_hf.grounding_metrics import (
     EGO4D_PRESET,
     EVALUATION_PRESETS,
     MAD_PRESET,
@@ -143,7 +143,7 @@ def test_evaluate_module_matches_fixture(named_simulation, isolated_evaluate):
     for prediction, reference in zip(predictions[1:], references[1:], strict=True):
         metric.add(predictions=prediction, references=reference)
     assert metric.compute() == results
-    # The module only wraps rgnet_hf.evaluation.
+    # The module only wraps rgnet_hf.grounding_metrics.
     assert results == compute_grounding_metrics(predictions, references, config_name)
 
 

@@ -238,7 +238,9 @@ def test_paths_and_missing_benchmark(tmp_path):
 def test_script_writes_and_summarises(tmp_path, capsys):
     sys.path.insert(0, str(SCRIPTS))
     try:
-        spec = importlib.util.spec_from_file_location("dataset_script_synthetic", SCRIPTS / "synthetic.py")
+        spec = importlib.util.spec_from_file_location(
+            "dataset_script_make_synthetic_benchmark", SCRIPTS / "make_synthetic_benchmark.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from rgnet_hf.data.synthetic import make_mad_release
+from rgnet_hf.data.mini_releases import make_mad_release
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = dict(

@@ -6,7 +6,8 @@
   top K. Scores come from cumulative sums of the per-frame cosines (one matrix product per video), so there is no
   Python loop over proposals.
 - [`evaluate_zero_shot`]: that baseline over every query of a dataset split of `rgnet_hf.data` (e.g. `load_mad`),
-  scored with `rgnet_hf.evaluation.compute_grounding_metrics` (R@K at IoU thresholds, strict `IoU > t`, and mIoU).
+  scored with `rgnet_hf.grounding_metrics.compute_grounding_metrics` (R@K at IoU thresholds, strict `IoU > t`, and
+  mIoU).
 
 The MAD paper's zero-shot protocol (data_formats.md section 1.4) ranks its proposals against the `ext_timestamps`
 with NMS 0.3; CONE/RGNet evaluate on `timestamps` with NMS 0.5. Both are available (`reference=`, `nms_threshold=`);
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import EvaluationPreset, compute_grounding_metrics
+from .grounding_metrics import EvaluationPreset, compute_grounding_metrics
 
 __all__ = [
     "evaluate_zero_shot",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .configuration_rgnet import RGNetConfig
-from .evaluation import compute_grounding_metrics, window_recall
+from .grounding_metrics import compute_grounding_metrics, window_recall
 from .inference_rgnet import RGNetGroundingEngine
 from .modeling_rgnet import RGNetForVideoGrounding
 from .windowing import ground_truth_windows

@@ -11,9 +11,10 @@ The benchmark (see docs/synthetic_benchmark.md) is written as a MAD release:
     OUTPUT/summary.json                                        (what this script prints)
 
 Examples:
-    python dataset_scripts/synthetic.py --preset standard --output /data/rgnet/synthetic_standard
-    python dataset_scripts/synthetic.py --preset demo --output /tmp/demo --seed 1 --zero-shot test
-    python dataset_scripts/synthetic.py --preset standard --output /tmp/hard --set signal_amplitude=0.4 noise=0.5
+    python dataset_scripts/make_synthetic_benchmark.py --preset standard --output /data/rgnet/synthetic_standard
+    python dataset_scripts/make_synthetic_benchmark.py --preset demo --output /tmp/demo --seed 1 --zero-shot test
+    python dataset_scripts/make_synthetic_benchmark.py --preset standard --output /tmp/hard \\
+        --set signal_amplitude=0.4 noise=0.5
 """
 
 from __future__ import annotations
