@@ -16,6 +16,7 @@ from .modeling_rgnet import (
     RGNetModel,
     RGNetModelOutput,
     RGNetPreTrainedModel,
+    RGNetVideoGroundingOutput,
 )
 from .pipeline_rgnet import VideoGroundingPipeline
 from .processing_rgnet import RGNetProcessor
@@ -45,6 +46,7 @@ __all__ = [
     "RGNetPreTrainedModel",
     "RGNetEncoderOutput",
     "RGNetModelOutput",
+    "RGNetVideoGroundingOutput",
     "RGNetGroundingOutput",
     "RGNetFeatureExtractor",
     "RGNetProcessor",

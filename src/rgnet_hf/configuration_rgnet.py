@@ -150,8 +150,11 @@ class RGNetConfig(PreTrainedConfig):
             Inference: frames summed by the feature-matching score.
         dataset_name (`str`, defaults to `"mad"`):
             The benchmark the recipe belongs to (`"mad"` or `"ego4d"`); selects evaluation conventions.
-        initializer_range (`float`, defaults to 1.0):
-            Standard deviation of the normal initialisation of the retrieval token, its position and the anchors.
+        learned_embedding_init_std (`float`, defaults to 1.0):
+            Standard deviation of the normal initialisation of the three learned tensors that are not layers: the
+            retrieval token [RET], its position embedding and the decoder's anchor logits. The official model draws
+            them from N(0, 1); every linear layer has its own initialisation (see `RGNetPreTrainedModel`). Configs
+            saved before the rename call it `initializer_range`, which is still accepted.
     """
 
     model_type = "rgnet"
@@ -206,7 +209,7 @@ class RGNetConfig(PreTrainedConfig):
         scale_matching_score_by_window_score: bool = False,
         matching_top_frames: int = 3,
         dataset_name: str = "mad",
-        initializer_range: float = 1.0,
+        learned_embedding_init_std: float = 1.0,
         **kwargs,
     ):
         self.video_feature_size = video_feature_size
@@ -257,7 +260,8 @@ class RGNetConfig(PreTrainedConfig):
         self.scale_matching_score_by_window_score = scale_matching_score_by_window_score
         self.matching_top_frames = matching_top_frames
         self.dataset_name = dataset_name
-        self.initializer_range = initializer_range
+        # Configs saved before the rename store this value as `initializer_range`.
+        self.learned_embedding_init_std = kwargs.pop("initializer_range", learned_embedding_init_std)
         super().__init__(**kwargs)
         self._validate()
 

@@ -82,7 +82,7 @@ class RGNetHungarianMatcher:
 
 
 class RGNetLoss:
-    """Every loss term of the RGNet recipes, computed from an [`RGNetGroundingOutput`]-like object."""
+    """Every loss term of the RGNet recipes, computed from an [`RGNetVideoGroundingOutput`]-like object."""
 
     def __init__(self, config: RGNetConfig):
         self.config = config
@@ -196,7 +196,7 @@ class RGNetLoss:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """
         Args:
-            outputs: an [`RGNetGroundingOutput`] (`logits`, `pred_spans`, `saliency_scores`, `window_logits`,
+            outputs: an [`RGNetVideoGroundingOutput`] (`logits`, `pred_spans`, `saliency_scores`, `window_logits`,
                 `window_retrieval_logits`, `auxiliary_outputs`, `negative_window_outputs`).
             labels: per window, `spans` `(num_spans, 2)`, `saliency_positive_frames` / `saliency_negative_frames`
                 `(num_pairs,)`.

@@ -81,7 +81,7 @@ class RGNetModelOutput(ModelOutput):
 
 
 @dataclass
-class RGNetGroundingOutput(ModelOutput):
+class RGNetVideoGroundingOutput(ModelOutput):
     r"""
     Output of [`RGNetForVideoGrounding`].
 
@@ -130,6 +130,10 @@ class RGNetGroundingOutput(ModelOutput):
     negative_window_outputs: dict | None = None
     last_hidden_state: torch.FloatTensor | None = None
     retrieval_embedding: torch.FloatTensor | None = None
+
+
+# The former name, kept as an alias so that existing imports keep working.
+RGNetGroundingOutput = RGNetVideoGroundingOutput
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -595,9 +599,9 @@ class RGNetPreTrainedModel(PreTrainedModel):
         # construction, see `_tag_linear_init`), PyTorch defaults elsewhere, N(0, 1) for the retrieval token, its
         # position and the anchors.
         if isinstance(module, RGNetModel):
-            init.normal_(module.retrieval_token, std=self.config.initializer_range)
-            init.normal_(module.retrieval_position, std=self.config.initializer_range)
-            init.normal_(module.query_anchor_logits, std=self.config.initializer_range)
+            init.normal_(module.retrieval_token, std=self.config.learned_embedding_init_std)
+            init.normal_(module.retrieval_position, std=self.config.learned_embedding_init_std)
+            init.normal_(module.query_anchor_logits, std=self.config.learned_embedding_init_std)
         elif isinstance(module, nn.Linear):
             scheme = getattr(module, "_rgnet_init", "default")
             bias_bound = 1 / math.sqrt(module.in_features)
@@ -911,7 +915,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         negative_video_features: torch.Tensor | None = None,
         negative_video_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
-    ) -> RGNetGroundingOutput | tuple:
+    ) -> RGNetVideoGroundingOutput | tuple:
         r"""
         Args:
             video_features (`torch.FloatTensor` of shape `(batch_size, num_frames, video_feature_size)`):
@@ -980,7 +984,7 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
                 "sampler_logits": negative_encoded.sampler_logits,
             }
 
-        output = RGNetGroundingOutput(
+        output = RGNetVideoGroundingOutput(
             logits=all_logits[-1],
             pred_spans=all_spans[-1],
             window_logits=window_logits,
@@ -1000,4 +1004,4 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-__all__ = ["RGNetModel", "RGNetForVideoGrounding", "RGNetPreTrainedModel"]
+__all__ = ["RGNetModel", "RGNetForVideoGrounding", "RGNetPreTrainedModel", "RGNetVideoGroundingOutput"]
