@@ -40,6 +40,14 @@ def _ground_simulation(fixture, engine, **kwargs):
     )
 
 
+def _close_rankings(a: list[dict], b: list[dict]) -> bool:
+    """Two ranked lists of moments from different batchings agree to fp32 precision (times rounded to 4 decimals)."""
+    return len(a) == len(b) and all(
+        x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-4 + 1e-9) for k in x)
+        for x, y in zip(a, b)
+    )
+
+
 def _official_ranking(simulation, key, query_id):
     for entry in simulation[key]:
         if entry.get("query_id") == query_id:
@@ -103,7 +111,8 @@ def test_top_k_decoding_equals_decoding_every_window(parity_fixtures):
     for a, b in zip(shortcut, everything):
         assert b.window_predictions.shape[0] == 17 and a.window_predictions.shape[0] == 10
         for ranking in ("fused", "proposal", "matching"):
-            np.testing.assert_array_equal(a.rankings[ranking], b.rankings[ranking])
+            # Other batch shapes in the decoder: fp32 rounding may move a value rounded to 4 decimals by one unit.
+            np.testing.assert_allclose(a.rankings[ranking], b.rankings[ranking], rtol=0, atol=1e-4 + 1e-9)
 
 
 def test_separate_window_scorer(parity_fixtures):
@@ -115,7 +124,7 @@ def test_separate_window_scorer(parity_fixtures):
     reference = _ground_simulation(fixture, engine)
     for a, b in zip(reference, _ground_simulation(fixture, same)):
         np.testing.assert_array_equal(a.window_order, b.window_order)
-        np.testing.assert_allclose(a.rankings["fused"], b.rankings["fused"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(a.rankings["fused"], b.rankings["fused"], rtol=0, atol=1e-4 + 1e-9)
     torch.manual_seed(3)
     other = RGNetForVideoGrounding(engine.model.config).eval()
     two_stage = RGNetGroundingEngine(engine.model, top_k_windows=10, max_predictions=100, window_scorer=other)
@@ -222,13 +231,13 @@ def test_pipeline_outputs_and_batching(tmp_path):
     assert [m["score"] for m in one] == sorted((m["score"] for m in one), reverse=True)
     assert all(-60 <= m["start"] <= m["end"] <= 120 for m in one)
     many = pipe({"video_features": video, "text_features": queries, "sentence_features": sentences}, top_k=4)
-    assert len(many) == 3 and many[0] == one
+    assert len(many) == 3 and _close_rankings(many[0], one)
     listed = pipe(
         [{"video_features": video, "text_features": q, "sentence_features": s} for q, s in zip(queries, sentences)],
         top_k=4,
         batch_size=2,
     )
-    assert listed == many
+    assert len(listed) == len(many) and all(_close_rankings(x, y) for x, y in zip(listed, many))
     # Seconds follow the feature rate.
     slower = pipe(
         {

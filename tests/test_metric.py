@@ -307,3 +307,70 @@ def test_window_recall_bad_input():
         window_recall([[0]], [[0]], ks=[0])
     with pytest.raises(ValueError, match="zero queries"):
         window_recall([], [], ks=[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Arithmetic: float32 for MAD (its official evaluator), float64 for Ego4D
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Spans rounded to 4 decimals whose IoU with [0, L] is t in exact arithmetic (b - a = t * L): float32 and float64
+# round the IoU to different sides of t. Rows: prediction, reference, hit in float32, hit in float64.
+THRESHOLD_CASES = {
+    0.1: [([30.7034, 77.1657], [0.0, 464.623], True, False), ([271.5945, 319.901], [0.0, 483.065], False, True)],
+    0.3: [([61.724, 189.0132], [0.0, 424.2973], False, True), ([174.2075, 260.9874], [0.0, 289.2663], False, True)],
+    0.5: [([107.2332, 275.8297], [0.0, 337.193], True, False), ([30.5367, 166.1185], [0.0, 271.1636], False, True)],
+}
+
+
+def _official_mad_hits(prediction, reference, threshold) -> bool:
+    """The official MAD arithmetic: float32 torch tensors for the spans, the IoU and the threshold."""
+    spans, truth = torch.tensor([prediction]), torch.tensor(reference)
+    intersection = (torch.minimum(spans[:, 1], truth[1]) - torch.maximum(spans[:, 0], truth[0])).clamp(min=0)
+    hull = torch.maximum(spans[:, 1], truth[1]) - torch.minimum(spans[:, 0], truth[0])
+    return bool((intersection / hull > torch.tensor([threshold]))[0])
+
+
+@pytest.mark.parametrize("threshold", sorted(THRESHOLD_CASES))
+def test_mad_preset_follows_float32_at_the_thresholds(threshold):
+    for prediction, reference, hit32, hit64 in THRESHOLD_CASES[threshold]:
+        assert _official_mad_hits(prediction, reference, threshold) is hit32
+        key = recall_key(1, threshold)
+        mad = compute_grounding_metrics([[prediction]], [reference], "mad")
+        assert mad[key] == float(hit32)
+        assert compute_grounding_metrics([[prediction]], [reference], "mad", iou_dtype="float64")[key] == float(hit64)
+        ego4d = compute_grounding_metrics([[prediction]], [reference], "ego4d", iou_thresholds=[threshold])
+        assert ego4d[key] == float(hit64)
+        exact = (prediction[1] - prediction[0]) / (reference[1] - reference[0])
+        assert (exact > threshold) is hit64
+
+
+def test_mad_preset_equals_official_float32_on_random_threshold_cases():
+    """Spans built so their IoU sits at 0.1, 0.3 or 0.5: the MAD preset equals the float32 reference on every query,
+    and the two precisions disagree on some."""
+    generator = np.random.default_rng(0)
+    predictions, references = [], []
+    for threshold in (0.1, 0.3, 0.5) * 200:
+        length = round(float(generator.uniform(1, 500)), 4)
+        start = round(float(generator.uniform(0, length * (1 - threshold))), 4)
+        predictions.append([[start, round(start + threshold * length, 4)]])
+        references.append([0.0, length])
+    for threshold in (0.1, 0.3, 0.5):
+        hits32 = per_query_hits(predictions, references, [1], [threshold], iou_dtype="float32")[:, 0, 0]
+        hits64 = per_query_hits(predictions, references, [1], [threshold])[:, 0, 0]
+        official = [_official_mad_hits(p[0], r, threshold) for p, r in zip(predictions, references)]
+        assert hits32.tolist() == official
+        assert (hits32 != hits64).any()
+
+
+def test_evaluate_module_mad_uses_float32_with_a_float64_option(isolated_evaluate):
+    evaluate, hf_home = isolated_evaluate
+    metric = evaluate.load(METRIC_PATH, "mad", cache_dir=str(hf_home / "metrics"))
+    cases = [case for threshold in (0.1, 0.3, 0.5) for case in THRESHOLD_CASES[threshold]]
+    thresholds = [threshold for threshold in (0.1, 0.3, 0.5) for _ in THRESHOLD_CASES[threshold]]
+    for (prediction, reference, hit32, hit64), threshold in zip(cases, thresholds):
+        key = recall_key(1, threshold)
+        assert metric.compute(predictions=[[prediction]], references=[reference], ks=[1])[key] == float(hit32)
+        results = metric.compute(predictions=[[prediction]], references=[reference], ks=[1], iou_dtype="float64")
+        assert results[key] == float(hit64)
+    with pytest.raises(ValueError, match="iou_dtype"):
+        metric.compute(predictions=[[[0.0, 1.0]]], references=[[0.0, 1.0]], iou_dtype="float16")

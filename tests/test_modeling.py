@@ -222,7 +222,9 @@ def test_save_load_round_trip(tmp_path):
     inputs = _random_inputs(model.config, batch_size=2)
     with torch.no_grad():
         a, b = model(**inputs), reloaded(**inputs)
-    assert torch.equal(a.logits, b.logits) and torch.equal(a.window_logits, b.window_logits)
+    # Same weights, another copy in memory: CPU kernels may round differently (alignment), so fp32 tolerances.
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.window_logits, b.window_logits, rtol=1e-5, atol=1e-6)
     card = (tmp_path / "README.md").read_text()
     assert "RGNet" in card and "video-grounding" in card
 
@@ -244,7 +246,8 @@ def test_remote_code_loads_without_the_package(tmp_path):
         inputs = torch.load({str(tmp_path / "inputs.pt")!r})
         with torch.no_grad():
             spans = model(**inputs).pred_spans
-        assert torch.equal(spans, torch.load({str(tmp_path / "expected.pt")!r}))
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        torch.testing.assert_close(spans, expected, rtol=1e-5, atol=1e-6)
         print("REMOTE-OK")
         """
     result = run_without_rgnet_hf(script, tmp_path / "hf_home")

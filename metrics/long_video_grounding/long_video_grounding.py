@@ -21,7 +21,13 @@ the rules of the official RGNet / CONE evaluators for MAD and Ego4D-NLQ:
 - mIoU is the mean IoU of the top-1 prediction (0 for a query without predictions).
 
 Configurations: "mad" (K in 1, 5, 10, 50, 100; IoU 0.1, 0.3, 0.5) and "ego4d" (K in 1, 5, 10, 50, 100; IoU 0.3,
-0.5). "default" is "mad". Values are fractions in [0, 1]: multiply by 100 for the percentages of the papers.
+0.5). "default" is "mad".
+
+Arithmetic: "mad" reproduces the official MAD evaluator, which computes the IoU and compares it with the thresholds in
+float32 (times rounded to float32, every step in float32); "ego4d" follows its evaluator in float64. An IoU at a
+threshold can count differently in the two precisions; pass `iou_dtype="float64"` (or "float32") to choose.
+
+Values are fractions in [0, 1]: multiply by 100 for the percentages of the papers.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -31,6 +37,8 @@ Args:
     references (`list` of `list` of `float`): for each query, its ground-truth moment `[start, end]`, in the same unit.
     ks (`list` of `int`, *optional*): the K values; defaults to the configuration's.
     iou_thresholds (`list` of `float`, *optional*): the IoU thresholds; defaults to the configuration's.
+    iou_dtype (`str`, *optional*): "float32" or "float64", the precision of the IoU and of the threshold
+        comparison; defaults to the configuration's ("float32" for "mad", "float64" for "ego4d").
 
 Returns:
     `dict`: `"R@{K} IoU={t}"` for every K and threshold (e.g. `"R@1 IoU=0.3"`), and `"mIoU"`, all floats in [0, 1].
@@ -70,7 +78,7 @@ class LongVideoGrounding(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            # float64 so that spans reach the IoU exactly as given (float32 would move threshold decisions).
+            # float64 so that spans reach the IoU exactly as given; the IoU's own precision is `iou_dtype`.
             features=datasets.Features(
                 {
                     "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("float64"))),
@@ -79,6 +87,8 @@ class LongVideoGrounding(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, ks=None, iou_thresholds=None):
+    def _compute(self, predictions, references, ks=None, iou_thresholds=None, iou_dtype=None):
         preset = EVALUATION_PRESETS[_CONFIG_ALIASES.get(self.config_name, self.config_name)]
-        return compute_grounding_metrics(predictions, references, preset, ks=ks, iou_thresholds=iou_thresholds)
+        return compute_grounding_metrics(
+            predictions, references, preset, ks=ks, iou_thresholds=iou_thresholds, iou_dtype=iou_dtype
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -24,7 +25,15 @@ def load_array(path: str | Path, key: str | None = None) -> np.ndarray:
     if suffix in (".pt", ".pth"):
         import torch
 
-        value = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"{path} was refused: it holds objects other than tensors, which could run code when unpickled "
+                "(only tensors and dicts / lists of tensors are read)"
+            ) from error
+        except (RuntimeError, EOFError) as error:
+            raise ValueError(f"{path} is not a readable PyTorch file ({error})") from error
         if isinstance(value, dict):
             value = _pick(value, key, path)
         return value.float().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
@@ -79,11 +88,14 @@ def _ground(args: argparse.Namespace) -> int:
     sentence = load_array(args.sentence, args.sentence_key) if args.sentence else None
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be > 0, got {args.top_k}")
+    _check_device(args.device)
+    if _looks_like_a_path(args.model) and not Path(args.model).is_dir():
+        raise FileNotFoundError(f"--model {args.model}: no such model folder")
     pipe = pipeline("video-grounding", model=args.model, device=args.device)
     inputs = {"video_features": video, "text_features": list(text) if text.ndim == 3 else text}
     if sentence is not None:
         inputs["sentence_features"] = sentence
-    if args.seconds_per_feature:
+    if args.seconds_per_feature is not None:
         inputs["seconds_per_feature"] = args.seconds_per_feature
     result = pipe(inputs, top_k=args.top_k)
     rankings = result if text.ndim == 3 else [result]
@@ -92,6 +104,31 @@ def _ground(args: argparse.Namespace) -> int:
     else:
         print(_format_table(rankings, [f"query {index}" for index in range(len(rankings))]))
     return 0
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A local folder name rather than a Hub id (`owner/name`)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse a device that this machine does not have, before the model is loaded."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {device!r} is not a device name (e.g. cpu, cuda, cuda:1, mps)") from error
+    if parsed.type == "cuda":
+        available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if available == 0:
+            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= available:
+            raise ValueError(f"--device {device}: this machine has {available} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available on this machine")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -109,6 +146,8 @@ def _convert(args: argparse.Namespace) -> int:
         forwarded += ["--preset", args.preset]
     if args.official_batch_mask:
         forwarded.append("--official-batch-mask")
+    if args.force:
+        forwarded.append("--force")
     return convert_main(forwarded)
 
 
@@ -143,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--output", required=True)
     convert.add_argument("--preset", default=None, choices=["mad", "ego4d", "ego4d_pretrain"])
     convert.add_argument("--official-batch-mask", action="store_true")
+    convert.add_argument("--force", action="store_true", help="replace an existing, non-empty --output folder")
     convert.set_defaults(handler=_convert)
     return parser
 
@@ -151,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, KeyError, OSError) as error:
+        # OSError: missing or unreadable files, and models transformers cannot find.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

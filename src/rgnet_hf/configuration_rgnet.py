@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 from transformers import PreTrainedConfig
 
@@ -37,6 +38,78 @@ _PRESETS: dict[str, dict] = {
         "window_retrieval_loss_coefficient": 0.0,
     },
 }
+
+
+_POSITIVE_INTS = (
+    "video_feature_size",
+    "text_feature_size",
+    "sentence_feature_size",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "num_input_projection_layers",
+    "num_decoder_layers",
+    "num_queries",
+    "window_length",
+    "window_stride",
+    "max_text_length",
+    "top_k_windows",
+    "max_predictions",
+    "max_predictions_before_nms",
+    "matching_top_frames",
+)
+_NON_NEGATIVE_INTS = ("num_text_to_video_layers", "num_encoder_layers")
+_POSITIVE_FLOATS = (
+    "seconds_per_feature",
+    "frame_position_temperature",
+    "anchor_position_temperature",
+    "sampler_temperature",
+    "retrieval_temperature",
+    "inverse_sigmoid_eps",
+    "layer_norm_eps",
+)
+_NON_NEGATIVE_FLOATS = (
+    "dropout",
+    "input_dropout",
+    "nms_threshold",
+    "span_loss_coefficient",
+    "giou_loss_coefficient",
+    "label_loss_coefficient",
+    "saliency_loss_coefficient",
+    "window_retrieval_loss_coefficient",
+    "sampler_attention_loss_coefficient",
+    "background_class_weight",
+    "saliency_margin",
+    "matcher_span_cost",
+    "matcher_giou_cost",
+    "matcher_class_cost",
+    "learned_embedding_init_std",
+)
+_BOOLS = (
+    "normalize_video_features",
+    "text_to_video_residual_from_unnormalized",
+    "text_to_video_mask_batch_mixing",
+    "in_batch_window_pairs",
+    "use_negative_window_loss",
+    "auxiliary_loss",
+    "scale_matching_score_by_window_score",
+)
+
+
+def _check_int(config, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"RGNetConfig.{name} must be {kind}, got {value!r} ({type(value).__name__})")
+
+
+def _check_float(config, name: str, minimum: float, strict: bool) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"RGNetConfig.{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"RGNetConfig.{name} must be a finite number {relation} {minimum:g}, got {value!r}")
 
 
 class RGNetConfig(PreTrainedConfig):
@@ -262,36 +335,29 @@ class RGNetConfig(PreTrainedConfig):
         self.dataset_name = dataset_name
         # Configs saved before the rename store this value as `initializer_range`.
         self.learned_embedding_init_std = kwargs.pop("initializer_range", learned_embedding_init_std)
-        super().__init__(**kwargs)
+        # Before the base class, whose own architecture checks would fail on a wrong type with a bare TypeError.
         self._validate()
+        super().__init__(**kwargs)
 
     def _validate(self) -> None:
-        positive_ints = (
-            "video_feature_size",
-            "text_feature_size",
-            "sentence_feature_size",
-            "hidden_size",
-            "num_attention_heads",
-            "intermediate_size",
-            "num_input_projection_layers",
-            "num_decoder_layers",
-            "num_queries",
-            "window_length",
-            "window_stride",
-            "max_text_length",
-            "top_k_windows",
-            "max_predictions",
-            "max_predictions_before_nms",
-            "matching_top_frames",
-        )
-        for name in positive_ints:
+        """Check every field when the config is built (also by `from_pretrained`); messages name the field."""
+        for name in _POSITIVE_INTS:
+            _check_int(self, name, minimum=1)
+        for name in _NON_NEGATIVE_INTS:
+            _check_int(self, name, minimum=0)
+        for name in _POSITIVE_FLOATS:
+            _check_float(self, name, minimum=0.0, strict=True)
+        for name in _NON_NEGATIVE_FLOATS:
+            _check_float(self, name, minimum=0.0, strict=False)
+        for name in _BOOLS:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"RGNetConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("num_text_to_video_layers", "num_encoder_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"RGNetConfig.{name} must be a non-negative integer, got {value!r}")
+            if not isinstance(value, bool):
+                raise ValueError(f"RGNetConfig.{name} must be True or False, got {value!r}")
+        if self.window_stride >= self.window_length:
+            raise ValueError(
+                f"RGNetConfig.window_stride ({self.window_stride}) must be smaller than window_length "
+                f"({self.window_length}): the first window covers [0, window_length - window_stride)"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -303,12 +369,11 @@ class RGNetConfig(PreTrainedConfig):
             raise ValueError(
                 f"sampler_attention_mode must be one of {SAMPLER_ATTENTION_MODES}, got {self.sampler_attention_mode!r}"
             )
-        if self.seconds_per_feature <= 0:
-            raise ValueError(f"seconds_per_feature must be > 0, got {self.seconds_per_feature}")
-        if self.sampler_temperature <= 0:
-            raise ValueError(f"sampler_temperature must be > 0, got {self.sampler_temperature}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.input_dropout < 1.0:
-            raise ValueError("dropout and input_dropout must be in [0, 1)")
+        if not 0.0 <= self.nms_threshold <= 1.0:
+            raise ValueError(f"RGNetConfig.nms_threshold must be in [0, 1] (an IoU), got {self.nms_threshold}")
+        for name in ("dropout", "input_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"RGNetConfig.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.dataset_name not in ("mad", "ego4d"):
             raise ValueError(f"dataset_name must be 'mad' or 'ego4d', got {self.dataset_name!r}")
 

@@ -1,7 +1,10 @@
 """Convert a checkpoint of the official RGNet implementation into a `save_pretrained` folder.
 
     python -m rgnet_hf.convert_original_checkpoint --checkpoint model_best.ckpt --output DIR \
-        [--preset mad|ego4d|ego4d_pretrain]
+        [--preset mad|ego4d|ego4d_pretrain] [--force]
+
+An existing, non-empty output folder is refused unless `--force` is given; the model is written to a temporary folder
+next to it and renamed into place, so an interrupted conversion never leaves a half-written or missing folder.
 
 The official checkpoint is a dict `{"model": state_dict, "opt": argparse.Namespace, ...}` (keys possibly prefixed with
 `module.`). The configuration is derived from the saved options when present, otherwise from `--preset`.
@@ -256,12 +259,23 @@ def convert_checkpoint(
     output: str | Path | None = None,
     preset: str | None = None,
     verbose: bool = True,
+    overwrite: bool = False,
     **config_overrides,
 ):
     """Convert an official checkpoint file; returns the loaded `RGNetForVideoGrounding` (saved to `output` if
-    given). `config_overrides` set config fields, e.g. `text_to_video_mask_batch_mixing=True`."""
+    given). `config_overrides` set config fields, e.g. `text_to_video_mask_batch_mixing=True`.
+
+    An existing non-empty `output` raises `FileExistsError` unless `overwrite=True`; the folder is replaced only
+    once the new one is completely written."""
+    from .file_utils import write_folder_atomically
     from .modeling_rgnet import RGNetForVideoGrounding
 
+    if output is not None:
+        output = Path(output)
+        if output.exists() and not output.is_dir():
+            raise FileExistsError(f"--output {output} is a file, not a folder")
+        if not overwrite and output.is_dir() and any(output.iterdir()):
+            raise FileExistsError(f"--output {output} already exists and is not empty; pass --force to replace it")
     state_dict, options = load_official_checkpoint(checkpoint)
     if options:
         config = config_from_official_options(options, **config_overrides)
@@ -280,7 +294,7 @@ def convert_checkpoint(
         if dropped:
             print(f"Dropped {len(dropped)} dead tensors (never read by the official model): {', '.join(dropped)}")
     if output is not None:
-        model.save_pretrained(output)
+        write_folder_atomically(output, model.save_pretrained, overwrite=overwrite)
         if verbose:
             print(f"Saved to {output}")
     return model
@@ -303,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         "text_to_video_mask_batch_mixing); only needed to match official outputs of batches "
         "that mix texts of different lengths",
     )
+    parser.add_argument("--force", action="store_true", help="replace an existing, non-empty --output folder")
     args = parser.parse_args(argv)
     try:
         overrides = {"text_to_video_mask_batch_mixing": True} if args.official_batch_mask else {}
-        convert_checkpoint(args.checkpoint, args.output, preset=args.preset, **overrides)
-    except (CheckpointConversionError, FileNotFoundError) as error:
+        convert_checkpoint(args.checkpoint, args.output, preset=args.preset, overwrite=args.force, **overrides)
+    except (CheckpointConversionError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

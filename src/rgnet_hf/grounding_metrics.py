@@ -19,6 +19,12 @@ zero-length ground truth and a prediction on exactly the same point, the officia
 counts as a hit but turns the Ego4D mIoU into NaN. Here that IoU is defined as **0**: a zero-length moment has no
 extent to overlap. Recall is then identical to the official evaluators' and mIoU stays finite; no output is ever NaN.
 
+**Arithmetic.** The official MAD evaluator computes IoUs and compares them with the thresholds in float32 torch
+tensors; the Ego4D evaluator uses numpy float64. An IoU that sits at a threshold (common when times are rounded to 4
+decimals) can count differently in the two precisions, so each preset fixes its own: `iou_dtype="float32"` for MAD
+(spans, IoU and thresholds all rounded to float32, each operation in float32, exactly as the official torch code),
+`"float64"` for Ego4D. Every function takes `iou_dtype` to choose the other.
+
 Values are fractions in [0, 1]; multiply by 100 for the percentages of the paper. Result keys are `"R@{K} IoU={t}"`
 (e.g. `"R@1 IoU=0.3"`), `"mIoU"`, and `"window R@{K}"`.
 
@@ -37,6 +43,7 @@ __all__ = [
     "EVALUATION_PRESETS",
     "MAD_PRESET",
     "EvaluationPreset",
+    "IOU_DTYPES",
     "compute_grounding_metrics",
     "mean_iou_top1",
     "per_query_hits",
@@ -57,10 +64,15 @@ class EvaluationPreset:
     ks: tuple[int, ...]
     iou_thresholds: tuple[float, ...]
     window_ks: tuple[int, ...]
+    iou_dtype: str = "float64"  # the precision of the official evaluator's IoU and threshold comparison
 
 
 MAD_PRESET = EvaluationPreset(
-    name="mad", ks=(1, 5, 10, 50, 100), iou_thresholds=(0.1, 0.3, 0.5), window_ks=(1, 5, 10, 30, 50, 100, 200)
+    name="mad",
+    ks=(1, 5, 10, 50, 100),
+    iou_thresholds=(0.1, 0.3, 0.5),
+    window_ks=(1, 5, 10, 30, 50, 100, 200),
+    iou_dtype="float32",
 )
 EGO4D_PRESET = EvaluationPreset(
     name="ego4d", ks=(1, 5, 10, 50, 100), iou_thresholds=(0.3, 0.5), window_ks=(1, 5, 10, 20, 30, 50)
@@ -104,6 +116,15 @@ def _check_thresholds(iou_thresholds: Sequence[float]) -> tuple[float, ...]:
     return thresholds
 
 
+IOU_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _check_iou_dtype(iou_dtype: str) -> type:
+    if iou_dtype not in IOU_DTYPES:
+        raise ValueError(f"`iou_dtype` must be 'float32' or 'float64', got {iou_dtype!r}.")
+    return IOU_DTYPES[iou_dtype]
+
+
 def _check_span_array(spans, name: str) -> np.ndarray:
     """`(N, >=2)` array-like -> finite float64 `(N, 2)` `[start, end]` with start <= end; extra columns are dropped."""
     spans = np.asarray(spans, dtype=np.float64)
@@ -138,38 +159,47 @@ def _check_predictions(predictions, num_queries: int) -> list[np.ndarray]:
     return [_check_span_array(spans, f"`predictions[{q}]`") for q, spans in enumerate(predictions)]
 
 
-def temporal_iou(predicted_spans, reference_span) -> np.ndarray:
+def temporal_iou(predicted_spans, reference_span, iou_dtype: str = "float64") -> np.ndarray:
     """
     Temporal IoU (intersection / hull length, see the module docstring) of several spans with one reference span.
 
     Args:
         predicted_spans: shape `(N, 2)` (more columns are ignored), `[start, end]`.
         reference_span: shape `(2,)`.
+        iou_dtype (`str`): `"float64"` or `"float32"` (the times are rounded to it and every step computed in it).
 
     Returns:
-        `np.ndarray` of shape `(N,)`, float64 in [0, 1]; 0 when the hull length is 0.
+        `np.ndarray` of shape `(N,)`, in [0, 1] and of `iou_dtype`; 0 when the hull length is 0.
     """
     spans = _check_span_array(predicted_spans, "`predicted_spans`")
     reference = _check_span_array(np.asarray(reference_span, dtype=np.float64).reshape(1, -1), "`reference_span`")
-    return _iou_with_reference(spans, reference[0])
+    return _iou_with_reference(spans, reference[0], _check_iou_dtype(iou_dtype))
 
 
-def _iou_with_reference(spans: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    intersection = np.maximum(0.0, np.minimum(spans[:, 1], reference[1]) - np.maximum(spans[:, 0], reference[0]))
+def _iou_with_reference(spans: np.ndarray, reference: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    spans, reference = spans.astype(dtype), reference.astype(dtype)
+    zero = dtype(0.0)
+    intersection = np.maximum(zero, np.minimum(spans[:, 1], reference[1]) - np.maximum(spans[:, 0], reference[0]))
     hull = np.maximum(spans[:, 1], reference[1]) - np.minimum(spans[:, 0], reference[0])
     return np.divide(intersection, hull, out=np.zeros_like(intersection), where=hull > 0)
 
 
-def _ranked_iou(predictions: list[np.ndarray], references: np.ndarray, depth: int) -> np.ndarray:
+def _ranked_iou(predictions: list[np.ndarray], references: np.ndarray, depth: int, dtype: type) -> np.ndarray:
     """`(Q, depth)` IoU of each query's first `depth` predictions; missing ranks are -1 (never a hit)."""
-    ious = np.full((len(predictions), depth), -1.0)
+    ious = np.full((len(predictions), depth), -1.0, dtype=dtype)
     for q, spans in enumerate(predictions):
         top = spans[:depth]
-        ious[q, : len(top)] = _iou_with_reference(top, references[q])
+        ious[q, : len(top)] = _iou_with_reference(top, references[q], dtype)
     return ious
 
 
-def per_query_hits(predictions: Sequence, references, ks: Sequence[int], iou_thresholds: Sequence[float]) -> np.ndarray:
+def per_query_hits(
+    predictions: Sequence,
+    references,
+    ks: Sequence[int],
+    iou_thresholds: Sequence[float],
+    iou_dtype: str = "float64",
+) -> np.ndarray:
     """
     Hit matrix of R@K: `hits[q, i, j]` is True when one of the first `ks[i]` predictions of query `q` has IoU strictly
     greater than `iou_thresholds[j]`.
@@ -179,18 +209,20 @@ def per_query_hits(predictions: Sequence, references, ks: Sequence[int], iou_thr
             first two columns are read, like the official evaluators); `N_q` may be 0.
         references: shape `(Q, 2)`, the ground-truth `[start, end]` per query (same time unit).
         ks: the K values (ints >= 1); iou_thresholds: thresholds in [0, 1].
+        iou_dtype (`str`): precision of the IoU and of the thresholds it is compared with (module docstring).
 
     Returns:
         `np.ndarray` of bool, shape `(Q, len(ks), len(iou_thresholds))`.
     """
     ks = _check_ks(ks)
     thresholds = _check_thresholds(iou_thresholds)
+    dtype = _check_iou_dtype(iou_dtype)
     references = _check_references(references)
     predictions = _check_predictions(predictions, len(references))
     # Best IoU among the first r predictions, for every rank r.
-    best_iou_by_rank = np.maximum.accumulate(_ranked_iou(predictions, references, max(ks)), axis=1)
+    best_iou_by_rank = np.maximum.accumulate(_ranked_iou(predictions, references, max(ks), dtype), axis=1)
     best_iou_at_k = best_iou_by_rank[:, np.asarray(ks) - 1]
-    return best_iou_at_k[:, :, None] > np.asarray(thresholds)[None, None, :]
+    return best_iou_at_k[:, :, None] > np.asarray(thresholds, dtype=dtype)[None, None, :]
 
 
 def recall_at_k(
@@ -198,6 +230,7 @@ def recall_at_k(
     references,
     ks: Sequence[int] = MAD_PRESET.ks,
     iou_thresholds: Sequence[float] = MAD_PRESET.iou_thresholds,
+    iou_dtype: str = "float64",
 ) -> dict[str, float]:
     """
     R@K at IoU thresholds with the official strict rule (module docstring).
@@ -205,7 +238,8 @@ def recall_at_k(
     Args:
         predictions: one ranked list of spans per query (see [`per_query_hits`]).
         references: shape `(Q, 2)`, with `Q >= 1`.
-        ks, iou_thresholds: defaults are the MAD preset.
+        ks, iou_thresholds: defaults are the MAD preset's values.
+        iou_dtype (`str`): `"float64"` (default) or `"float32"` (the official MAD arithmetic).
 
     Returns:
         `{"R@{K} IoU={t}": recall}` for every K and threshold, fractions in [0, 1].
@@ -214,7 +248,7 @@ def recall_at_k(
         ValueError: on mismatched lengths, no query, NaN/infinite times, end < start, K <= 0, or a threshold
             outside [0, 1].
     """
-    hits = per_query_hits(predictions, references, ks, iou_thresholds)
+    hits = per_query_hits(predictions, references, ks, iou_thresholds, iou_dtype)
     recall = hits.mean(axis=0)
     return {
         recall_key(k, t): float(recall[i, j])
@@ -223,16 +257,16 @@ def recall_at_k(
     }
 
 
-def top1_iou(predictions: Sequence, references) -> np.ndarray:
+def top1_iou(predictions: Sequence, references, iou_dtype: str = "float64") -> np.ndarray:
     """IoU of each query's top-1 prediction, shape `(Q,)`; 0 for a query without predictions."""
     references = _check_references(references)
     predictions = _check_predictions(predictions, len(references))
-    return np.maximum(_ranked_iou(predictions, references, 1)[:, 0], 0.0)
+    return np.maximum(_ranked_iou(predictions, references, 1, _check_iou_dtype(iou_dtype))[:, 0], 0.0)
 
 
-def mean_iou_top1(predictions: Sequence, references) -> float:
+def mean_iou_top1(predictions: Sequence, references, iou_dtype: str = "float64") -> float:
     """mIoU: the mean over queries of the top-1 prediction's IoU (the Ego4D evaluator's mIoU). Needs `Q >= 1`."""
-    return float(np.mean(top1_iou(predictions, references)))
+    return float(np.mean(top1_iou(predictions, references, iou_dtype), dtype=np.float64))
 
 
 def window_recall(
@@ -286,10 +320,11 @@ def compute_grounding_metrics(
     preset: str | EvaluationPreset = "mad",
     ks: Sequence[int] | None = None,
     iou_thresholds: Sequence[float] | None = None,
+    iou_dtype: str | None = None,
 ) -> dict[str, float]:
     """
-    R@K at IoU thresholds and top-1 mIoU with a dataset preset (`"mad"` or `"ego4d"`); `ks` and `iou_thresholds`
-    override the preset's values.
+    R@K at IoU thresholds and top-1 mIoU with a dataset preset (`"mad"` or `"ego4d"`); `ks`, `iou_thresholds` and
+    `iou_dtype` override the preset's values (MAD: float32 arithmetic as its official evaluator, Ego4D: float64).
 
     Returns:
         `{"R@{K} IoU={t}": recall, ..., "mIoU": miou}`, fractions in [0, 1].
@@ -300,6 +335,7 @@ def compute_grounding_metrics(
         preset = EVALUATION_PRESETS[preset]
     ks = preset.ks if ks is None else ks
     iou_thresholds = preset.iou_thresholds if iou_thresholds is None else iou_thresholds
-    results = recall_at_k(predictions, references, ks, iou_thresholds)
-    results["mIoU"] = mean_iou_top1(predictions, references)
+    iou_dtype = preset.iou_dtype if iou_dtype is None else iou_dtype
+    results = recall_at_k(predictions, references, ks, iou_thresholds, iou_dtype)
+    results["mIoU"] = mean_iou_top1(predictions, references, iou_dtype)
     return results

@@ -3,6 +3,8 @@ into moments, scores fused and suppressed exactly as the official inference does
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +13,9 @@ import torch.nn.functional as F
 
 from .modeling_rgnet import frame_position_embeddings
 from .post_processing import format_window_predictions, post_process_query_all_rankings, rank_windows
-from .windowing import window_bounds, window_spans_to_seconds
+from .windowing import _check_seconds_per_feature, window_bounds, window_spans_to_seconds
+
+logger = logging.getLogger(__name__)
 
 RANKINGS = ("fused", "proposal", "matching")
 
@@ -81,6 +85,29 @@ def matching_scores(
     masked = cosine[:, None, :].expand(-1, spans.shape[1], -1).masked_fill(~inside, float("-inf"))
     best = masked.topk(min(top_frames, num_frames), dim=-1).values
     return torch.where(torch.isfinite(best), best, torch.zeros_like(best)).sum(-1).to(spans.dtype)
+
+
+def _in_eval_mode(ground):
+    """Run `ground` with the engine's models in eval mode (dropout and the sampler's noise off) and restore their
+    mode afterwards; a model in training mode would give random moments. Warns when it had to switch."""
+
+    @functools.wraps(ground)
+    def wrapper(self, *args, **kwargs):
+        training = [m for m in (self.model, self.window_scorer) if m is not None and m.training]
+        if training:
+            logger.warning(
+                "RGNetGroundingEngine got a model in training mode: grounding in eval mode (call `model.eval()` "
+                "first to silence this warning); the training mode is restored afterwards"
+            )
+        for module in training:
+            module.eval()
+        try:
+            return ground(self, *args, **kwargs)
+        finally:
+            for module in training:
+                module.train()
+
+    return wrapper
 
 
 class RGNetGroundingEngine:
@@ -185,6 +212,7 @@ class RGNetGroundingEngine:
 
     # ---------------------------------------------------------------- main entry
     @torch.no_grad()
+    @_in_eval_mode
     def ground(
         self,
         video_features: torch.Tensor | np.ndarray,
@@ -234,9 +262,9 @@ class RGNetGroundingEngine:
             if sentence_features.dim() == 1:
                 sentence_features = sentence_features.unsqueeze(0)
         self._validate(video_features, text_features, text_mask, sentence_features, appearance)
-        seconds_per_feature = seconds_per_feature or config.seconds_per_feature
-        if seconds_per_feature <= 0:
-            raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
+        if seconds_per_feature is None:
+            seconds_per_feature = config.seconds_per_feature
+        seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
 
         num_frames = video_features.shape[0]
         bounds = window_bounds(num_frames, config.window_length, config.window_stride)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,39 @@ import torch
 from transformers import Pipeline
 
 from .inference_rgnet import RGNetGroundingEngine
+from .windowing import _check_seconds_per_feature
+
+# Every key an input dict may hold; anything else is refused, so a misspelt key cannot be silently ignored.
+REQUIRED_INPUT_KEYS = frozenset({"video_features", "text_features"})
+OPTIONAL_INPUT_KEYS = frozenset({"sentence_features", "seconds_per_feature"})
+ACCEPTED_INPUT_KEYS = REQUIRED_INPUT_KEYS | OPTIONAL_INPUT_KEYS
+
+
+def check_input_keys(inputs: Any) -> None:
+    """Refuse an input that is not a dict, lacks a required key or holds a key the pipeline does not read."""
+    if not isinstance(inputs, dict):
+        raise ValueError(
+            f"video-grounding inputs are dicts with `video_features` and `text_features`, got {type(inputs).__name__}"
+        )
+    unknown = sorted(set(inputs) - ACCEPTED_INPUT_KEYS, key=str)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), sorted(ACCEPTED_INPUT_KEYS), n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(
+            f"unknown input key(s) {', '.join(hints)}; accepted keys: {', '.join(sorted(ACCEPTED_INPUT_KEYS))}"
+        )
+    missing = REQUIRED_INPUT_KEYS - set(inputs)
+    if missing:
+        raise ValueError(f"missing input key(s): {', '.join(sorted(missing))}")
+
+
+def _as_numpy(value) -> np.ndarray:
+    """Arrays, lists and tensors of any float dtype (bfloat16 included, which numpy lacks) -> float32 numpy."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().numpy()
+    return np.asarray(value, dtype=np.float32)
 
 
 def _queries(text_features) -> tuple[list[np.ndarray], bool]:
@@ -19,8 +53,7 @@ def _queries(text_features) -> tuple[list[np.ndarray], bool]:
         if all(np.ndim(item) == 2 for item in text_features):
             return list(text_features), True
         return [np.asarray(text_features, dtype=np.float32)], False
-    array = text_features.detach().cpu().numpy() if isinstance(text_features, torch.Tensor) else text_features
-    array = np.asarray(array, dtype=np.float32)
+    array = _as_numpy(text_features)
     if array.ndim == 3:
         return list(array), True
     return [array], False
@@ -41,6 +74,10 @@ class VideoGroundingPipeline(Pipeline):
     ```
     With several queries in one input, the result is a list (one ranked list per query); all windows of all the
     queries of a video are batched together. A list of inputs gives a list of results.
+
+    One input holds one video: several videos (a `(N, T, D)` array or a list of videos) are refused, as are keys
+    other than the four above; pass a list of inputs, one per video. `seconds_per_feature` must be a finite number
+    > 0.
     """
 
     _load_processor = True
@@ -68,20 +105,22 @@ class VideoGroundingPipeline(Pipeline):
         return {}, forward, postprocess
 
     def preprocess(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(inputs, dict):
-            raise ValueError("video-grounding inputs are dicts with `video_features` and `text_features`")
-        missing = {"video_features", "text_features"} - set(inputs)
-        if missing:
-            raise ValueError(f"missing input key(s): {', '.join(sorted(missing))}")
+        check_input_keys(inputs)
+        seconds_per_feature = inputs.get("seconds_per_feature")
+        if seconds_per_feature is not None:
+            seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
         queries, many = _queries(inputs["text_features"])
         features = self.feature_extractor
         sentence = inputs.get("sentence_features")
         if sentence is not None:
-            sentence = np.asarray(
-                sentence.detach().cpu() if isinstance(sentence, torch.Tensor) else sentence, dtype=np.float32
-            )
+            sentence = _as_numpy(sentence)
             if sentence.ndim == 1:
                 sentence = sentence[None]
+            if sentence.ndim != 2:
+                raise ValueError(
+                    f"`sentence_features` must have shape (sentence_feature_size,) or (num_queries, "
+                    f"sentence_feature_size), got {sentence.shape}"
+                )
             if len(sentence) != len(queries):
                 raise ValueError(f"{len(sentence)} sentence features for {len(queries)} queries")
         encoded = features(
@@ -90,9 +129,11 @@ class VideoGroundingPipeline(Pipeline):
             sentence_features=list(sentence) if sentence is not None else None,
             return_tensors="pt",
         )
-        seconds_per_feature = inputs.get("seconds_per_feature")
-        if seconds_per_feature is not None and not seconds_per_feature > 0:
-            raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
+        if len(encoded["video_features"]) != 1:
+            raise ValueError(
+                f"one input holds one video, got {len(encoded['video_features'])} videos in `video_features`: pass a "
+                "list of inputs, one dict per video"
+            )
         return {
             "video_features": encoded["video_features"][0],
             "text_features": encoded["text_features"],

@@ -73,9 +73,11 @@ class RGNetProcessor(ProcessorMixin):
             `sigmoid(window_logit)` (the official proposal score). For whole videos use
             [`RGNetGroundingEngine`] or the `video-grounding` pipeline, which also rank windows and fuse scores.
         """
-        from .windowing import window_spans_to_seconds
+        from .windowing import _check_seconds_per_feature, window_spans_to_seconds
 
-        seconds_per_feature = seconds_per_feature or self.feature_extractor.seconds_per_feature
+        if seconds_per_feature is None:
+            seconds_per_feature = self.feature_extractor.seconds_per_feature
+        seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
         if top_k is not None and top_k <= 0:
             raise ValueError(f"top_k must be > 0, got {top_k}")
         spans = outputs.pred_spans.detach().float()

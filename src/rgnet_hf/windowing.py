@@ -20,6 +20,7 @@ This file is copied flat into Hugging Face remote-code folders: it imports only 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,6 +49,8 @@ def _check_positive_int(value, name: str) -> int:
 
 
 def _check_seconds_per_feature(seconds_per_feature: float) -> float:
+    if isinstance(seconds_per_feature, bool) or not isinstance(seconds_per_feature, numbers.Real):
+        raise ValueError(f"`seconds_per_feature` must be a number > 0, got {seconds_per_feature!r}.")
     seconds_per_feature = float(seconds_per_feature)
     if not math.isfinite(seconds_per_feature) or seconds_per_feature <= 0:
         raise ValueError(f"`seconds_per_feature` must be a finite number > 0, got {seconds_per_feature}.")
