@@ -23,7 +23,8 @@ _EGO4D = {
     "dataset_name": "ego4d",
 }
 _PRESETS: dict[str, dict] = {
-    "mad": {},
+    # MAD's released frame features are OpenAI CLIP ViT-B/32 image embeddings at 5 fps (see docs/raw_video.md).
+    "mad": {"feature_encoder": "openai/clip-vit-base-patch32"},
     "ego4d_pretrain": {
         **_EGO4D,
         "in_batch_window_pairs": True,
@@ -152,6 +153,11 @@ class RGNetConfig(PreTrainedConfig):
             The benchmark the recipe belongs to (`"mad"` or `"ego4d"`); selects evaluation conventions.
         initializer_range (`float`, defaults to 1.0):
             Standard deviation of the normal initialisation of the retrieval token, its position and the anchors.
+        feature_encoder (`str`, *optional*):
+            The image-text model (Hub id or local folder; CLIP or SigLIP) whose features the model reads, used to
+            encode video files and raw text (`rgnet-hf extract`, the pipeline's `video` / `text` inputs).
+            `"openai/clip-vit-base-patch32"` for the `"mad"` preset; None for the Ego4D presets, whose EgoVLP video
+            features have no transformers model (pass pre-extracted features instead).
     """
 
     model_type = "rgnet"
@@ -207,6 +213,7 @@ class RGNetConfig(PreTrainedConfig):
         matching_top_frames: int = 3,
         dataset_name: str = "mad",
         initializer_range: float = 1.0,
+        feature_encoder: str | None = None,
         **kwargs,
     ):
         self.video_feature_size = video_feature_size
@@ -258,6 +265,7 @@ class RGNetConfig(PreTrainedConfig):
         self.matching_top_frames = matching_top_frames
         self.dataset_name = dataset_name
         self.initializer_range = initializer_range
+        self.feature_encoder = feature_encoder
         super().__init__(**kwargs)
         self._validate()
 
@@ -305,6 +313,8 @@ class RGNetConfig(PreTrainedConfig):
             raise ValueError(f"sampler_temperature must be > 0, got {self.sampler_temperature}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.input_dropout < 1.0:
             raise ValueError("dropout and input_dropout must be in [0, 1)")
+        if self.feature_encoder is not None and (not isinstance(self.feature_encoder, str) or not self.feature_encoder):
+            raise ValueError(f"feature_encoder must be a Hub id or folder name, or None; got {self.feature_encoder!r}")
         if self.dataset_name not in ("mad", "ego4d"):
             raise ValueError(f"dataset_name must be 'mad' or 'ego4d', got {self.dataset_name!r}")
 
