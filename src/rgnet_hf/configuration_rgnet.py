@@ -24,7 +24,8 @@ _EGO4D = {
     "dataset_name": "ego4d",
 }
 _PRESETS: dict[str, dict] = {
-    "mad": {},
+    # MAD's released frame features are OpenAI CLIP ViT-B/32 image embeddings at 5 fps (see docs/raw_video.md).
+    "mad": {"feature_encoder": "openai/clip-vit-base-patch32"},
     "ego4d_pretrain": {
         **_EGO4D,
         "in_batch_window_pairs": True,
@@ -228,6 +229,11 @@ class RGNetConfig(PreTrainedConfig):
             retrieval token [RET], its position embedding and the decoder's anchor logits. The official model draws
             them from N(0, 1); every linear layer has its own initialisation (see `RGNetPreTrainedModel`). Configs
             saved before the rename call it `initializer_range`, which is still accepted.
+        feature_encoder (`str`, *optional*):
+            The image-text model (Hub id or local folder; CLIP or SigLIP) whose features the model reads, used to
+            encode video files and raw text (`rgnet-hf extract`, the pipeline's `video` / `text` inputs).
+            `"openai/clip-vit-base-patch32"` for the `"mad"` preset; None for the Ego4D presets, whose EgoVLP video
+            features have no transformers model (pass pre-extracted features instead).
     """
 
     model_type = "rgnet"
@@ -283,6 +289,7 @@ class RGNetConfig(PreTrainedConfig):
         matching_top_frames: int = 3,
         dataset_name: str = "mad",
         learned_embedding_init_std: float = 1.0,
+        feature_encoder: str | None = None,
         **kwargs,
     ):
         self.video_feature_size = video_feature_size
@@ -335,6 +342,7 @@ class RGNetConfig(PreTrainedConfig):
         self.dataset_name = dataset_name
         # Configs saved before the rename store this value as `initializer_range`.
         self.learned_embedding_init_std = kwargs.pop("initializer_range", learned_embedding_init_std)
+        self.feature_encoder = feature_encoder
         # Before the base class, whose own architecture checks would fail on a wrong type with a bare TypeError.
         self._validate()
         super().__init__(**kwargs)
@@ -374,6 +382,8 @@ class RGNetConfig(PreTrainedConfig):
         for name in ("dropout", "input_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"RGNetConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.feature_encoder is not None and (not isinstance(self.feature_encoder, str) or not self.feature_encoder):
+            raise ValueError(f"feature_encoder must be a Hub id or folder name, or None; got {self.feature_encoder!r}")
         if self.dataset_name not in ("mad", "ego4d"):
             raise ValueError(f"dataset_name must be 'mad' or 'ego4d', got {self.dataset_name!r}")
 

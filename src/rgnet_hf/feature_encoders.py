@@ -1,0 +1,426 @@
+"""Frame and text encoders that turn a video file and sentences into RGNet's input features.
+
+Two families of transformers models are supported, chosen by the checkpoint's `model_type`:
+
+- **CLIP** (`CLIPModel`, byte-level BPE tokenizer), the MAD release's features with `openai/clip-vit-base-patch32`:
+  frame feature = `get_image_features` (the image embedding, visual projection included, 512-d for B/32); token
+  features = the text transformer's `last_hidden_state` (its final layer norm, no projection) at the query's tokens,
+  start and end tokens dropped; sentence feature = the end-of-text state through the text projection
+  (`get_text_features`).
+- **SigLIP** (`SiglipModel`, sentencepiece tokenizer): frame feature = `get_image_features` (the attention-pooled
+  image embedding); the text is padded to the context length as SigLIP was trained; token features =
+  `last_hidden_state` at the query's tokens (end token dropped; SigLIP adds no start token); sentence feature =
+  `get_text_features` (the last position through the text head).
+
+Queries get RGNet's clean-up first (`clean_query`): surrounding full stops, spaces and question marks are removed and
+one full stop is appended (Ego4D models also lower-case).
+
+**L2 normalisation.** Encoders return raw features, as stored in the MAD release and in `rgnet-hf extract` caches
+(frame features are never normalised; RGNet reads them raw). Text features are normalised in one place, when they
+become model inputs: [`l2_normalize`] (of `feature_extraction_rgnet`), applied by the data loaders for training and
+evaluation and by the `video-grounding` pipeline for text it encodes itself.
+
+This file is copied flat into Hugging Face remote-code folders: it imports the standard library, numpy, torch,
+transformers, tqdm and flat modules of this package.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .video_decoding import VideoDecodingError, iter_sampled_frames, probe_video
+
+__all__ = [
+    "FeatureEncoderError",
+    "EncodedQuery",
+    "EncodedVideo",
+    "VideoTextEncoder",
+    "CLIPVideoTextEncoder",
+    "SiglipVideoTextEncoder",
+    "clean_query",
+    "load_feature_encoder",
+    "feature_encoder_for_model",
+]
+
+MAD_FEATURE_ENCODER = "openai/clip-vit-base-patch32"
+
+
+class FeatureEncoderError(ValueError):
+    """A feature encoder cannot be loaded, does not fit the model, or a query cannot be encoded."""
+
+
+def clean_query(text: str, lowercase: bool = False) -> str:
+    """RGNet's query clean-up: strip surrounding `.`, then spaces, then `?`, and end with one `.`.
+
+    Raises [`FeatureEncoderError`] for a query that is empty (or only punctuation) after the clean-up.
+    """
+    if not isinstance(text, str):
+        raise FeatureEncoderError(f"a query must be a string, got {type(text).__name__}")
+    cleaned = text.strip(".").strip(" ").strip("?")
+    if not cleaned.strip(" .?\t\n"):
+        raise FeatureEncoderError(f"empty query {text!r}: give a sentence describing the moment")
+    cleaned = cleaned + "."
+    return cleaned.lower() if lowercase else cleaned
+
+
+@dataclass
+class EncodedQuery:
+    """One query's text features (raw: not L2-normalised).
+
+    Attributes:
+        query (`str`): the query as given.
+        cleaned (`str`): after [`clean_query`], what the tokenizer saw.
+        token_features (`np.ndarray (L, text_feature_size)` float32): one row per query token.
+        sentence_features (`np.ndarray (sentence_feature_size,)` float32).
+        truncated (`bool`): the query was longer than the text encoder's context and was cut.
+    """
+
+    query: str
+    cleaned: str
+    token_features: np.ndarray
+    sentence_features: np.ndarray
+    truncated: bool = False
+
+
+@dataclass
+class EncodedVideo:
+    """A video's frame features (raw) at the feature rate.
+
+    Attributes:
+        features (`np.ndarray (T, video_feature_size)` float32): feature `i` stands for time `i * seconds_per_feature`.
+        seconds_per_feature (`float`).
+        duration (`float`): seconds covered by the decoded frames (see `video_decoding`).
+        source (`str`): the file (or a description of the frame source).
+    """
+
+    features: np.ndarray
+    seconds_per_feature: float
+    duration: float
+    source: str
+
+
+def _pooled(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class VideoTextEncoder:
+    """
+    A transformers image-text model used as RGNet's frame and text encoder. Use [`load_feature_encoder`] or
+    `from_pretrained`, which picks the family from the checkpoint.
+
+    Args:
+        model: a `CLIPModel` / `SiglipModel` (any device and dtype; `eval()` is called).
+        tokenizer: its tokenizer.
+        image_processor: its image processor (it resizes and normalises frames exactly as the model expects).
+        name (`str`): the Hub id or folder it came from (recorded in feature caches).
+        batch_size (`int`): frames per forward pass.
+    """
+
+    family: str = ""
+
+    def __init__(self, model, tokenizer, image_processor, name: str = "", batch_size: int = 64):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.name = name
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        batch_size: int = 64,
+    ) -> VideoTextEncoder:
+        """Load a CLIP or SigLIP checkpoint (Hub id or local folder) as an encoder of the matching family."""
+        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+
+        name = os.fspath(name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(name)
+        except OSError as error:
+            raise FeatureEncoderError(
+                f"cannot load the feature encoder {name!r} ({error}). Give a Hub id such as "
+                f"{MAD_FEATURE_ENCODER!r} (downloaded once, then cached) or a local folder saved with save_pretrained"
+            ) from error
+        family = _FAMILIES.get(config.model_type)
+        if family is None:
+            raise FeatureEncoderError(
+                f"{name!r} is a {config.model_type!r} model; supported feature encoders: {', '.join(_FAMILIES)}"
+            )
+        model = AutoModel.from_pretrained(name, dtype=dtype) if dtype is not None else AutoModel.from_pretrained(name)
+        if device is not None:
+            model = model.to(device)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        image_processor = AutoImageProcessor.from_pretrained(name)
+        return family(model, tokenizer, image_processor, name=name, batch_size=batch_size)
+
+    # sizes -----------------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def video_feature_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def text_feature_size(self) -> int:
+        return self.model.config.text_config.hidden_size
+
+    @property
+    def sentence_feature_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (special tokens included) the text encoder reads."""
+        limit = self.model.config.text_config.max_position_embeddings
+        tokenizer_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < limit:
+            limit = tokenizer_limit
+        return limit
+
+    def check_fits(self, config) -> None:
+        """Raise [`FeatureEncoderError`] unless this encoder's feature sizes are the model config's."""
+        pairs = (
+            ("video_feature_size", self.video_feature_size, "frame features"),
+            ("text_feature_size", self.text_feature_size, "token features"),
+            ("sentence_feature_size", self.sentence_feature_size, "sentence features"),
+        )
+        wrong = [
+            f"{what}: encoder {size}, model {getattr(config, field)} ({field})"
+            for field, size, what in pairs
+            if getattr(config, field) != size
+        ]
+        if wrong:
+            raise FeatureEncoderError(
+                f"the feature encoder {self.name!r} does not fit this model: " + "; ".join(wrong) + ". Use the "
+                "encoder the model was trained with (config.feature_encoder) or a model trained on these features"
+            )
+
+    # frames ----------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, images: list[np.ndarray]) -> torch.Tensor:
+        """`(H, W, 3)` uint8 RGB frames -> `(N, video_feature_size)` float32 features on the CPU (one forward pass)."""
+        pixel_values = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        pixel_values = pixel_values.to(self.device, self.dtype)
+        return _pooled(self.model.get_image_features(pixel_values=pixel_values)).float().cpu()
+
+    def encode_frames(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        *,
+        total: int | None = None,
+        progress: bool = True,
+        description: str = "encoding frames",
+    ) -> np.ndarray:
+        """Encode `(feature_index, frame)` pairs (indices 0, 1, ... in order) in batches of `batch_size`.
+
+        At most `batch_size` frames are held at a time. Returns `(T, video_feature_size)` float32.
+        """
+        from tqdm.auto import tqdm
+
+        chunks: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+        with tqdm(total=total, desc=description, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
+            for expected, (index, frame) in enumerate(frames):
+                if index != expected:
+                    raise ValueError(f"frame indices must run 0, 1, ...: got {index} at position {expected}")
+                batch.append(frame)
+                if len(batch) == self.batch_size:
+                    chunks.append(self.encode_images(batch).numpy())
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                chunks.append(self.encode_images(batch).numpy())
+                bar.update(len(batch))
+        if not chunks:
+            return np.zeros((0, self.video_feature_size), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
+
+    def encode_video(
+        self, path: str | os.PathLike, seconds_per_feature: float, *, progress: bool = True
+    ) -> EncodedVideo:
+        """Decode a video file, sample it at `1 / seconds_per_feature` (rule in `video_decoding`) and encode it."""
+        info = probe_video(path)
+        total = math.ceil(info.duration / seconds_per_feature) if info.duration else None
+        report: dict = {}
+        features = self.encode_frames(
+            iter_sampled_frames(path, seconds_per_feature, report=report),
+            total=total,
+            progress=progress,
+            description=f"encoding {os.path.basename(os.fspath(path))}",
+        )
+        if len(features) == 0:
+            raise VideoDecodingError(f"{os.fspath(path)} has no video frames")
+        return EncodedVideo(features, seconds_per_feature, float(report["duration"]), os.fspath(path))
+
+    # text ------------------------------------------------------------------------------------------------------
+
+    def _tokenize(self, text: str) -> tuple[list[int], bool]:
+        """Token ids of one cleaned query, special tokens included and cut to the context; whether it was cut."""
+        full = self.tokenizer(text, truncation=False)["input_ids"]
+        if len(full) <= self.context_length:
+            return list(full), False
+        cut = self.tokenizer(text, truncation=True, max_length=self.context_length)["input_ids"]
+        return list(cut), True
+
+    def _token_slice(self, num_ids: int) -> slice:
+        raise NotImplementedError
+
+    def _text_states(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (last_hidden_state `(Q, L, Dt)`, sentence features `(Q, Dc)`) for a batch of token-id lists."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode_queries(self, queries: str | list[str], *, lowercase: bool = False) -> list[EncodedQuery]:
+        """RGNet text features of one or more queries (raw, not normalised), all in one forward pass.
+
+        A query longer than the text encoder's context is cut to it, with a warning.
+        """
+        if isinstance(queries, str):
+            queries = [queries]
+        if not isinstance(queries, (list, tuple)) or len(queries) == 0:
+            raise FeatureEncoderError("give at least one query")
+        cleaned = [clean_query(query, lowercase=lowercase) for query in queries]
+        tokenized = [self._tokenize(text) for text in cleaned]
+        for query, (_, cut) in zip(queries, tokenized):
+            if cut:
+                warnings.warn(
+                    f"query {query[:60]!r}... is longer than the text encoder's context of {self.context_length} "
+                    "tokens: it was truncated",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        hidden, sentence = self._text_states([ids for ids, _ in tokenized])
+        results = []
+        for index, (query, text, (ids, cut)) in enumerate(zip(queries, cleaned, tokenized)):
+            tokens = hidden[index, self._token_slice(len(ids))]
+            if tokens.shape[0] == 0:
+                raise FeatureEncoderError(f"query {query!r} has no tokens besides the special ones")
+            results.append(
+                EncodedQuery(
+                    query=query,
+                    cleaned=text,
+                    token_features=tokens.float().cpu().numpy(),
+                    sentence_features=sentence[index].float().cpu().numpy(),
+                    truncated=cut,
+                )
+            )
+        return results
+
+
+class CLIPVideoTextEncoder(VideoTextEncoder):
+    """CLIP as RGNet's encoder (the MAD release: `openai/clip-vit-base-patch32`). See the module docstring."""
+
+    family = "clip"
+
+    @property
+    def video_feature_size(self) -> int:
+        return self.model.config.projection_dim
+
+    @property
+    def sentence_feature_size(self) -> int:
+        return self.model.config.projection_dim
+
+    def _token_slice(self, num_ids: int) -> slice:
+        return slice(1, num_ids - 1)  # drop the start and end tokens
+
+    def _text_states(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        length = max(len(row) for row in ids)
+        input_ids = torch.full((len(ids), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), length), dtype=torch.long)
+        for index, row in enumerate(ids):
+            input_ids[index, : len(row)] = torch.tensor(row)
+            attention_mask[index, : len(row)] = 1
+        # CLIP's text attention is causal: padding after a query does not change its states.
+        output = self.model.get_text_features(
+            input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
+        )
+        return output.last_hidden_state, output.pooler_output
+
+
+class SiglipVideoTextEncoder(VideoTextEncoder):
+    """SigLIP as RGNet's encoder (sentencepiece tokenizer). See the module docstring."""
+
+    family = "siglip"
+
+    @property
+    def video_feature_size(self) -> int:
+        return self.model.config.vision_config.hidden_size
+
+    @property
+    def sentence_feature_size(self) -> int:
+        text_config = self.model.config.text_config
+        return getattr(text_config, "projection_size", None) or text_config.hidden_size
+
+    def _token_slice(self, num_ids: int) -> slice:
+        return slice(0, num_ids - 1)  # no start token; drop the end token
+
+    def _text_states(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        # SigLIP was trained on text padded to its context length, without an attention mask.
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(ids), self.context_length), pad, dtype=torch.long)
+        for index, row in enumerate(ids):
+            input_ids[index, : len(row)] = torch.tensor(row)
+        output = self.model.get_text_features(input_ids=input_ids.to(self.device))
+        return output.last_hidden_state, output.pooler_output
+
+
+_FAMILIES: dict[str, type[VideoTextEncoder]] = {"clip": CLIPVideoTextEncoder, "siglip": SiglipVideoTextEncoder}
+
+
+def load_feature_encoder(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int = 64,
+) -> VideoTextEncoder:
+    """[`VideoTextEncoder.from_pretrained`]: a CLIP or SigLIP checkpoint (Hub id or folder) as an encoder."""
+    return VideoTextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, batch_size=batch_size)
+
+
+def feature_encoder_for_model(
+    config,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int = 64,
+) -> VideoTextEncoder:
+    """The encoder named by an RGNet config's `feature_encoder`, checked to fit the model's feature sizes.
+
+    Raises [`FeatureEncoderError`] when the config names none (Ego4D presets: EgoVLP has no transformers model) or
+    when the encoder's sizes differ from the model's.
+    """
+    name = getattr(config, "feature_encoder", None)
+    if not name:
+        raise FeatureEncoderError(
+            "this model's config names no feature encoder (`feature_encoder` is None), so it cannot read video files "
+            "or raw text. Models on the Ego4D presets read EgoVLP video features, and EgoVLP has no transformers "
+            "model: extract the features with EgoVLP's own code and pass them as `video_features` / "
+            "`text_features` (or `rgnet-hf ground --features FILE.h5`). A model trained on CLIP or SigLIP features "
+            f"names its encoder in `config.feature_encoder` (e.g. {MAD_FEATURE_ENCODER!r})."
+        )
+    encoder = load_feature_encoder(name, device=device, dtype=dtype, batch_size=batch_size)
+    encoder.check_fits(config)
+    return encoder
