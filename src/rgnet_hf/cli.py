@@ -1,4 +1,4 @@
-"""`rgnet-hf` command line: `ground` (features in, moments out), `demo`, `convert`."""
+"""`rgnet-hf` command line: `ground` (a video or its features in, moments out), `extract`, `demo`, `convert`."""
 
 from __future__ import annotations
 
@@ -131,6 +131,51 @@ def _check_device(device: str | None) -> None:
         raise ValueError(f"--device {device}: MPS is not available on this machine")
 
 
+def _extract(args: argparse.Namespace) -> int:
+    import torch
+    from accelerate import PartialState
+
+    from .feature_cache import extract_video_features, list_videos
+    from .feature_encoders import feature_encoder_for_model, load_feature_encoder
+
+    if (args.encoder is None) == (args.model is None):
+        raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    _check_device(args.device)
+    state = PartialState()
+    videos = list_videos(args.video)
+    device = args.device or state.device
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
+    seconds_per_feature = args.seconds_per_feature
+    if args.model is not None:
+        from .configuration_rgnet import RGNetConfig
+
+        config = RGNetConfig.from_pretrained(args.model)
+        encoder = feature_encoder_for_model(config, device=device, dtype=dtype, batch_size=args.batch_size)
+        seconds_per_feature = seconds_per_feature or config.seconds_per_feature
+    else:
+        encoder = load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
+    report = extract_video_features(
+        encoder,
+        videos,
+        args.output,
+        seconds_per_feature or 0.2,
+        process_index=state.process_index,
+        num_processes=state.num_processes,
+        progress=not args.no_progress and state.is_local_main_process,
+        barrier=state.wait_for_everyone,
+    )
+    prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
+    print(
+        f"{prefix}{report.output}: {len(report.written)} video(s) encoded, {len(report.skipped)} already done, "
+        f"{len(report.failed)} failed"
+    )
+    for key, message in report.failed.items():
+        print(f"{prefix}failed {key}: {message}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -168,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
     ground.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
     ground.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ground.set_defaults(handler=_ground)
+
+    extract = commands.add_parser(
+        "extract",
+        help="encode video files into a frame-feature HDF5 file in MAD's layout (resumable; accelerate launch ok)",
+    )
+    extract.add_argument(
+        "--encoder", default=None, help="CLIP or SigLIP Hub id or folder, e.g. openai/clip-vit-base-patch32"
+    )
+    extract.add_argument("--model", default=None, help="an RGNet folder: use its config's feature_encoder and rate")
+    extract.add_argument("--video", required=True, help="a video file or a folder of video files")
+    extract.add_argument("--output", required=True, help="the .h5 file to create or complete (one entry per stem)")
+    extract.add_argument(
+        "--seconds-per-feature", type=float, default=None, help="sampling interval (default: the model's, or 0.2)"
+    )
+    extract.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
+    extract.add_argument("--device", default=None, help="default: this process's accelerate device")
+    extract.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    extract.add_argument("--no-progress", action="store_true", help="no progress bars")
+    extract.set_defaults(handler=_extract)
 
     demo = commands.add_parser(
         "demo", help="train and evaluate a small RGNet on a synthetic long-video benchmark (offline, CPU)"

@@ -147,6 +147,8 @@ class VideoTextEncoder:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         name = os.fspath(name_or_path)
+        if os.path.isdir(name):
+            name = os.path.abspath(name)  # one spelling per folder, as recorded in feature caches
         try:
             config = AutoConfig.from_pretrained(name)
         except OSError as error:

@@ -1,0 +1,221 @@
+"""Frame-feature caches in MAD's layout: `rgnet-hf extract` turns video files into one HDF5 file.
+
+The output holds one float32 dataset `[T, D]` per video, keyed by the file's stem, exactly as
+`rgnet_hf.data.load_mad` reads MAD's `CLIP_B32_frames_features_5fps.h5` (feature `i` stands for time
+`i * seconds_per_feature`; raw, not normalised). Each dataset records `seconds_per_feature`, `encoder`, `duration` and
+`source` as attributes, and the file root records `encoder` and `seconds_per_feature`.
+
+**Resuming without corrupt entries.** HDF5 files are not crash-safe while open for writing, so nothing writes into
+the output directly while videos are encoded:
+
+1. each finished video is written to its own small file `OUTPUT.parts/<stem>.h5`, first under a temporary name and
+   then renamed (a rename is atomic, so a part that exists is complete);
+2. when every video is done, the parts and the previous output's entries are written to `OUTPUT.tmp`, which is
+   renamed over the output; then the parts are removed.
+
+A kill at any moment leaves the output either as it was or complete; a rerun skips the videos whose entry is in the
+output or whose part exists, and redoes only the rest. Runs with another encoder or feature rate than the existing
+output's are refused.
+
+**Data-parallel.** Under `accelerate launch` (one process per GPU, or CPU processes), process `r` of `n` takes the
+`r`-th, `(r + n)`-th, ... of the sorted videos and encodes those not done yet, on its own device, and writes only
+its own parts (HDF5 has one writer per file); after a barrier, the main process alone merges. Without a launcher it
+runs as one process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["VIDEO_EXTENSIONS", "ExtractionReport", "list_videos", "extract_video_features", "merge_parts"]
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+
+
+@dataclass
+class ExtractionReport:
+    """What one `extract_video_features` call did.
+
+    Attributes:
+        written (`list[str]`): keys encoded by this process in this run.
+        skipped (`list[str]`): keys already done (in the output or in a part) before this run.
+        failed (`dict[str, str]`): key -> error message for videos this process could not encode (not written).
+        output (`Path`): the HDF5 file.
+    """
+
+    output: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def list_videos(path: str | os.PathLike) -> list[Path]:
+    """A video file, or the video files (by extension, sorted) directly inside a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No such video file or folder: {path}")
+    if path.is_file():
+        return [path]
+    videos = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not videos:
+        raise ValueError(f"{path} holds no video files ({', '.join(VIDEO_EXTENSIONS)})")
+    stems: dict[str, Path] = {}
+    for video in videos:
+        if video.stem in stems:
+            raise ValueError(f"{stems[video.stem].name} and {video.name} would share the key {video.stem!r}")
+        stems[video.stem] = video
+    return videos
+
+
+def _parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def _check_settings(path: Path, encoder: str, seconds_per_feature: float) -> None:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        recorded_encoder = handle.attrs.get("encoder")
+        recorded_rate = handle.attrs.get("seconds_per_feature")
+    if recorded_encoder is not None and str(recorded_encoder) != encoder:
+        raise ValueError(f"{path} holds features of encoder {str(recorded_encoder)!r}, not {encoder!r}")
+    if recorded_rate is not None and not np.isclose(float(recorded_rate), seconds_per_feature):
+        raise ValueError(
+            f"{path} holds features at {float(recorded_rate)} s per feature, not {seconds_per_feature}; "
+            "write to another file"
+        )
+
+
+def _done_keys(output: Path, encoder: str, seconds_per_feature: float) -> set[str]:
+    import h5py
+
+    done: set[str] = set()
+    if output.exists():
+        _check_settings(output, encoder, seconds_per_feature)
+        with h5py.File(output, "r") as handle:
+            done.update(handle.keys())
+    parts = _parts_dir(output)
+    if parts.is_dir():
+        for part in parts.glob("*.h5"):
+            _check_settings(part, encoder, seconds_per_feature)
+            done.add(part.stem)
+    return done
+
+
+def _write_part(parts: Path, key: str, features: np.ndarray, attrs: dict) -> None:
+    import h5py
+
+    final = parts / f"{key}.h5"
+    temporary = parts / f".{key}.h5.tmp-{os.getpid()}"
+    with h5py.File(temporary, "w") as handle:
+        handle.attrs["encoder"] = attrs["encoder"]
+        handle.attrs["seconds_per_feature"] = attrs["seconds_per_feature"]
+        dataset = handle.create_dataset(key, data=features.astype(np.float32, copy=False))
+        for name, value in attrs.items():
+            dataset.attrs[name] = value
+    os.replace(temporary, final)
+
+
+def merge_parts(output: str | os.PathLike, encoder: str, seconds_per_feature: float) -> list[str]:
+    """Write the output's entries and every finished part into a new output, atomically; remove the parts.
+
+    Returns the keys added from parts. Does nothing when there are no parts.
+    """
+    import h5py
+
+    output = Path(output)
+    parts_dir = _parts_dir(output)
+    parts = sorted(parts_dir.glob("*.h5")) if parts_dir.is_dir() else []
+    if not parts:
+        if parts_dir.is_dir() and not any(parts_dir.iterdir()):
+            parts_dir.rmdir()
+        return []
+    temporary = output.with_name(output.name + ".tmp")
+    added = []
+    with h5py.File(temporary, "w") as merged:
+        merged.attrs["encoder"] = encoder
+        merged.attrs["seconds_per_feature"] = seconds_per_feature
+        if output.exists():
+            with h5py.File(output, "r") as previous:
+                for key in previous:
+                    previous.copy(previous[key], merged, name=key)
+        for part in parts:
+            with h5py.File(part, "r") as source:
+                if part.stem in merged:
+                    del merged[part.stem]
+                source.copy(source[part.stem], merged, name=part.stem)
+                added.append(part.stem)
+    os.replace(temporary, output)
+    shutil.rmtree(parts_dir)
+    return added
+
+
+def extract_video_features(
+    encoder,
+    videos: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    seconds_per_feature: float,
+    *,
+    process_index: int = 0,
+    num_processes: int = 1,
+    progress: bool = True,
+    barrier=None,
+    merge: bool = True,
+) -> ExtractionReport:
+    """Encode `videos` with `encoder` (a [`VideoTextEncoder`]) into the HDF5 cache `output` (see the module doc).
+
+    Args:
+        encoder: the frame encoder, already on this process's device.
+        videos: video files; their stems are the keys.
+        output: the `.h5` file to create or complete.
+        seconds_per_feature: sampling interval (0.2 for MAD).
+        process_index, num_processes: this process's share of the videos (data-parallel runs).
+        progress: show a tqdm bar per video.
+        barrier: called after this process's share, before the merge (`PartialState().wait_for_everyone`).
+        merge: merge the parts into `output` (on process 0) when done.
+
+    Returns:
+        [`ExtractionReport`]. Videos that fail (unreadable, no frames) are reported in `failed` and not written;
+        the others are still extracted and merged.
+    """
+    if not seconds_per_feature > 0:
+        raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
+    output = Path(output)
+    if output.suffix.lower() not in (".h5", ".hdf5"):
+        raise ValueError(f"--output must be an .h5 file, got {output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    name = encoder.name or type(encoder).__name__
+    done = _done_keys(output, name, seconds_per_feature)
+    keys = [Path(video).stem for video in videos]
+    if len(set(keys)) != len(keys):
+        raise ValueError("two videos share a file stem (the key of their features)")
+    report = ExtractionReport(output=output, skipped=[key for key in keys if key in done])
+    parts = _parts_dir(output)
+    parts.mkdir(exist_ok=True)
+    # Shares are cut from the full list, so they do not depend on when each process looked at the parts.
+    mine = [Path(video) for video, key in list(zip(videos, keys))[process_index::num_processes] if key not in done]
+    for video in mine:
+        try:
+            encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
+        except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
+            report.failed[video.stem] = str(error)
+            continue
+        attrs = {
+            "encoder": name,
+            "seconds_per_feature": seconds_per_feature,
+            "duration": encoded.duration,
+            "source": video.name,
+        }
+        _write_part(parts, video.stem, encoded.features, attrs)
+        report.written.append(video.stem)
+    if barrier is not None:
+        barrier()
+    if merge and process_index == 0:
+        merge_parts(output, name, seconds_per_feature)
+    return report
