@@ -227,7 +227,7 @@ def test_pipeline_outputs_and_batching(tmp_path):
         },
         top_k=4,
     )
-    assert len(one) == 4 and all(set(m) == {"start", "end", "score"} for m in one)
+    assert len(one) == 4 and all(set(m) == {"start", "end", "score", "query"} and m["query"] is None for m in one)
     assert [m["score"] for m in one] == sorted((m["score"] for m in one), reverse=True)
     assert all(-60 <= m["start"] <= m["end"] <= 120 for m in one)
     many = pipe({"video_features": video, "text_features": queries, "sentence_features": sentences}, top_k=4)

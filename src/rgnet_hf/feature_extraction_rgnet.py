@@ -32,6 +32,16 @@ def _as_float_array(value, name: str, ndim: int, feature_size: int | None = None
     return array
 
 
+def l2_normalize(array: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """`x / (||x||_2 + eps)` along the last axis: the normalisation of text features on their way into the model.
+
+    The single owner of that rule: the data loaders (training and evaluation) and the `video-grounding` pipeline (for
+    text it encodes itself) call it; video features are never normalised (the official model reads them raw).
+    """
+    norm = np.linalg.norm(array, axis=-1, keepdims=True)
+    return (array / (norm + eps)).astype(np.float32, copy=False)
+
+
 def _pad(arrays: list[np.ndarray], padding_value: float) -> tuple[np.ndarray, np.ndarray]:
     length = max(len(a) for a in arrays)
     padded = np.full((len(arrays), length, arrays[0].shape[-1]), padding_value, dtype=np.float32)
@@ -156,4 +166,4 @@ class RGNetFeatureExtractor(SequenceFeatureExtractor):
         return BatchFeature(data, tensor_type=return_tensors)
 
 
-__all__ = ["RGNetFeatureExtractor"]
+__all__ = ["RGNetFeatureExtractor", "l2_normalize"]

@@ -1,8 +1,10 @@
-"""The `video-grounding` pipeline: a long video's features and query features in, ranked moments in seconds out."""
+"""The `video-grounding` pipeline: a long video (a file or its features) and queries (text or features) in, ranked
+moments in seconds out."""
 
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,10 @@ from .windowing import _check_seconds_per_feature
 # Every key an input dict may hold; anything else is refused, so a misspelt key cannot be silently ignored.
 REQUIRED_INPUT_KEYS = frozenset({"video_features", "text_features"})
 OPTIONAL_INPUT_KEYS = frozenset({"sentence_features", "seconds_per_feature"})
-ACCEPTED_INPUT_KEYS = REQUIRED_INPUT_KEYS | OPTIONAL_INPUT_KEYS
+# Raw inputs, encoded by the model's feature encoder: a video file instead of `video_features`, query text instead of
+# `text_features` (and `sentence_features`).
+RAW_INPUT_KEYS = {"video": "video_features", "text": "text_features"}
+ACCEPTED_INPUT_KEYS = REQUIRED_INPUT_KEYS | OPTIONAL_INPUT_KEYS | frozenset(RAW_INPUT_KEYS)
 
 
 def check_input_keys(inputs: Any) -> None:
@@ -33,9 +38,15 @@ def check_input_keys(inputs: Any) -> None:
         raise ValueError(
             f"unknown input key(s) {', '.join(hints)}; accepted keys: {', '.join(sorted(ACCEPTED_INPUT_KEYS))}"
         )
-    missing = REQUIRED_INPUT_KEYS - set(inputs)
+    given = set(inputs) | {RAW_INPUT_KEYS[key] for key in inputs if key in RAW_INPUT_KEYS}
+    missing = REQUIRED_INPUT_KEYS - given
     if missing:
-        raise ValueError(f"missing input key(s): {', '.join(sorted(missing))}")
+        raw = {features: key for key, features in RAW_INPUT_KEYS.items()}
+        raise ValueError(f"missing input key(s): {', '.join(f'{key} (or {raw[key]})' for key in sorted(missing))}")
+    for key, features in RAW_INPUT_KEYS.items():
+        clash = [name for name in (features, "sentence_features" if key == "text" else None) if name in inputs]
+        if key in inputs and clash:
+            raise ValueError(f"give either `{key}` or `{clash[0]}`, not both")
 
 
 def _as_numpy(value) -> np.ndarray:
@@ -65,19 +76,29 @@ class VideoGroundingPipeline(Pipeline):
 
     ```python
     pipe = pipeline("video-grounding", model="path/to/rgnet")
+    pipe({"video": "movie.mp4", "text": "a man opens the door"}, top_k=5)
+    # -> [{"start": 1012.4, "end": 1016.0, "score": 1.93, "query": "a man opens the door"}, ...] best first
+    pipe({"video": "movie.mp4", "text": ["a man opens the door", "a car drives away"]})  # one list per query
     pipe({"video_features": feats,            # (T, Dv) array or tensor
           "text_features": tokens,            # (Lq, Dt), the query's token features; or a list / (Q, Lq, Dt) array
           "sentence_features": sentence,      # (Dc,) or (Q, Dc), used by the matching score; optional
           "seconds_per_feature": 0.2},        # optional; default from the config
          top_k=5)
-    # -> [{"start": 1012.4, "end": 1016.0, "score": 1.93}, ...] best first
+    # -> [{"start": 1012.4, "end": 1016.0, "score": 1.93, "query": None}, ...] best first
     ```
     With several queries in one input, the result is a list (one ranked list per query); all windows of all the
     queries of a video are batched together. A list of inputs gives a list of results.
 
     One input holds one video: several videos (a `(N, T, D)` array or a list of videos) are refused, as are keys
-    other than the four above; pass a list of inputs, one per video. `seconds_per_feature` must be a finite number
+    other than the six above; pass a list of inputs, one per video. `seconds_per_feature` must be a finite number
     > 0.
+
+    Raw inputs: `video` (a video file, decoded with PyAV and encoded at the model's feature rate) replaces
+    `video_features`, and `text` (a string or a list of strings) replaces `text_features` and `sentence_features`;
+    they are encoded by the model's `config.feature_encoder` (or the `feature_encoder` given to the pipeline, a name
+    or a [`VideoTextEncoder`]). A video is decoded and encoded once per call whatever the number of queries, and the
+    last one is kept so that new queries on the same file reuse it. Moments are clipped to `[0, duration]` of the
+    video (the ranking is unchanged) and carry `"query"`: the query's text (None for queries given as features).
     """
 
     _load_processor = True
@@ -85,11 +106,80 @@ class VideoGroundingPipeline(Pipeline):
     _load_feature_extractor = None
     _load_image_processor = False
 
-    def __init__(self, *args, memory_budget_bytes: int = 2 * 2**30, **kwargs):
+    def __init__(
+        self,
+        *args,
+        memory_budget_bytes: int = 2 * 2**30,
+        feature_encoder=None,
+        feature_encoder_dtype: torch.dtype | None = None,
+        progress: bool = True,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.engine = RGNetGroundingEngine(self.model, memory_budget_bytes=memory_budget_bytes)
         if self.feature_extractor is None and self.processor is not None:
             self.feature_extractor = self.processor.feature_extractor
+        self._feature_encoder = feature_encoder
+        self._feature_encoder_dtype = feature_encoder_dtype
+        self.progress = progress
+        self._video_cache: tuple[tuple, Any] | None = None
+
+    @property
+    def feature_encoder(self):
+        """The [`VideoTextEncoder`] of raw inputs, loaded on first use and checked to fit the model."""
+        from .feature_encoders import VideoTextEncoder, feature_encoder_for_model, load_feature_encoder
+
+        if not isinstance(self._feature_encoder, VideoTextEncoder):
+            options = {"device": self.device, "dtype": self._feature_encoder_dtype}
+            if self._feature_encoder is None:
+                self._feature_encoder = feature_encoder_for_model(self.model.config, **options)
+            else:
+                self._feature_encoder = load_feature_encoder(self._feature_encoder, **options)
+            self._feature_encoder.check_fits(self.model.config)
+        return self._feature_encoder
+
+    def _encode_video(self, path, seconds_per_feature: float):
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"`video` must be a path to a video file, got {type(path).__name__}")
+        path = os.path.abspath(os.fspath(path))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No such video file: {path}")
+        stat = os.stat(path)
+        encoder = self.feature_encoder
+        key = (path, stat.st_mtime_ns, stat.st_size, float(seconds_per_feature), encoder.name, str(encoder.dtype))
+        if self._video_cache is None or self._video_cache[0] != key:
+            self._video_cache = None  # free the previous video's features before encoding the next
+            self._video_cache = (key, encoder.encode_video(path, seconds_per_feature, progress=self.progress))
+        return self._video_cache[1]
+
+    def _raw_inputs(
+        self, inputs: dict[str, Any], seconds_per_feature: float
+    ) -> tuple[dict[str, Any], float | None, list | None]:
+        """Encode `video` and `text`; -> (feature inputs, video duration or None, query texts or None)."""
+        if "video" not in inputs and "text" not in inputs:
+            return inputs, None, None
+        from .feature_encoders import FeatureEncoderError
+        from .feature_extraction_rgnet import l2_normalize
+
+        inputs = dict(inputs)
+        duration = None
+        if "video" in inputs:
+            encoded = self._encode_video(inputs.pop("video"), seconds_per_feature)
+            inputs["video_features"], duration = encoded.features, encoded.duration
+        names = None
+        if "text" in inputs:
+            text = inputs.pop("text")
+            many = not isinstance(text, str)
+            names = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
+            if not names or not all(isinstance(name, str) for name in names):
+                raise FeatureEncoderError("`text` must be a query string or a non-empty list of query strings")
+            queries = self.feature_encoder.encode_queries(names, lowercase=self.model.config.dataset_name == "ego4d")
+            # The one normalisation of text features on their way into the model, as the data loaders apply it.
+            tokens = [l2_normalize(query.token_features) for query in queries]
+            sentences = l2_normalize(np.stack([query.sentence_features for query in queries]))
+            inputs["text_features"] = tokens if many else tokens[0]
+            inputs["sentence_features"] = sentences if many else sentences[0]
+        return inputs, duration, names
 
     def _sanitize_parameters(self, top_k: int | None = None, top_k_windows: int | None = None, **kwargs):
         postprocess = {}
@@ -109,6 +199,7 @@ class VideoGroundingPipeline(Pipeline):
         seconds_per_feature = inputs.get("seconds_per_feature")
         if seconds_per_feature is not None:
             seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
+        inputs, duration, names = self._raw_inputs(inputs, seconds_per_feature or self.model.config.seconds_per_feature)
         queries, many = _queries(inputs["text_features"])
         features = self.feature_extractor
         sentence = inputs.get("sentence_features")
@@ -134,6 +225,9 @@ class VideoGroundingPipeline(Pipeline):
                 f"one input holds one video, got {len(encoded['video_features'])} videos in `video_features`: pass a "
                 "list of inputs, one dict per video"
             )
+        if duration is None:
+            num_features = int(encoded["video_mask"][0].sum())
+            duration = num_features * (seconds_per_feature or self.model.config.seconds_per_feature)
         return {
             "video_features": encoded["video_features"][0],
             "text_features": encoded["text_features"],
@@ -141,6 +235,8 @@ class VideoGroundingPipeline(Pipeline):
             "sentence_features": encoded.get("sentence_features"),
             "seconds_per_feature": seconds_per_feature,
             "many_queries": many,
+            "duration": duration,
+            "query_names": names if names is not None else [None] * len(queries),
         }
 
     def _forward(self, model_inputs: dict[str, Any], top_k_windows: int | None = None) -> dict[str, Any]:
@@ -154,10 +250,20 @@ class VideoGroundingPipeline(Pipeline):
             model_inputs["sentence_features"],
             seconds_per_feature=model_inputs["seconds_per_feature"],
         )
-        return {"results": results, "many_queries": model_inputs["many_queries"]}
+        passed = ("many_queries", "duration", "query_names")
+        return {"results": results, **{name: model_inputs[name] for name in passed}}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = 5):
-        ranked = [result.to_list(top_k) for result in model_outputs["results"]]
+        duration = model_outputs["duration"]
+        ranked = []
+        for result, name in zip(model_outputs["results"], model_outputs["query_names"]):
+            moments = result.to_list(top_k)
+            for moment in moments:
+                # Windows and spans may reach past the last frame; the ranking stays the engine's.
+                moment["start"] = min(max(moment["start"], 0.0), duration)
+                moment["end"] = min(max(moment["end"], 0.0), duration)
+                moment["query"] = name
+            ranked.append(moments)
         return ranked if model_outputs["many_queries"] else ranked[0]
 
     def __call__(self, inputs, **kwargs):

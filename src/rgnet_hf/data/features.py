@@ -29,6 +29,9 @@ from typing import Any
 
 import numpy as np
 
+# The one definition of the text-feature normalisation, shared with the pipeline (which must stay importable flat).
+from ..feature_extraction_rgnet import l2_normalize
+
 __all__ = [
     "FeatureError",
     "FeatureSources",
@@ -42,12 +45,6 @@ FEATURE_FORMATS = ("h5", "pt", "lmdb")
 
 class FeatureError(ValueError):
     """A feature file is missing or unreadable, lacks a key, or holds features of the wrong shape, NaN or inf."""
-
-
-def l2_normalize(array: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """`x / (||x||_2 + eps)` along the last axis, the normalisation the official loader applies to text features."""
-    norm = np.linalg.norm(array, axis=-1, keepdims=True)
-    return (array / (norm + eps)).astype(np.float32, copy=False)
 
 
 def detect_feature_format(path: str | os.PathLike) -> str:
