@@ -186,7 +186,10 @@ def _extract(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
     _check_device(args.device)
-    state = PartialState()
+    from accelerate.utils import parse_flag_from_env
+
+    # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     videos = list_videos(args.video)
     device = args.device or state.device
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
