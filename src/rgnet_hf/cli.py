@@ -103,9 +103,10 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
             # Encode the video once and keep it in the cache for the next queries.
             from .feature_cache import extract_video_features
 
-            encoder = pipe.feature_encoder
             spf = args.seconds_per_feature or pipe.model.config.seconds_per_feature
-            report = extract_video_features(encoder, [args.video], features, spf, progress=not args.no_progress)
+            report = extract_video_features(
+                pipe.feature_encoder, [args.video], features, spf, progress=not args.no_progress
+            )
             if report.failed:
                 raise ValueError(report.failed[key])
     return {"video_features": load_array(features, key)}
@@ -192,8 +193,11 @@ def _extract(args: argparse.Namespace) -> int:
         raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
-    _check_seconds_per_feature(args.seconds_per_feature)
-    state = PartialState()
+    _check_device(args.device)
+    from accelerate.utils import parse_flag_from_env
+
+    # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     videos = list_videos(args.video)
     device = args.device or state.device
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
@@ -283,10 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--video", required=True, help="a video file or a folder of video files")
     extract.add_argument("--output", required=True, help="the .h5 file to create or complete (one entry per stem)")
     extract.add_argument(
-        "--seconds-per-feature",
-        type=float,
-        default=None,
-        help="sampling interval (default: the model's, or 0.2)",
+        "--seconds-per-feature", type=float, default=None, help="sampling interval (default: the model's, or 0.2)"
     )
     extract.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
     extract.add_argument("--device", default=None, help="default: this process's accelerate device")

@@ -17,7 +17,8 @@ from .windowing import _check_seconds_per_feature
 # Every key an input dict may hold; anything else is refused, so a misspelt key cannot be silently ignored.
 REQUIRED_INPUT_KEYS = frozenset({"video_features", "text_features"})
 OPTIONAL_INPUT_KEYS = frozenset({"sentence_features", "seconds_per_feature"})
-# A video file and query text, encoded by the model's feature encoder, stand in for the two required keys.
+# Raw inputs, encoded by the model's feature encoder: a video file instead of `video_features`, query text instead of
+# `text_features` (and `sentence_features`).
 RAW_INPUT_KEYS = {"video": "video_features", "text": "text_features"}
 ACCEPTED_INPUT_KEYS = REQUIRED_INPUT_KEYS | OPTIONAL_INPUT_KEYS | frozenset(RAW_INPUT_KEYS)
 
@@ -37,9 +38,15 @@ def check_input_keys(inputs: Any) -> None:
         raise ValueError(
             f"unknown input key(s) {', '.join(hints)}; accepted keys: {', '.join(sorted(ACCEPTED_INPUT_KEYS))}"
         )
-    missing = REQUIRED_INPUT_KEYS - set(inputs) - {RAW_INPUT_KEYS[key] for key in RAW_INPUT_KEYS if key in inputs}
+    given = set(inputs) | {RAW_INPUT_KEYS[key] for key in inputs if key in RAW_INPUT_KEYS}
+    missing = REQUIRED_INPUT_KEYS - given
     if missing:
-        raise ValueError(f"missing input key(s): {', '.join(sorted(missing))}")
+        raw = {features: key for key, features in RAW_INPUT_KEYS.items()}
+        raise ValueError(f"missing input key(s): {', '.join(f'{key} (or {raw[key]})' for key in sorted(missing))}")
+    for key, features in RAW_INPUT_KEYS.items():
+        clash = [name for name in (features, "sentence_features" if key == "text" else None) if name in inputs]
+        if key in inputs and clash:
+            raise ValueError(f"give either `{key}` or `{clash[0]}`, not both")
 
 
 def _as_numpy(value) -> np.ndarray:
@@ -77,10 +84,14 @@ class VideoGroundingPipeline(Pipeline):
           "sentence_features": sentence,      # (Dc,) or (Q, Dc), used by the matching score; optional
           "seconds_per_feature": 0.2},        # optional; default from the config
          top_k=5)
-    # -> [{"start": 1012.4, "end": 1016.0, "score": 1.93}, ...] best first
+    # -> [{"start": 1012.4, "end": 1016.0, "score": 1.93, "query": None}, ...] best first
     ```
     With several queries in one input, the result is a list (one ranked list per query); all windows of all the
     queries of a video are batched together. A list of inputs gives a list of results.
+
+    One input holds one video: several videos (a `(N, T, D)` array or a list of videos) are refused, as are keys
+    other than the six above; pass a list of inputs, one per video. `seconds_per_feature` must be a finite number
+    > 0.
 
     Raw inputs: `video` (a video file, decoded with PyAV and encoded at the model's feature rate) replaces
     `video_features`, and `text` (a string or a list of strings) replaces `text_features` and `sentence_features`;
@@ -88,10 +99,6 @@ class VideoGroundingPipeline(Pipeline):
     or a [`VideoTextEncoder`]). A video is decoded and encoded once per call whatever the number of queries, and the
     last one is kept so that new queries on the same file reuse it. Moments are clipped to `[0, duration]` of the
     video (the ranking is unchanged) and carry `"query"`: the query's text (None for queries given as features).
-
-    One input holds one video: several videos (a `(N, T, D)` array or a list of videos) are refused, as are keys
-    other than the six above; pass a list of inputs, one per video. `seconds_per_feature` must be a finite number
-    > 0.
     """
 
     _load_processor = True
@@ -145,19 +152,16 @@ class VideoGroundingPipeline(Pipeline):
             self._video_cache = (key, encoder.encode_video(path, seconds_per_feature, progress=self.progress))
         return self._video_cache[1]
 
-    def _raw_inputs(self, inputs: dict[str, Any]) -> tuple[dict[str, Any], float | None, list | None]:
-        """Encode `video` and `text`; -> (feature inputs, video duration or None, query names or None)."""
-        if not isinstance(inputs, dict) or ("video" not in inputs and "text" not in inputs):
+    def _raw_inputs(
+        self, inputs: dict[str, Any], seconds_per_feature: float
+    ) -> tuple[dict[str, Any], float | None, list | None]:
+        """Encode `video` and `text`; -> (feature inputs, video duration or None, query texts or None)."""
+        if "video" not in inputs and "text" not in inputs:
             return inputs, None, None
         from .feature_encoders import FeatureEncoderError
         from .feature_extraction_rgnet import l2_normalize
 
         inputs = dict(inputs)
-        for raw, features in (("video", ("video_features",)), ("text", ("text_features", "sentence_features"))):
-            clash = [name for name in features if raw in inputs and name in inputs]
-            if clash:
-                raise ValueError(f"give either `{raw}` or `{clash[0]}`, not both")
-        seconds_per_feature = inputs.get("seconds_per_feature") or self.model.config.seconds_per_feature
         duration = None
         if "video" in inputs:
             encoded = self._encode_video(inputs.pop("video"), seconds_per_feature)
@@ -170,6 +174,7 @@ class VideoGroundingPipeline(Pipeline):
             if not names or not all(isinstance(name, str) for name in names):
                 raise FeatureEncoderError("`text` must be a query string or a non-empty list of query strings")
             queries = self.feature_encoder.encode_queries(names, lowercase=self.model.config.dataset_name == "ego4d")
+            # The one normalisation of text features on their way into the model, as the data loaders apply it.
             tokens = [l2_normalize(query.token_features) for query in queries]
             sentences = l2_normalize(np.stack([query.sentence_features for query in queries]))
             inputs["text_features"] = tokens if many else tokens[0]
@@ -194,7 +199,7 @@ class VideoGroundingPipeline(Pipeline):
         seconds_per_feature = inputs.get("seconds_per_feature")
         if seconds_per_feature is not None:
             seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
-        inputs, duration, names = self._raw_inputs(inputs)
+        inputs, duration, names = self._raw_inputs(inputs, seconds_per_feature or self.model.config.seconds_per_feature)
         queries, many = _queries(inputs["text_features"])
         features = self.feature_extractor
         sentence = inputs.get("sentence_features")
@@ -220,8 +225,8 @@ class VideoGroundingPipeline(Pipeline):
                 f"one input holds one video, got {len(encoded['video_features'])} videos in `video_features`: pass a "
                 "list of inputs, one dict per video"
             )
-        num_features = int(encoded["video_mask"][0].sum())
         if duration is None:
+            num_features = int(encoded["video_mask"][0].sum())
             duration = num_features * (seconds_per_feature or self.model.config.seconds_per_feature)
         return {
             "video_features": encoded["video_features"][0],

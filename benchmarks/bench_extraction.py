@@ -1,0 +1,150 @@
+"""Speed of turning a video file into RGNet features, next to the time grounding then takes. Prints JSON.
+
+A synthetic H.264 video (moving gradient, `--seconds` long, `--width` x `--height` at `--fps`) is written with PyAV,
+then, on the CPU and on CUDA when available:
+
+- `decode`: PyAV decoding and sampling at the feature rate alone (features per second of wall time);
+- `extract`: the whole extraction (decode, the encoder's image processor, the image encoder in batches), as
+  `rgnet-hf extract` runs it;
+- `ground`: `RGNetGroundingEngine.ground` on the extracted features with one query (MAD preset, full size).
+
+The image encoder is a CLIP with the ViT-B/32 architecture (`CLIPConfig()` defaults: 224 x 224, patch 32, 12 layers,
+512-d embeddings) and the `CLIPImageProcessor` defaults, built offline with random weights: the speed of
+`openai/clip-vit-base-patch32` without downloading it (`--encoder NAME` measures a real checkpoint instead).
+
+    python benchmarks/bench_extraction.py --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def write_video(path: Path, seconds: float, fps: int, width: int, height: int) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        y, x = np.mgrid[0:height, 0:width]
+        for index in range(int(seconds * fps)):
+            image = np.stack([(x + 3 * index) % 256, (y + 2 * index) % 256, (x + y + index) % 256], -1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def build_encoder(name: str | None, device: str, dtype: torch.dtype | None, batch_size: int):
+    from rgnet_hf.feature_encoders import CLIPVideoTextEncoder, load_feature_encoder
+
+    if name is not None:
+        return load_feature_encoder(name, device=device, dtype=dtype, batch_size=batch_size)
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig()).to(device)
+    if dtype is not None:
+        model = model.to(dtype)
+    return CLIPVideoTextEncoder(
+        model, None, CLIPImageProcessor(), name="random CLIP ViT-B/32 architecture", batch_size=batch_size
+    )
+
+
+def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
+    from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
+    from rgnet_hf.video_decoding import iter_sampled_frames
+
+    spf = args.seconds_per_feature
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    start = time.perf_counter()
+    decoded = sum(1 for _ in iter_sampled_frames(video, spf))
+    decode_s = time.perf_counter() - start
+
+    encoder = build_encoder(args.encoder, device, dtype, args.batch_size)
+    encoder.encode_video(video, spf, progress=False)  # warm-up (allocations, kernels)
+    synchronize()
+    start = time.perf_counter()
+    encoded = encoder.encode_video(video, spf, progress=False)
+    synchronize()
+    extract_s = time.perf_counter() - start
+
+    torch.manual_seed(0)
+    config = RGNetConfig.from_preset("mad", video_feature_size=encoder.video_feature_size)
+    model = RGNetForVideoGrounding(config).to(device).eval()
+    engine = RGNetGroundingEngine(model)
+    features = torch.from_numpy(encoded.features)
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.nn.functional.normalize(torch.randn(1, 12, config.text_feature_size, generator=generator), dim=-1)
+    sentence = torch.randn(1, config.sentence_feature_size, generator=generator)
+    engine.ground(features, tokens, sentence_features=sentence)
+    synchronize()
+    start = time.perf_counter()
+    engine.ground(features, tokens, sentence_features=sentence)
+    synchronize()
+    ground_s = time.perf_counter() - start
+
+    num_features = len(encoded.features)
+    per_second = num_features / extract_s
+    return {
+        "device": device,
+        "dtype": str(dtype or torch.float32).replace("torch.", ""),
+        "features": num_features,
+        "decode_s": round(decode_s, 3),
+        "decode_features_per_s": round(decoded / decode_s, 1),
+        "extract_s": round(extract_s, 3),
+        "extract_features_per_s": round(per_second, 1),
+        "video_seconds_per_wall_second": round(num_features * spf / extract_s, 2),
+        "ground_s_one_query": round(ground_s, 3),
+        "extract_over_ground": round(extract_s / ground_s, 1),
+        "two_hour_movie_extract_min_estimate": round(2 * 3600 / spf / per_second / 60, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the synthetic video")
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--seconds-per-feature", type=float, default=0.2, help="0.2 = MAD's 5 features per second")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--encoder", default=None, help="a CLIP / SigLIP Hub id or folder (default: random B/32)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    runs = []
+    with tempfile.TemporaryDirectory() as scratch:
+        video = Path(scratch) / "synthetic.mp4"
+        write_video(video, args.seconds, args.fps, args.width, args.height)
+        runs.append(measure(video, "cpu", None, args))
+        if torch.cuda.is_available():
+            runs.append(measure(video, "cuda", None, args))
+            runs.append(measure(video, "cuda", torch.bfloat16, args))
+    result = {
+        "video": {"seconds": args.seconds, "fps": args.fps, "size": [args.width, args.height], "codec": "h264"},
+        "seconds_per_feature": args.seconds_per_feature,
+        "encoder": args.encoder or "random CLIP ViT-B/32 architecture",
+        "batch_size": args.batch_size,
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "runs": runs,
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
