@@ -193,6 +193,7 @@ def _extract(args: argparse.Namespace) -> int:
         raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
     if args.batch_size <= 0:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    _check_seconds_per_feature(args.seconds_per_feature)
     _check_device(args.device)
     from accelerate.utils import parse_flag_from_env
 
