@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -13,11 +11,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
-from transformers.utils.hub import hf_api
 
 from .configuration_rgnet import RGNetConfig
 from .loss_rgnet import RGNetLoss
-from .model_card_rgnet import generate_model_card
 
 # --------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -527,72 +523,6 @@ class RGNetPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     _supports_sdpa = True
     _no_split_modules = ["RGNetEncoderLayer", "RGNetDecoderLayer", "RGNetTextToVideoLayer"]
-
-    def save_pretrained(self, save_directory, *args, remote_pipeline: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus a default processor derived from the config (when the folder has
-        none) so that `pipeline("video-grounding", model=folder)` works, and a generated model card (README.md, when
-        the folder has none).
-
-        With `remote_pipeline=True` (what `push_to_hub` does), the pipeline's code and its `custom_pipelines` entry
-        are stored too, so the pipeline loads with `trust_remote_code=True` where rgnet_hf is not installed.
-        Transformers then asks for `trust_remote_code=True` even where rgnet_hf is installed, which is why it is off
-        for local folders.
-        """
-        from .processing_rgnet import RGNetProcessor
-
-        custom_pipelines = getattr(self.config, "custom_pipelines", None)
-        if remote_pipeline:
-            self.config.custom_pipelines = {
-                "video-grounding": {
-                    "impl": "pipeline_rgnet.VideoGroundingPipeline",
-                    "pt": ["AutoModel"],
-                    "tf": [],
-                    "type": "multimodal",
-                }
-            }
-        try:
-            result = super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            if remote_pipeline:
-                self.config.custom_pipelines = custom_pipelines
-        if kwargs.get("is_main_process", True):
-            if remote_pipeline:
-                from transformers.dynamic_module_utils import custom_object_save
-
-                from .pipeline_rgnet import VideoGroundingPipeline
-
-                custom_object_save(VideoGroundingPipeline, save_directory)
-            if not os.path.exists(os.path.join(save_directory, "processor_config.json")):
-                RGNetProcessor.from_model_config(self.config).save_pretrained(save_directory)
-            card = os.path.join(save_directory, "README.md")
-            if not os.path.exists(card):
-                with open(card, "w", encoding="utf-8") as handle:
-                    handle.write(generate_model_card(self.config, parameter_count=self.num_parameters()))
-        return result
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token=None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        **kwargs,
-    ):
-        """Upload the weights, the configuration, the modelling code and a generated model card to the Hub."""
-        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, remote_pipeline=True, **kwargs)
-            return self._upload_modified_files(
-                folder,
-                repo_id,
-                files_timestamps={},
-                commit_message=commit_message or "Upload RGNet model",
-                token=token,
-                create_pr=create_pr,
-                revision=revision,
-            )
 
     def _init_weights(self, module: nn.Module) -> None:
         # The official initialisation: xavier-uniform for every matrix inside the encoder and decoder (tagged at

@@ -23,6 +23,7 @@ import torch
 from .configuration_rgnet import RGNetConfig
 from .grounding_metrics import compute_grounding_metrics, window_recall
 from .inference_rgnet import RGNetGroundingEngine
+from .model_folder import push_model_folder_to_hub, save_model_folder
 from .modeling_rgnet import RGNetForVideoGrounding
 from .windowing import ground_truth_windows
 
@@ -279,7 +280,7 @@ def _save_model_atomically(model: RGNetForVideoGrounding, folder: Path) -> None:
     partial = folder.with_name(f".{folder.name}.partial")
     if partial.exists():
         shutil.rmtree(partial)
-    model.save_pretrained(partial)
+    save_model_folder(model, partial)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(partial, folder)
@@ -471,7 +472,9 @@ def train(config: TrainingConfig, accelerator=None, dataset=None) -> dict[str, A
         final_model = accelerator.unwrap_model(model)
         _save_model_atomically(final_model, final_dir)
         if config.push_to_hub:
-            final_model.push_to_hub(config.push_to_hub, commit_message="Upload RGNet trained with rgnet_hf")
+            push_model_folder_to_hub(
+                final_model, config.push_to_hub, commit_message="Upload RGNet trained with rgnet_hf"
+            )
     accelerator.wait_for_everyone()
     if log_with:
         accelerator.end_training()
