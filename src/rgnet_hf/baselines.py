@@ -9,7 +9,7 @@
   scored with `rgnet_hf.grounding_metrics.compute_grounding_metrics` (R@K at IoU thresholds, strict `IoU > t`, and
   mIoU).
 
-The MAD paper's zero-shot protocol (data_formats.md section 1.4) ranks its proposals against the `ext_timestamps`
+The MAD paper's zero-shot protocol ranks its proposals against the `ext_timestamps`
 with NMS 0.3; CONE/RGNet evaluate on `timestamps` with NMS 0.5. Both are available (`reference=`, `nms_threshold=`);
 the defaults follow RGNet.
 """

@@ -9,7 +9,7 @@ from transformers import PreTrainedConfig
 
 SAMPLER_ATTENTION_MODES = ("additive", "sparse")
 
-# The released recipes of the official implementation (rgnet_reference.md section 1). Everything not listed keeps the
+# The released recipes of the official implementation. Everything not listed keeps the
 # defaults of `RGNetConfig.__init__`, which are the MAD recipe.
 # The Ego4D-NLQ architecture (EgoVLP video features at 1.87 fps), shared by pre-training and fine-tuning.
 _EGO4D = {

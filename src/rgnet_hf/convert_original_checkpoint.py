@@ -23,7 +23,8 @@ import torch
 
 from .configuration_rgnet import RGNetConfig
 
-# Official tensors that no computation reads (rgnet_reference.md section 4.7).
+# Official tensors that no computation reads (a saliency projection and text position embeddings the forward pass
+# never uses; docs/architecture.md, quirk 6).
 DEAD_KEY_PATTERNS = (r"^saliency_proj\.(weight|bias)$", r"^txt_position_embed\.")
 
 # The official options that must hold for the released architecture; anything else is a different model.

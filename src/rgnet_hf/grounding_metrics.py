@@ -1,7 +1,6 @@
 """Temporal-grounding metrics of RGNet: R@K at temporal-IoU thresholds, top-1 mIoU and window recall.
 
-The rules are those of the official evaluators (`rgnet_reference.md` section 7, `data_formats.md` sections 1.4 and
-2.4), which RGNet uses for both MAD and Ego4D-NLQ:
+The rules are those of the official MAD and Ego4D-NLQ evaluation scripts, which RGNet uses for both benchmarks:
 
 - **R@K, IoU=t**: a query is a hit when *one of its first K predictions* has IoU with the ground truth **strictly
   greater** than `t`; the recall is the mean over the evaluated queries. The denominator is the number of evaluated

@@ -1,6 +1,6 @@
 """Lazy, per-process readers of pre-extracted features.
 
-Three on-disk layouts are supported (data_formats.md sections 1.3, 2.3 and 3.3):
+Three on-disk layouts are supported (the releases that use them: docs/prepare_data.md):
 
 - `"h5"`: one flat HDF5 file, one dataset per key (MAD frame features `[T, D]` at 5 fps keyed by movie id; MAD token
   features `[L, D]` keyed by annotation id; MAD sentence features `[D]`). Windows are read with h5py slicing, so only
@@ -262,7 +262,7 @@ class PtVideoStore(_WholeArrayVideoStore):
 
     For a clip `c` with `clip_ranges[c] = (video_uid, start_sec, end_sec)`, the features are rows
     `floor(start_sec / seconds_per_feature) : ceil(end_sec / seconds_per_feature) + 1` of `{video_uid}.pt`, the rule
-    of the official NLQ baselines for clip slices of per-video features (data_formats.md section 2.3).
+    of the official NLQ baselines for clip slices of per-video features.
     """
 
     validate_on_read = True  # a window is checked when read, so a bad row elsewhere in the video does not block it

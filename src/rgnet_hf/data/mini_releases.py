@@ -1,7 +1,7 @@
 """Writers of the on-disk formats, and small synthetic releases in the official layouts.
 
-Used by the tests, the benchmark and the documentation examples. The releases contain the oddities of real data
-(data_formats.md section 4): moments at 0 s and at the very end, zero-length and sub-feature moments, ends past the
+Used by the tests, the benchmark and the documentation examples. The releases contain the oddities of real data:
+moments at 0 s and at the very end, zero-length and sub-feature moments, ends past the
 duration, a negative start, reversed NaQ windows, null queries, sentences with newlines and emoji, a video shorter
 than one window, feature arrays one row short, integer (rounded) Ego4D durations, npz archives with a stray
 `allow_pickle` member, and feature rows with norms far from 1.
