@@ -203,8 +203,8 @@ def test_convert_cli_reports_bad_files(tmp_path, capsys):
 # save / load, Auto classes, remote code, push_to_hub
 
 
-MODEL_CODE = {"configuration_rgnet.py", "modeling_rgnet.py", "loss_rgnet.py"}
-PROCESSOR_CODE = {"feature_extraction_rgnet.py", "processing_rgnet.py", "windowing.py"}
+MODEL_CODE = {"configuration_rgnet.py", "modeling_rgnet.py", "loss_rgnet.py", "windowing.py"}
+PROCESSOR_CODE = {"feature_extraction_rgnet.py", "processing_rgnet.py"}
 PIPELINE_CODE = {"pipeline_rgnet.py", "inference_rgnet.py", "post_processing.py"}
 
 

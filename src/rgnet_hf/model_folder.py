@@ -2,7 +2,8 @@
 
 `model.save_pretrained(folder)` writes what transformers writes for any model: `config.json`, the weights and the
 code that `AutoModel.from_pretrained(folder, trust_remote_code=True)` needs (`configuration_rgnet.py`,
-`modeling_rgnet.py`, `loss_rgnet.py`). [`save_model_folder`] adds what a user of the checkpoint wants next to it:
+`modeling_rgnet.py`, `loss_rgnet.py`, `windowing.py`). [`save_model_folder`] adds what a user of the checkpoint
+wants next to it:
 
 - the default processor derived from the config (`processor_config.json`, with its code), unless the folder has one;
 - a generated model card (`README.md`), unless the folder has one;

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..configuration_rgnet import EGO4D_SECONDS_PER_FEATURE
+
 __all__ = [
     "encode_npz",
     "make_cone_release",
@@ -235,7 +237,7 @@ def make_ego4d_release(
     queries_per_clip: int = 6,
     feature_dim: int = 256,
     text_dim: int = 512,
-    seconds_per_feature: float = 0.535,
+    seconds_per_feature: float = EGO4D_SECONDS_PER_FEATURE,
     version: str = "v1",
     seed: int = 0,
 ) -> dict[str, Path]:
