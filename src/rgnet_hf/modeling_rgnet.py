@@ -834,6 +834,65 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         saliency = self.saliency_from(encoded.video_memory, encoded.retrieval_embedding)
         return logits, spans, saliency, hidden_states[-1]
 
+    # ---------------------------------------------------------------- training-only passes
+    def encode_in_batch_pairs(
+        self,
+        video_features: torch.Tensor,
+        video_mask: torch.Tensor,
+        text_features: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> tuple[RGNetEncoderOutput, torch.Tensor]:
+        """
+        Encode every text of the batch with every window of the batch (the official `winret` pairing) for the window
+        retrieval loss.
+
+        Returns:
+            The encoder output of the positive pairs (text `i` with window `i`, as `self.model.encode` would give
+            for the batch) and the window-retrieval logits `(batch_size, batch_size)` of text `i` with window `j`.
+        """
+        batch_size = video_features.shape[0]
+        # Row k = i * B + j pairs text i with window j; the positives are the diagonal k = i * (B + 1).
+        paired = self.model.encode(
+            video_features.repeat(batch_size, 1, 1),
+            video_mask.repeat(batch_size, 1),
+            text_features.repeat_interleave(batch_size, 0),
+            text_mask.repeat_interleave(batch_size, 0),
+        )
+        window_retrieval_logits = self.window_logits_from(paired.retrieval_embedding).view(batch_size, batch_size)
+        positive_rows = torch.arange(batch_size, device=video_features.device) * (batch_size + 1)
+        positives = RGNetEncoderOutput(
+            **{name: value[positive_rows] if value is not None else None for name, value in paired.items()}
+        )
+        return positives, window_retrieval_logits
+
+    def ground_negative_windows(
+        self,
+        negative_video_features: torch.Tensor | None,
+        negative_video_mask: torch.Tensor | None,
+        text_features: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Run each text on a window of its video that does not contain its moment, for the negative-window loss terms.
+
+        Returns:
+            `{"logits" (batch_size, num_queries, 2), "saliency_scores" (batch_size, num_negative_frames),
+            "video_mask" (batch_size, num_negative_frames), "sampler_logits" (batch_size, 1 + num_negative_frames)}`.
+        """
+        if negative_video_features is None or negative_video_mask is None:
+            raise ValueError(
+                "config.use_negative_window_loss is on: pass `negative_video_features` and `negative_video_mask`"
+            )
+        self.model.validate_inputs(negative_video_features, negative_video_mask, text_features, text_mask)
+        negative_encoded = self.model.encode(negative_video_features, negative_video_mask, text_features, text_mask)
+        negative_logits, _, negative_saliency, _ = self.ground_windows(negative_encoded, negative_video_mask)
+        return {
+            "logits": negative_logits[-1],
+            "saliency_scores": negative_saliency,
+            "video_mask": negative_video_mask,
+            "sampler_logits": negative_encoded.sampler_logits,
+        }
+
     # ---------------------------------------------------------------- forward
     def forward(
         self,
@@ -872,22 +931,11 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         self.model.validate_inputs(video_features, video_mask, text_features, text_mask)
         if labels is not None and len(labels) != video_features.shape[0]:
             raise ValueError(f"`labels` has {len(labels)} entries for {video_features.shape[0]} windows")
-        use_pairs = labels is not None and config.in_batch_window_pairs and video_features.shape[0] > 1
-        batch_size = video_features.shape[0]
 
         window_retrieval_logits = None
-        if use_pairs:
-            # Row k = i * B + j pairs text i with window j; the positives are the diagonal k = i * (B + 1).
-            paired = self.model.encode(
-                video_features.repeat(batch_size, 1, 1),
-                video_mask.repeat(batch_size, 1),
-                text_features.repeat_interleave(batch_size, 0),
-                text_mask.repeat_interleave(batch_size, 0),
-            )
-            window_retrieval_logits = self.window_logits_from(paired.retrieval_embedding).view(batch_size, batch_size)
-            positive_rows = torch.arange(batch_size, device=video_features.device) * (batch_size + 1)
-            encoded = RGNetEncoderOutput(
-                **{name: value[positive_rows] if value is not None else None for name, value in paired.items()}
+        if labels is not None and config.in_batch_window_pairs and video_features.shape[0] > 1:
+            encoded, window_retrieval_logits = self.encode_in_batch_pairs(
+                video_features, video_mask, text_features, text_mask
             )
         else:
             encoded = self.model.encode(video_features, video_mask, text_features, text_mask)
@@ -900,19 +948,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
 
         negative_window_outputs = None
         if labels is not None and config.use_negative_window_loss:
-            if negative_video_features is None or negative_video_mask is None:
-                raise ValueError(
-                    "config.use_negative_window_loss is on: pass `negative_video_features` and `negative_video_mask`"
-                )
-            self.model.validate_inputs(negative_video_features, negative_video_mask, text_features, text_mask)
-            negative_encoded = self.model.encode(negative_video_features, negative_video_mask, text_features, text_mask)
-            negative_logits, _, negative_saliency, _ = self.ground_windows(negative_encoded, negative_video_mask)
-            negative_window_outputs = {
-                "logits": negative_logits[-1],
-                "saliency_scores": negative_saliency,
-                "video_mask": negative_video_mask,
-                "sampler_logits": negative_encoded.sampler_logits,
-            }
+            negative_window_outputs = self.ground_negative_windows(
+                negative_video_features, negative_video_mask, text_features, text_mask
+            )
 
         output = RGNetVideoGroundingOutput(
             logits=all_logits[-1],
