@@ -967,8 +967,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         )
         if labels is not None:
             loss, loss_dict = self.criterion(output, labels, video_mask, encoded.sampler_logits)
-            output.loss = loss
-            output.loss_dict = loss_dict
+            # Rebuilt rather than assigned: a field set after construction would come last in `to_tuple()`, and the
+            # loss comes first.
+            output = RGNetVideoGroundingOutput(loss=loss, loss_dict=loss_dict, **output)
         return output if return_dict else output.to_tuple()
 
 
