@@ -250,6 +250,8 @@ def test_model_folder_adds_processor_card_and_pipeline_code_on_request(tmp_path)
     config = json.loads((tmp_path / "remote" / "config.json").read_text())
     assert config["custom_pipelines"]["video-grounding"]["impl"] == "pipeline_rgnet.VideoGroundingPipeline"
     assert getattr(model.config, "custom_pipelines", None) is None  # the model itself is left unchanged
+    assert "the pipeline needs `rgnet_hf`" in card
+    assert "modelling and pipeline code is stored" in (tmp_path / "remote" / "README.md").read_text()
 
     # A processor already in the folder (or given) is kept; so is an existing model card.
     custom = RGNetProcessor.from_model_config(tiny_config(max_text_length=3))

@@ -74,7 +74,9 @@ def save_model_folder(
         RGNetProcessor.from_model_config(model.config).save_pretrained(folder)
     card = folder / "README.md"
     if not card.exists():
-        card.write_text(generate_model_card(model.config, parameter_count=model.num_parameters()), encoding="utf-8")
+        parameters = model.num_parameters()
+        text = generate_model_card(model.config, parameter_count=parameters, remote_pipeline=remote_pipeline)
+        card.write_text(text, encoding="utf-8")
     if remote_pipeline:
         _add_remote_pipeline(folder)
     return folder
