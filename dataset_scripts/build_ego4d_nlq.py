@@ -22,6 +22,7 @@ from pathlib import Path
 
 from _common import add_output_arguments, finish, setup_logging
 
+from rgnet_hf.configuration_rgnet import EGO4D_SECONDS_PER_FEATURE
 from rgnet_hf.data import load_ego4d_nlq
 
 
@@ -37,7 +38,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--features-per", choices=["clip", "video"], default="clip", help="video: {video_uid}.pt files cut to clips"
     )
-    parser.add_argument("--seconds-per-feature", type=float, default=0.535, help="0.535 (EgoVLP at 1.87 fps)")
+    parser.add_argument(
+        "--seconds-per-feature",
+        type=float,
+        default=EGO4D_SECONDS_PER_FEATURE,
+        help=f"{EGO4D_SECONDS_PER_FEATURE} (EgoVLP at 1.87 fps)",
+    )
     parser.add_argument(
         "--drop-zero-length-validation",
         action="store_true",

@@ -29,7 +29,7 @@ L, STRIDE, SPF = 40, 20, 0.2  # the parity fixtures' grid: windows of 40 frames,
 
 
 def _reference_target(index, s, e, num_frames, window_length=L, stride=STRIDE):
-    """The rule of rgnet_reference.md section 3, step 4, written out independently."""
+    """The official target rule (docs/prepare_data.md, training samples), written out independently."""
     nominal = (index - 1) * stride
     first, last = max(nominal, 0), min(nominal + window_length, num_frames)
     valid = last - first

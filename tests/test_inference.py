@@ -13,7 +13,7 @@ import torch
 from conftest import PARITY_NAMES, run_without_rgnet_hf, tiny_config
 from parity_utils import converted_model
 
-from rgnet_hf import RGNetForVideoGrounding, RGNetGroundingEngine, RGNetProcessor
+from rgnet_hf import RGNetForVideoGrounding, RGNetGroundingEngine, RGNetProcessor, save_model_folder
 from rgnet_hf.cli import main as cli_main
 from rgnet_hf.grounding_metrics import compute_grounding_metrics
 from rgnet_hf.windowing import window_bounds
@@ -253,10 +253,30 @@ def test_pipeline_outputs_and_batching(tmp_path):
     assert slower[0]["start"] == pytest.approx(2 * one[0]["start"], abs=2e-3)
 
 
+def test_pipeline_builds_the_default_processor_for_a_folder_without_one(tmp_path):
+    from transformers import pipeline
+
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tiny_config(window_length=32)).eval()
+    model.save_pretrained(tmp_path / "bare")
+    save_model_folder(model, tmp_path / "full")
+    assert not (tmp_path / "bare" / "processor_config.json").exists()
+    bare = pipeline("video-grounding", model=str(tmp_path / "bare"))
+    assert isinstance(bare.processor, RGNetProcessor) and bare.feature_extractor.window_length == 32
+    video = np.random.default_rng(0).standard_normal((150, 24)).astype(np.float32)
+    text = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
+    inputs = {"video_features": video, "text_features": text}
+    assert bare(inputs, top_k=3) == pipeline("video-grounding", model=str(tmp_path / "full"))(inputs, top_k=3)
+    # A processor file that is there but broken is reported, not replaced by the default.
+    (tmp_path / "full" / "processor_config.json").write_text("{not json")
+    with pytest.raises((ValueError, OSError), match="processor"):
+        pipeline("video-grounding", model=str(tmp_path / "full"))
+
+
 def test_remote_code_pipeline_without_the_package(tmp_path):
     torch.manual_seed(0)
     model = RGNetForVideoGrounding(tiny_config()).eval()
-    model.save_pretrained(tmp_path / "model", remote_pipeline=True)
+    save_model_folder(model, tmp_path / "model", remote_pipeline=True)
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["custom_pipelines"]["video-grounding"]["impl"] == "pipeline_rgnet.VideoGroundingPipeline"
     video = np.random.default_rng(0).standard_normal((200, 24)).astype(np.float32)

@@ -30,3 +30,24 @@ def test_every_config_field_is_documented():
     fields = [name for name in inspect.signature(RGNetConfig.__init__).parameters if name not in ("self", "kwargs")]
     missing = [name for name in fields if f"`{name}`" not in documented]
     assert not missing, f"undocumented config fields: {missing}"
+
+
+def test_one_version_string():
+    import importlib.metadata
+
+    import rgnet_hf
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and 'attr = "rgnet_hf.__version__"' in pyproject
+    assert importlib.metadata.version("rgnet_hf") == rgnet_hf.__version__
+
+
+def test_no_citation_of_files_outside_the_repository():
+    # Reference notes used while writing the package are not part of it: code and docs state the facts themselves.
+    outside = ("rgnet_reference" + ".md", "data_formats" + ".md", "field_anchors" + ".md", "hf_ecosystem_notes" + ".md")
+    suffixes = {".py", ".md", ".yaml", ".txt", ".toml", ".sh"}
+    folders = ("src", "docs", "tests", "examples", "benchmarks", "dataset_scripts", "metrics")
+    files = [ROOT / "README.md"] + [path for folder in folders for path in (ROOT / folder).rglob("*")]
+    files = [path for path in files if path.suffix in suffixes and path.is_file()]
+    citing = [str(path.relative_to(ROOT)) for path in files if any(name in path.read_text() for name in outside)]
+    assert not citing, f"files citing notes outside the repository: {citing}"

@@ -9,6 +9,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .configuration_rgnet import RGNetConfig
 from .feature_extraction_rgnet import RGNetFeatureExtractor
 from .inference_rgnet import RGNetGroundingEngine, VideoGroundingResult
+from .model_folder import push_model_folder_to_hub, save_model_folder
 from .modeling_rgnet import (
     RGNetEncoderOutput,
     RGNetForVideoGrounding,
@@ -33,7 +34,7 @@ PIPELINE_REGISTRY.register_pipeline(
     "video-grounding", pipeline_class=VideoGroundingPipeline, pt_model=AutoModel, type="multimodal"
 )
 # Saved folders carry the modelling code and an `auto_map`, so they load with `trust_remote_code=True` where
-# rgnet_hf is not installed.
+# rgnet_hf is not installed (`save_model_folder` adds the processor's code and, on request, the pipeline's).
 RGNetConfig.register_for_auto_class()
 RGNetForVideoGrounding.register_for_auto_class("AutoModel")
 RGNetFeatureExtractor.register_for_auto_class()
@@ -53,5 +54,7 @@ __all__ = [
     "RGNetGroundingEngine",
     "VideoGroundingResult",
     "VideoGroundingPipeline",
+    "push_model_folder_to_hub",
+    "save_model_folder",
     "__version__",
 ]

@@ -9,7 +9,7 @@
   scored with `rgnet_hf.grounding_metrics.compute_grounding_metrics` (R@K at IoU thresholds, strict `IoU > t`, and
   mIoU).
 
-The MAD paper's zero-shot protocol (data_formats.md section 1.4) ranks its proposals against the `ext_timestamps`
+The MAD paper's zero-shot protocol ranks its proposals against the `ext_timestamps`
 with NMS 0.3; CONE/RGNet evaluate on `timestamps` with NMS 0.5. Both are available (`reference=`, `nms_threshold=`);
 the defaults follow RGNet.
 """
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .grounding_metrics import EvaluationPreset, compute_grounding_metrics
+from .post_processing import hull_iou
 
 __all__ = [
     "evaluate_zero_shot",
@@ -98,7 +99,7 @@ def greedy_temporal_nms(
     if max_keep is not None and max_keep < 1:
         raise ValueError(f"max_keep must be >= 1, got {max_keep}")
     order = np.argsort(-scores, kind="stable")
-    starts, ends = spans[order, 0], spans[order, 1]
+    ranked = spans[order]
     alive = np.ones(order.size, dtype=bool)
     limit = order.size if max_keep is None else min(max_keep, order.size)
     kept: list[int] = []
@@ -111,10 +112,7 @@ def greedy_temporal_nms(
         kept.append(best)
         alive[best] = False
         position = best + 1
-        intersection = np.maximum(0.0, np.minimum(ends, ends[best]) - np.maximum(starts, starts[best]))
-        hull = np.maximum(ends, ends[best]) - np.minimum(starts, starts[best])
-        iou = np.divide(intersection, hull, out=np.zeros_like(intersection), where=hull > 0)
-        alive &= ~(iou > nms_threshold)
+        alive &= ~(hull_iou(ranked, ranked[best]) > nms_threshold)
     return order[np.asarray(kept, dtype=np.int64)]
 
 

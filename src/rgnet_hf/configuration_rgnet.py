@@ -7,9 +7,16 @@ import math
 
 from transformers import PreTrainedConfig
 
+from .windowing import default_window_stride
+
 SAMPLER_ATTENTION_MODES = ("additive", "sparse")
 
-# The released recipes of the official implementation (rgnet_reference.md section 1). Everything not listed keeps the
+# Seconds between two video features of the released feature sets: MAD's CLIP frame features at 5 fps and Ego4D-NLQ's
+# EgoVLP clip features at 1.87 fps (the official `clip_length`). The data loaders default to the same values.
+MAD_SECONDS_PER_FEATURE = 0.2
+EGO4D_SECONDS_PER_FEATURE = 0.535
+
+# The released recipes of the official implementation. Everything not listed keeps the
 # defaults of `RGNetConfig.__init__`, which are the MAD recipe.
 # The Ego4D-NLQ architecture (EgoVLP video features at 1.87 fps), shared by pre-training and fine-tuning.
 _EGO4D = {
@@ -17,7 +24,7 @@ _EGO4D = {
     "sentence_feature_size": 256,
     "window_length": 90,
     "max_text_length": 20,
-    "seconds_per_feature": 0.535,
+    "seconds_per_feature": EGO4D_SECONDS_PER_FEATURE,
     "frame_position_temperature": 10000.0,
     "top_k_windows": 20,
     "scale_matching_score_by_window_score": True,
@@ -256,7 +263,7 @@ class RGNetConfig(PreTrainedConfig):
         window_length: int = 900,
         window_stride: int | None = None,
         max_text_length: int = 25,
-        seconds_per_feature: float = 0.2,
+        seconds_per_feature: float = MAD_SECONDS_PER_FEATURE,
         frame_position_temperature: float = 100.0,
         anchor_position_temperature: float = 10000.0,
         sampler_temperature: float = 0.3,
@@ -306,7 +313,7 @@ class RGNetConfig(PreTrainedConfig):
         self.num_decoder_layers = num_decoder_layers
         self.num_queries = num_queries
         self.window_length = window_length
-        self.window_stride = window_length // 2 if window_stride is None else window_stride
+        self.window_stride = default_window_stride(window_length) if window_stride is None else window_stride
         self.max_text_length = max_text_length
         self.seconds_per_feature = seconds_per_feature
         self.frame_position_temperature = frame_position_temperature

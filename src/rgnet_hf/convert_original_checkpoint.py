@@ -23,7 +23,8 @@ import torch
 
 from .configuration_rgnet import RGNetConfig
 
-# Official tensors that no computation reads (rgnet_reference.md section 4.7).
+# Official tensors that no computation reads (a saliency projection and text position embeddings the forward pass
+# never uses; docs/architecture.md, quirk 6).
 DEAD_KEY_PATTERNS = (r"^saliency_proj\.(weight|bias)$", r"^txt_position_embed\.")
 
 # The official options that must hold for the released architecture; anything else is a different model.
@@ -263,11 +264,13 @@ def convert_checkpoint(
     **config_overrides,
 ):
     """Convert an official checkpoint file; returns the loaded `RGNetForVideoGrounding` (saved to `output` if
-    given). `config_overrides` set config fields, e.g. `text_to_video_mask_batch_mixing=True`.
+    given, with the processor and a model card). `config_overrides` set config fields, e.g.
+    `text_to_video_mask_batch_mixing=True`.
 
     An existing non-empty `output` raises `FileExistsError` unless `overwrite=True`; the folder is replaced only
     once the new one is completely written."""
     from .file_utils import write_folder_atomically
+    from .model_folder import save_model_folder
     from .modeling_rgnet import RGNetForVideoGrounding
 
     if output is not None:
@@ -294,7 +297,7 @@ def convert_checkpoint(
         if dropped:
             print(f"Dropped {len(dropped)} dead tensors (never read by the official model): {', '.join(dropped)}")
     if output is not None:
-        write_folder_atomically(output, model.save_pretrained, overwrite=overwrite)
+        write_folder_atomically(output, lambda folder: save_model_folder(model, folder), overwrite=overwrite)
         if verbose:
             print(f"Saved to {output}")
     return model

@@ -1,7 +1,6 @@
 """Temporal-grounding metrics of RGNet: R@K at temporal-IoU thresholds, top-1 mIoU and window recall.
 
-The rules are those of the official evaluators (`rgnet_reference.md` section 7, `data_formats.md` sections 1.4 and
-2.4), which RGNet uses for both MAD and Ego4D-NLQ:
+The rules are those of the official MAD and Ego4D-NLQ evaluation scripts, which RGNet uses for both benchmarks:
 
 - **R@K, IoU=t**: a query is a hit when *one of its first K predictions* has IoU with the ground truth **strictly
   greater** than `t`; the recall is the mean over the evaluated queries. The denominator is the number of evaluated
@@ -28,7 +27,7 @@ decimals) can count differently in the two precisions, so each preset fixes its 
 Values are fractions in [0, 1]; multiply by 100 for the percentages of the paper. Result keys are `"R@{K} IoU={t}"`
 (e.g. `"R@1 IoU=0.3"`), `"mIoU"`, and `"window R@{K}"`.
 
-This module needs only numpy.
+The IoU itself is [`rgnet_hf.post_processing.hull_iou`], shared with NMS and the baselines.
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .post_processing import hull_iou
 
 __all__ = [
     "EGO4D_PRESET",
@@ -177,11 +178,7 @@ def temporal_iou(predicted_spans, reference_span, iou_dtype: str = "float64") ->
 
 
 def _iou_with_reference(spans: np.ndarray, reference: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-    spans, reference = spans.astype(dtype), reference.astype(dtype)
-    zero = dtype(0.0)
-    intersection = np.maximum(zero, np.minimum(spans[:, 1], reference[1]) - np.maximum(spans[:, 0], reference[0]))
-    hull = np.maximum(spans[:, 1], reference[1]) - np.minimum(spans[:, 0], reference[0])
-    return np.divide(intersection, hull, out=np.zeros_like(intersection), where=hull > 0)
+    return hull_iou(spans[:, :2].astype(dtype), reference[:2].astype(dtype))
 
 
 def _ranked_iou(predictions: list[np.ndarray], references: np.ndarray, depth: int, dtype: type) -> np.ndarray:

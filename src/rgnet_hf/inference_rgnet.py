@@ -1,5 +1,5 @@
 """Long-video grounding with RGNet: every window of a video scored by the retrieval token, the best windows decoded
-into moments, scores fused and suppressed exactly as the official inference does (rgnet_reference.md section 7)."""
+into moments, scores fused and suppressed exactly as the official inference does (steps: docs/ground.md)."""
 
 from __future__ import annotations
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
+from transformers.utils import ModelOutput
 
 from .configuration_rgnet import RGNetConfig
 
 FOREGROUND, BACKGROUND = 0, 1
+
+# Per window: `spans` (num_spans, 2) (centre, width), `saliency_positive_frames` / `saliency_negative_frames` (P,).
+Labels = list[dict[str, torch.Tensor]]
+# Per window: (query indices, target indices) of the Hungarian assignment, int64 tensors of one length.
+MatchIndices = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def span_cxw_to_xx(spans: torch.Tensor) -> torch.Tensor:
@@ -53,9 +57,7 @@ class RGNetHungarianMatcher:
         return cost.view(batch_size, num_queries, -1)
 
     @torch.no_grad()
-    def __call__(
-        self, logits: torch.Tensor, spans: torch.Tensor, labels: list[dict[str, torch.Tensor]]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def __call__(self, logits: torch.Tensor, spans: torch.Tensor, labels: Labels) -> MatchIndices:
         """Returns, per window, `(query_indices, target_indices)` as int64 tensors."""
         counts = [len(label["spans"]) for label in labels]
         target_spans = torch.cat([label["spans"] for label in labels]).to(spans.dtype)
@@ -110,7 +112,8 @@ class RGNetLoss:
         return weights
 
     # ---------------------------------------------------------------- individual terms
-    def span_losses(self, spans, labels, indices) -> dict[str, torch.Tensor]:
+    def span_losses(self, spans: torch.Tensor, labels: Labels, indices: MatchIndices) -> dict[str, torch.Tensor]:
+        """L1 and gIoU of the matched (centre, width) spans `(batch_size, num_queries, 2)`."""
         batch_index, query_index = _flat_indices(indices)
         matched = spans[batch_index, query_index]
         targets = torch.cat([label["spans"][target] for label, (_, target) in zip(labels, indices)]).to(spans.dtype)
@@ -118,7 +121,11 @@ class RGNetLoss:
         giou = torch.diag(generalized_temporal_iou(span_cxw_to_xx(matched), span_cxw_to_xx(targets)))
         return {"loss_span": loss_span, "loss_giou": (1 - giou).mean()}
 
-    def label_losses(self, logits, indices, negative_logits=None) -> dict[str, torch.Tensor]:
+    def label_losses(
+        self, logits: torch.Tensor, indices: MatchIndices, negative_logits: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Foreground / background cross-entropy of `logits` `(batch_size, num_queries, 2)` (and of the negative
+        windows' `(batch_size, num_queries, 2)`, all background), plus the `class_error` of the matched queries."""
         batch_index, query_index = _flat_indices(indices)
         target_classes = torch.full(logits.shape[:2], BACKGROUND, dtype=torch.int64, device=logits.device)
         target_classes[batch_index, query_index] = FOREGROUND
@@ -134,7 +141,14 @@ class RGNetLoss:
         accuracy = (matched.argmax(-1) == FOREGROUND).float().mean() * 100 if len(matched) else logits.new_zeros(())
         return {"loss_label": loss_label, "class_error": (100 - accuracy).detach()}
 
-    def saliency_loss(self, saliency_scores, labels, negative_window_outputs=None) -> torch.Tensor:
+    def saliency_loss(
+        self,
+        saliency_scores: torch.Tensor,
+        labels: Labels,
+        negative_window_outputs: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Hinge between frames inside and outside the moment on `saliency_scores` `(batch_size, num_frames)`, plus
+        the negative-window terms."""
         margin = self.config.saliency_margin
         positive_frames = torch.stack([label["saliency_positive_frames"] for label in labels]).to(
             saliency_scores.device
@@ -158,7 +172,14 @@ class RGNetLoss:
             loss = loss + (F.softplus(negative_window_scores) * valid).sum(dim=1).mean()
         return loss
 
-    def retrieval_loss(self, window_retrieval_logits, window_logits, negative_window_outputs) -> torch.Tensor | None:
+    def retrieval_loss(
+        self,
+        window_retrieval_logits: torch.Tensor | None,
+        window_logits: torch.Tensor,
+        negative_window_outputs: dict[str, torch.Tensor] | None,
+    ) -> torch.Tensor | None:
+        """Symmetric InfoNCE over the `(batch_size, batch_size)` text x window logits; without in-batch pairs, a hinge
+        against negative windows' logits when they carry some; otherwise None."""
         config = self.config
         if window_retrieval_logits is not None:
             scaled = window_retrieval_logits / config.retrieval_temperature
@@ -169,7 +190,9 @@ class RGNetLoss:
             return hinge.clamp(min=0).sum() * 2 / window_logits.shape[0]
         return None
 
-    def sampler_attention_loss(self, sampler_logits, labels, video_mask) -> torch.Tensor:
+    def sampler_attention_loss(
+        self, sampler_logits: torch.Tensor, labels: Labels, video_mask: torch.Tensor
+    ) -> torch.Tensor:
         """The paper's intra-clip attention loss: the sampler should pick the frames of the moment."""
         frame_logits = sampler_logits[:, 1:]
         valid = video_mask.to(frame_logits.dtype)
@@ -189,8 +212,8 @@ class RGNetLoss:
     # ---------------------------------------------------------------- everything
     def __call__(
         self,
-        outputs: Any,
-        labels: list[dict[str, torch.Tensor]],
+        outputs: ModelOutput,
+        labels: Labels,
         video_mask: torch.Tensor,
         sampler_logits: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -238,7 +261,7 @@ class RGNetLoss:
         return total, losses
 
 
-def _flat_indices(indices: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _flat_indices(indices: MatchIndices) -> tuple[torch.Tensor, torch.Tensor]:
     batch_index = torch.cat([torch.full_like(query, index) for index, (query, _) in enumerate(indices)])
     query_index = torch.cat([query for query, _ in indices])
     return batch_index, query_index

@@ -11,12 +11,28 @@ _RECIPES = {
 }
 
 
-def generate_model_card(config: RGNetConfig, model_name: str = "RGNet", parameter_count: int | None = None) -> str:
+def generate_model_card(
+    config: RGNetConfig,
+    model_name: str = "RGNet",
+    parameter_count: int | None = None,
+    remote_pipeline: bool = False,
+) -> str:
+    """The README.md of a model folder; `remote_pipeline` says whether the folder carries the pipeline's code."""
     recipe = _RECIPES.get(
         (config.dataset_name, config.in_batch_window_pairs, config.use_negative_window_loss), "a custom recipe"
     )
     window_seconds = config.window_length * config.seconds_per_feature
     parameters = f"{parameter_count / 1e6:.2f} M parameters" if parameter_count else "parameters: see the weights"
+    if remote_pipeline:
+        without_package = (
+            "Without `rgnet_hf` installed, pass `trust_remote_code=True` to `pipeline` or\n"
+            "`AutoModel.from_pretrained`: the modelling and pipeline code is stored with the weights."
+        )
+    else:
+        without_package = (
+            "Without `rgnet_hf` installed, `AutoModel.from_pretrained(..., trust_remote_code=True)` loads the model\n"
+            "from the modelling code stored with the weights; the pipeline needs `rgnet_hf`."
+        )
     return f"""---
 library_name: transformers
 tags:
@@ -50,5 +66,5 @@ pipe = pipeline("video-grounding", model="path/or/repo")
 pipe({{"video_features": video, "text_features": tokens, "sentence_features": sentence}}, top_k=5)
 ```
 
-Without `rgnet_hf` installed, pass `trust_remote_code=True`: the modelling code is stored with the weights.
+{without_package}
 """

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -13,11 +11,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
-from transformers.utils.hub import hf_api
 
 from .configuration_rgnet import RGNetConfig
 from .loss_rgnet import RGNetLoss
-from .model_card_rgnet import generate_model_card
 
 # --------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -528,72 +524,6 @@ class RGNetPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["RGNetEncoderLayer", "RGNetDecoderLayer", "RGNetTextToVideoLayer"]
 
-    def save_pretrained(self, save_directory, *args, remote_pipeline: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus a default processor derived from the config (when the folder has
-        none) so that `pipeline("video-grounding", model=folder)` works, and a generated model card (README.md, when
-        the folder has none).
-
-        With `remote_pipeline=True` (what `push_to_hub` does), the pipeline's code and its `custom_pipelines` entry
-        are stored too, so the pipeline loads with `trust_remote_code=True` where rgnet_hf is not installed.
-        Transformers then asks for `trust_remote_code=True` even where rgnet_hf is installed, which is why it is off
-        for local folders.
-        """
-        from .processing_rgnet import RGNetProcessor
-
-        custom_pipelines = getattr(self.config, "custom_pipelines", None)
-        if remote_pipeline:
-            self.config.custom_pipelines = {
-                "video-grounding": {
-                    "impl": "pipeline_rgnet.VideoGroundingPipeline",
-                    "pt": ["AutoModel"],
-                    "tf": [],
-                    "type": "multimodal",
-                }
-            }
-        try:
-            result = super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            if remote_pipeline:
-                self.config.custom_pipelines = custom_pipelines
-        if kwargs.get("is_main_process", True):
-            if remote_pipeline:
-                from transformers.dynamic_module_utils import custom_object_save
-
-                from .pipeline_rgnet import VideoGroundingPipeline
-
-                custom_object_save(VideoGroundingPipeline, save_directory)
-            if not os.path.exists(os.path.join(save_directory, "processor_config.json")):
-                RGNetProcessor.from_model_config(self.config).save_pretrained(save_directory)
-            card = os.path.join(save_directory, "README.md")
-            if not os.path.exists(card):
-                with open(card, "w", encoding="utf-8") as handle:
-                    handle.write(generate_model_card(self.config, parameter_count=self.num_parameters()))
-        return result
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token=None,
-        revision: str | None = None,
-        create_pr: bool = False,
-        **kwargs,
-    ):
-        """Upload the weights, the configuration, the modelling code and a generated model card to the Hub."""
-        repo_id = hf_api().create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder, remote_pipeline=True, **kwargs)
-            return self._upload_modified_files(
-                folder,
-                repo_id,
-                files_timestamps={},
-                commit_message=commit_message or "Upload RGNet model",
-                token=token,
-                create_pr=create_pr,
-                revision=revision,
-            )
-
     def _init_weights(self, module: nn.Module) -> None:
         # The official initialisation: xavier-uniform for every matrix inside the encoder and decoder (tagged at
         # construction, see `_tag_linear_init`), PyTorch defaults elsewhere, N(0, 1) for the retrieval token, its
@@ -904,6 +834,65 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         saliency = self.saliency_from(encoded.video_memory, encoded.retrieval_embedding)
         return logits, spans, saliency, hidden_states[-1]
 
+    # ---------------------------------------------------------------- training-only passes
+    def encode_in_batch_pairs(
+        self,
+        video_features: torch.Tensor,
+        video_mask: torch.Tensor,
+        text_features: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> tuple[RGNetEncoderOutput, torch.Tensor]:
+        """
+        Encode every text of the batch with every window of the batch (the official `winret` pairing) for the window
+        retrieval loss.
+
+        Returns:
+            The encoder output of the positive pairs (text `i` with window `i`, as `self.model.encode` would give
+            for the batch) and the window-retrieval logits `(batch_size, batch_size)` of text `i` with window `j`.
+        """
+        batch_size = video_features.shape[0]
+        # Row k = i * B + j pairs text i with window j; the positives are the diagonal k = i * (B + 1).
+        paired = self.model.encode(
+            video_features.repeat(batch_size, 1, 1),
+            video_mask.repeat(batch_size, 1),
+            text_features.repeat_interleave(batch_size, 0),
+            text_mask.repeat_interleave(batch_size, 0),
+        )
+        window_retrieval_logits = self.window_logits_from(paired.retrieval_embedding).view(batch_size, batch_size)
+        positive_rows = torch.arange(batch_size, device=video_features.device) * (batch_size + 1)
+        positives = RGNetEncoderOutput(
+            **{name: value[positive_rows] if value is not None else None for name, value in paired.items()}
+        )
+        return positives, window_retrieval_logits
+
+    def ground_negative_windows(
+        self,
+        negative_video_features: torch.Tensor | None,
+        negative_video_mask: torch.Tensor | None,
+        text_features: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Run each text on a window of its video that does not contain its moment, for the negative-window loss terms.
+
+        Returns:
+            `{"logits" (batch_size, num_queries, 2), "saliency_scores" (batch_size, num_negative_frames),
+            "video_mask" (batch_size, num_negative_frames), "sampler_logits" (batch_size, 1 + num_negative_frames)}`.
+        """
+        if negative_video_features is None or negative_video_mask is None:
+            raise ValueError(
+                "config.use_negative_window_loss is on: pass `negative_video_features` and `negative_video_mask`"
+            )
+        self.model.validate_inputs(negative_video_features, negative_video_mask, text_features, text_mask)
+        negative_encoded = self.model.encode(negative_video_features, negative_video_mask, text_features, text_mask)
+        negative_logits, _, negative_saliency, _ = self.ground_windows(negative_encoded, negative_video_mask)
+        return {
+            "logits": negative_logits[-1],
+            "saliency_scores": negative_saliency,
+            "video_mask": negative_video_mask,
+            "sampler_logits": negative_encoded.sampler_logits,
+        }
+
     # ---------------------------------------------------------------- forward
     def forward(
         self,
@@ -942,22 +931,11 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         self.model.validate_inputs(video_features, video_mask, text_features, text_mask)
         if labels is not None and len(labels) != video_features.shape[0]:
             raise ValueError(f"`labels` has {len(labels)} entries for {video_features.shape[0]} windows")
-        use_pairs = labels is not None and config.in_batch_window_pairs and video_features.shape[0] > 1
-        batch_size = video_features.shape[0]
 
         window_retrieval_logits = None
-        if use_pairs:
-            # Row k = i * B + j pairs text i with window j; the positives are the diagonal k = i * (B + 1).
-            paired = self.model.encode(
-                video_features.repeat(batch_size, 1, 1),
-                video_mask.repeat(batch_size, 1),
-                text_features.repeat_interleave(batch_size, 0),
-                text_mask.repeat_interleave(batch_size, 0),
-            )
-            window_retrieval_logits = self.window_logits_from(paired.retrieval_embedding).view(batch_size, batch_size)
-            positive_rows = torch.arange(batch_size, device=video_features.device) * (batch_size + 1)
-            encoded = RGNetEncoderOutput(
-                **{name: value[positive_rows] if value is not None else None for name, value in paired.items()}
+        if labels is not None and config.in_batch_window_pairs and video_features.shape[0] > 1:
+            encoded, window_retrieval_logits = self.encode_in_batch_pairs(
+                video_features, video_mask, text_features, text_mask
             )
         else:
             encoded = self.model.encode(video_features, video_mask, text_features, text_mask)
@@ -970,19 +948,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
 
         negative_window_outputs = None
         if labels is not None and config.use_negative_window_loss:
-            if negative_video_features is None or negative_video_mask is None:
-                raise ValueError(
-                    "config.use_negative_window_loss is on: pass `negative_video_features` and `negative_video_mask`"
-                )
-            self.model.validate_inputs(negative_video_features, negative_video_mask, text_features, text_mask)
-            negative_encoded = self.model.encode(negative_video_features, negative_video_mask, text_features, text_mask)
-            negative_logits, _, negative_saliency, _ = self.ground_windows(negative_encoded, negative_video_mask)
-            negative_window_outputs = {
-                "logits": negative_logits[-1],
-                "saliency_scores": negative_saliency,
-                "video_mask": negative_video_mask,
-                "sampler_logits": negative_encoded.sampler_logits,
-            }
+            negative_window_outputs = self.ground_negative_windows(
+                negative_video_features, negative_video_mask, text_features, text_mask
+            )
 
         output = RGNetVideoGroundingOutput(
             logits=all_logits[-1],
@@ -999,8 +967,9 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         )
         if labels is not None:
             loss, loss_dict = self.criterion(output, labels, video_mask, encoded.sampler_logits)
-            output.loss = loss
-            output.loss_dict = loss_dict
+            # Rebuilt rather than assigned: a field set after construction would come last in `to_tuple()`, and the
+            # loss comes first.
+            output = RGNetVideoGroundingOutput(loss=loss, loss_dict=loss_dict, **output)
         return output if return_dict else output.to_tuple()
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import Pipeline
+from transformers import AutoProcessor, Pipeline
 
 from .inference_rgnet import RGNetGroundingEngine
+from .processing_rgnet import RGNetProcessor
 from .windowing import _check_seconds_per_feature
 
 # Every key an input dict may hold; anything else is refused, so a misspelt key cannot be silently ignored.
@@ -70,6 +71,22 @@ def _queries(text_features) -> tuple[list[np.ndarray], bool]:
     return [array], False
 
 
+def _default_processor(model) -> RGNetProcessor:
+    """The processor derived from the model's config, for model folders that carry none.
+
+    Transformers loads a folder's processor softly (any error gives None): a local folder that does have a
+    `processor_config.json` is loaded again here so that a broken file is reported instead of replaced.
+    """
+    name_or_path = str(getattr(model, "name_or_path", "") or "")
+    processor_file = os.path.join(name_or_path, "processor_config.json")
+    if name_or_path and os.path.isfile(processor_file):
+        try:
+            return AutoProcessor.from_pretrained(name_or_path)
+        except Exception as error:
+            raise ValueError(f"{processor_file} could not be loaded as an RGNet processor: {error}") from error
+    return RGNetProcessor.from_model_config(model.config)
+
+
 class VideoGroundingPipeline(Pipeline):
     """
     Ground natural-language queries in a long video with RGNet.
@@ -101,7 +118,8 @@ class VideoGroundingPipeline(Pipeline):
     video (the ranking is unchanged) and carry `"query"`: the query's text (None for queries given as features).
     """
 
-    _load_processor = True
+    # Loaded when the model folder has one; otherwise `__init__` builds the default processor from the config.
+    _load_processor = None
     _load_tokenizer = False
     _load_feature_extractor = None
     _load_image_processor = False
@@ -117,7 +135,9 @@ class VideoGroundingPipeline(Pipeline):
     ):
         super().__init__(*args, **kwargs)
         self.engine = RGNetGroundingEngine(self.model, memory_budget_bytes=memory_budget_bytes)
-        if self.feature_extractor is None and self.processor is not None:
+        if self.processor is None:
+            self.processor = _default_processor(self.model)
+        if self.feature_extractor is None:
             self.feature_extractor = self.processor.feature_extractor
         self._feature_encoder = feature_encoder
         self._feature_encoder_dtype = feature_encoder_dtype

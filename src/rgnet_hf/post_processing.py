@@ -46,6 +46,7 @@ __all__ = [
     "post_process_query",
     "post_process_query_all_rankings",
     "rank_windows",
+    "hull_iou",
     "temporal_iou_matrix",
     "temporal_nms",
 ]
@@ -160,12 +161,33 @@ def fuse_scores(rows: ArrayLike) -> np.ndarray:
     return fused_rows[value_rows]
 
 
+def hull_iou(spans_a: np.ndarray, spans_b: np.ndarray) -> np.ndarray:
+    """
+    Temporal IoU as the official NMS and metrics compute it, elementwise over broadcast `[start, end]` spans: the
+    one implementation behind NMS, the metrics and the baselines.
+
+    IoU = `max(0, min(ends) - max(starts)) / (max(ends) - min(starts))`, intersection over hull length. This equals
+    the usual IoU whenever the spans overlap, and is 0 otherwise. When the hull length is 0 (both spans are the same
+    single point) the IoU is 0 instead of 0/0: a zero-length span has no extent to overlap.
+
+    Args:
+        spans_a, spans_b (`np.ndarray` of shapes `(..., 2)` that broadcast): `[start, end]` in the last axis.
+
+    Returns:
+        `np.ndarray` of the broadcast shape without the last axis, in the floating dtype of the inputs (float32 spans
+        give a float32 computation, as the official MAD evaluator's).
+    """
+    start_a, end_a = spans_a[..., 0], spans_a[..., 1]
+    start_b, end_b = spans_b[..., 0], spans_b[..., 1]
+    zero = np.result_type(spans_a, spans_b).type(0)
+    intersection = np.maximum(zero, np.minimum(end_a, end_b) - np.maximum(start_a, start_b))
+    hull = np.maximum(end_a, end_b) - np.minimum(start_a, start_b)
+    return np.divide(intersection, hull, out=np.zeros_like(intersection), where=hull > 0)
+
+
 def temporal_iou_matrix(spans_a: ArrayLike, spans_b: ArrayLike) -> np.ndarray:
     """
-    Pairwise temporal IoU as the official NMS and metrics compute it: `max(0, min(ends) - max(starts))` divided by the
-    hull length `max(ends) - min(starts)`. This equals the usual IoU whenever the spans overlap, and is 0 otherwise.
-    When the hull length is 0 (both spans are the same single point) the IoU is defined as 0 instead of 0/0: a
-    zero-length span has no extent to overlap.
+    Pairwise temporal IoU ([`hull_iou`]) of two sets of spans.
 
     Args:
         spans_a: shape `(N, 2)`; spans_b: shape `(M, 2)`.
@@ -175,12 +197,7 @@ def temporal_iou_matrix(spans_a: ArrayLike, spans_b: ArrayLike) -> np.ndarray:
     """
     spans_a = _to_float64_array(spans_a).reshape(-1, 2)
     spans_b = _to_float64_array(spans_b).reshape(-1, 2)
-    start_a, end_a = spans_a[:, 0, None], spans_a[:, 1, None]
-    start_b, end_b = spans_b[None, :, 0], spans_b[None, :, 1]
-    intersection = np.maximum(0.0, np.minimum(end_a, end_b) - np.maximum(start_a, start_b))
-    hull = np.maximum(end_a, end_b) - np.minimum(start_a, start_b)
-    positive_hull = hull > 0
-    return np.divide(intersection, hull, out=np.zeros_like(intersection), where=positive_hull)
+    return hull_iou(spans_a[:, None], spans_b[None])
 
 
 def temporal_nms(spans: ArrayLike, nms_threshold: float = 0.5, max_keep: int | None = None) -> np.ndarray:

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from .configuration_rgnet import MAD_SECONDS_PER_FEATURE
+
 __all__ = [
     "SYNTHETIC_PRESETS",
     "SyntheticMADConfig",
@@ -140,7 +142,7 @@ class SyntheticMADConfig:
     video_feature_size: int = 512
     text_feature_size: int = 512
     num_tokens: tuple[int, int] = (6, 16)
-    seconds_per_feature: float = 0.2
+    seconds_per_feature: float = MAD_SECONDS_PER_FEATURE
     dtype: str = "float32"
     vocab_size: int = 1000
     video_vocab_size: int = 40

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from .configuration_rgnet import RGNetConfig
-from .grounding_metrics import compute_grounding_metrics, window_recall
+from .feature_extraction_rgnet import pad_sequences
+from .grounding_metrics import EVALUATION_PRESETS, compute_grounding_metrics, window_recall
 from .inference_rgnet import RGNetGroundingEngine
+from .model_folder import push_model_folder_to_hub, save_model_folder
 from .modeling_rgnet import RGNetForVideoGrounding
 from .windowing import ground_truth_windows
 
@@ -165,12 +167,8 @@ def evaluate_model(
         video = videos[index]
         if video["timestamps"] is None:
             raise ValueError(f"video {video['video_id']} has no ground truth: evaluate on an annotated split")
-        results = engine.ground(
-            video["video_features"],
-            _pad_queries(video["text_features"]),
-            _query_mask(video["text_features"]),
-            video["sentence_features"],
-        )
+        text_features, text_mask = pad_sequences(video["text_features"], "text_features")
+        results = engine.ground(video["video_features"], text_features, text_mask, video["sentence_features"])
         num_windows = len(results[0].window_order)
         for query_id, result, timestamps in zip(video["query_ids"], results, video["timestamps"]):
             windows = ground_truth_windows(
@@ -206,24 +204,11 @@ def evaluate_model(
         window_recall(
             [r["window_order"] for r in records],
             [r["gt_windows"] for r in records],
-            ks=(1, 5, 10, 30) if preset == "mad" else (1, 5, 10, 20),
+            ks=EVALUATION_PRESETS[preset].window_ks,
         )
     )
     metrics["num_queries"] = len(records)
     return metrics
-
-
-def _pad_queries(text_features: list[np.ndarray]) -> np.ndarray:
-    length = max(len(t) for t in text_features)
-    padded = np.zeros((len(text_features), length, text_features[0].shape[-1]), dtype=np.float32)
-    for index, tokens in enumerate(text_features):
-        padded[index, : len(tokens)] = tokens
-    return padded
-
-
-def _query_mask(text_features: list[np.ndarray]) -> np.ndarray:
-    length = max(len(t) for t in text_features)
-    return (np.arange(length)[None] < np.array([len(t) for t in text_features])[:, None]).astype(np.float32)
 
 
 def selection_score(metrics: dict[str, float], keys: list[str]) -> float:
@@ -279,7 +264,7 @@ def _save_model_atomically(model: RGNetForVideoGrounding, folder: Path) -> None:
     partial = folder.with_name(f".{folder.name}.partial")
     if partial.exists():
         shutil.rmtree(partial)
-    model.save_pretrained(partial)
+    save_model_folder(model, partial)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(partial, folder)
@@ -471,7 +456,9 @@ def train(config: TrainingConfig, accelerator=None, dataset=None) -> dict[str, A
         final_model = accelerator.unwrap_model(model)
         _save_model_atomically(final_model, final_dir)
         if config.push_to_hub:
-            final_model.push_to_hub(config.push_to_hub, commit_message="Upload RGNet trained with rgnet_hf")
+            push_model_folder_to_hub(
+                final_model, config.push_to_hub, commit_message="Upload RGNet trained with rgnet_hf"
+            )
     accelerator.wait_for_everyone()
     if log_with:
         accelerator.end_training()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "cut_windows",
     "default_window_stride",
     "frames_to_seconds",
     "ground_truth_window_mask",
@@ -34,6 +35,7 @@ __all__ = [
     "ground_truth_windows",
     "moment_to_window_target",
     "num_windows",
+    "resolve_window_stride",
     "seconds_to_frames",
     "window_bounds",
     "window_spans_to_seconds",
@@ -108,6 +110,38 @@ def window_bounds(num_frames: int, window_length: int, stride: int | None = None
     starts = nominal_starts.clamp(min=0)
     ends = (nominal_starts + window_length).clamp(max=num_frames)
     return torch.stack([starts, ends], dim=1)
+
+
+def cut_windows(
+    features: torch.Tensor,
+    bounds: torch.Tensor,
+    windows: torch.Tensor | None = None,
+    length: int | None = None,
+) -> tuple[torch.Tensor, torch.BoolTensor]:
+    """
+    Cut windows out of a video's features: the one place where windows are gathered and zero-padded.
+
+    Args:
+        features (`torch.Tensor` of shape `(T, D)`): the whole video.
+        bounds (`torch.LongTensor` of shape `(W, 2)`): `[start, end)` frames of every window ([`window_bounds`]).
+        windows (`torch.LongTensor` of shape `(K,)`, *optional*): the windows to cut (all by default).
+        length (`int`, *optional*): padded length of every window; defaults to the longest window of `bounds`,
+            which is `min(window_length, T)` for the official grid.
+
+    Returns:
+        `(windows, mask)`: `(K, length, D)` features in the dtype and on the device of `features`, zero after each
+        window's end, and the `torch.BoolTensor` `(K, length)` of valid frames.
+    """
+    bounds = torch.as_tensor(bounds)
+    if length is None:
+        length = int((bounds[:, 1] - bounds[:, 0]).max())
+    if windows is not None:
+        bounds = bounds[torch.as_tensor(windows, device=bounds.device)]
+    bounds = bounds.to(features.device)
+    index = bounds[:, :1] + torch.arange(length, device=features.device)[None]
+    mask = index < bounds[:, 1:]
+    gathered = features[index.clamp(max=features.shape[0] - 1)]
+    return gathered * mask[..., None].to(gathered.dtype), mask
 
 
 def window_span(index: int, num_frames: int, window_length: int, stride: int) -> tuple[int, int]:

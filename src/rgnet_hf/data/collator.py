@@ -6,25 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..feature_extraction_rgnet import pad_sequences
+
 __all__ = ["RGNetTrainingCollator", "pad_sequences"]
-
-
-def pad_sequences(sequences: list[torch.Tensor], what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pads `(n_i, D)` tensors at the end.
-
-    Returns:
-        features `torch.FloatTensor (B, max n_i, D)` and mask `torch.FloatTensor (B, max n_i)` with 1 = valid.
-    """
-    sizes = {tuple(sequence.shape[1:]) for sequence in sequences}
-    if any(sequence.ndim != 2 for sequence in sequences) or len(sizes) != 1:
-        raise ValueError(f"{what}: every item needs a (length, feature_size) tensor of one feature size, got {sizes}")
-    lengths = [sequence.shape[0] for sequence in sequences]
-    if min(lengths) < 1:
-        raise ValueError(f"{what}: an item has no rows")
-    # pad_sequence is several times faster than filling a zero tensor row by row.
-    batch = torch.nn.utils.rnn.pad_sequence([s.to(torch.float32) for s in sequences], batch_first=True)
-    mask = (torch.arange(batch.shape[1]) < torch.tensor(lengths)[:, None]).to(torch.float32)
-    return batch, mask
 
 
 @dataclass

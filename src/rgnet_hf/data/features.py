@@ -1,6 +1,6 @@
 """Lazy, per-process readers of pre-extracted features.
 
-Three on-disk layouts are supported (data_formats.md sections 1.3, 2.3 and 3.3):
+Three on-disk layouts are supported (the releases that use them: docs/prepare_data.md):
 
 - `"h5"`: one flat HDF5 file, one dataset per key (MAD frame features `[T, D]` at 5 fps keyed by movie id; MAD token
   features `[L, D]` keyed by annotation id; MAD sentence features `[D]`). Windows are read with h5py slicing, so only
@@ -143,7 +143,25 @@ class _PerProcessStore:
 # Video stores: `keys()`, `num_frames(key)`, `read(key, start, end) -> (end - start, D) float32`
 
 
-class H5VideoStore(_PerProcessStore):
+class _VideoStore(_PerProcessStore):
+    """Base of the video stores: one check of what a read returns (a `[T, D]` float32 array of the expected size)."""
+
+    feature_dim: int | None
+    check_finite: bool
+
+    def _validated_array(self, array: np.ndarray, key: str) -> np.ndarray:
+        return _validated(
+            array,
+            source=self.path,
+            key=key,
+            what="video features",
+            ndim=2,
+            expected_dim=self.feature_dim,
+            check_finite=self.check_finite,
+        )
+
+
+class H5VideoStore(_VideoStore):
     def __init__(self, path: str, feature_dim: int | None = None, check_finite: bool = True):
         super().__init__()
         self.path, self.feature_dim, self.check_finite = str(path), feature_dim, check_finite
@@ -182,16 +200,7 @@ class H5VideoStore(_PerProcessStore):
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> np.ndarray:
         # h5py slicing reads only the requested rows from disk.
-        rows = self._dataset(key)[start:end]
-        return _validated(
-            rows,
-            source=self.path,
-            key=key,
-            what="video features",
-            ndim=2,
-            expected_dim=self.feature_dim,
-            check_finite=self.check_finite,
-        )
+        return self._validated_array(self._dataset(key)[start:end], key)
 
 
 def _load_pt(path: Path) -> np.ndarray:
@@ -217,7 +226,7 @@ def _load_pt(path: Path) -> np.ndarray:
     return loaded.numpy()
 
 
-class _WholeArrayVideoStore(_PerProcessStore):
+class _WholeArrayVideoStore(_VideoStore):
     """A store whose files hold a whole video (or clip) at once: each array is loaded once and cached, and windows are
     slices of the cached array. Subclasses implement `_load_array(key)`; with `validate_on_read`, each window read is
     checked (size, finiteness) instead of the whole array at load."""
@@ -227,17 +236,6 @@ class _WholeArrayVideoStore(_PerProcessStore):
 
     def _load_array(self, key: str) -> np.ndarray:
         raise NotImplementedError
-
-    def _validated_array(self, array: np.ndarray, key: str) -> np.ndarray:
-        return _validated(
-            array,
-            source=self.path,
-            key=key,
-            what="video features",
-            ndim=2,
-            expected_dim=self.feature_dim,
-            check_finite=self.check_finite,
-        )
 
     def _array(self, key: str) -> np.ndarray:
         def load() -> np.ndarray:
@@ -262,7 +260,7 @@ class PtVideoStore(_WholeArrayVideoStore):
 
     For a clip `c` with `clip_ranges[c] = (video_uid, start_sec, end_sec)`, the features are rows
     `floor(start_sec / seconds_per_feature) : ceil(end_sec / seconds_per_feature) + 1` of `{video_uid}.pt`, the rule
-    of the official NLQ baselines for clip slices of per-video features (data_formats.md section 2.3).
+    of the official NLQ baselines for clip slices of per-video features.
     """
 
     validate_on_read = True  # a window is checked when read, so a bad row elsewhere in the video does not block it

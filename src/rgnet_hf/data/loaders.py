@@ -24,6 +24,7 @@ from typing import Literal
 import datasets
 import numpy as np
 
+from ..configuration_rgnet import EGO4D_SECONDS_PER_FEATURE, MAD_SECONDS_PER_FEATURE
 from .annotations import (
     MAD_SPLIT_FILES,
     DataReport,
@@ -54,7 +55,7 @@ __all__ = [
 
 SIDECAR_NAME = "rgnet_data.json"
 SIDECAR_VERSION = 1
-DEFAULT_SECONDS_PER_FEATURE = {"mad": 0.2, "ego4d": 0.535}
+DEFAULT_SECONDS_PER_FEATURE = {"mad": MAD_SECONDS_PER_FEATURE, "ego4d": EGO4D_SECONDS_PER_FEATURE}
 PathLike = str | os.PathLike
 SplitPaths = PathLike | Mapping[str, PathLike] | None
 
@@ -371,7 +372,7 @@ def load_mad(
     on_missing_features: Literal["raise", "drop"] = "raise",
     video_feature_dim: int | None = None,
     text_feature_dim: int | None = None,
-    seconds_per_feature: float = 0.2,
+    seconds_per_feature: float = MAD_SECONDS_PER_FEATURE,
     check_finite: bool = True,
 ) -> GroundingDatasetDict:
     """MAD from its official release.
@@ -442,7 +443,7 @@ def load_ego4d_nlq(
     on_missing_features: Literal["raise", "drop"] = "raise",
     video_feature_dim: int | None = None,
     text_feature_dim: int | None = None,
-    seconds_per_feature: float = 0.535,
+    seconds_per_feature: float = EGO4D_SECONDS_PER_FEATURE,
     check_finite: bool = True,
 ) -> GroundingDatasetDict:
     """Ego4D Natural Language Queries from the official release (+ the NaQ-augmented training file).

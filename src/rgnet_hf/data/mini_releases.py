@@ -1,7 +1,7 @@
 """Writers of the on-disk formats, and small synthetic releases in the official layouts.
 
-Used by the tests, the benchmark and the documentation examples. The releases contain the oddities of real data
-(data_formats.md section 4): moments at 0 s and at the very end, zero-length and sub-feature moments, ends past the
+Used by the tests, the benchmark and the documentation examples. The releases contain the oddities of real data:
+moments at 0 s and at the very end, zero-length and sub-feature moments, ends past the
 duration, a negative start, reversed NaQ windows, null queries, sentences with newlines and emoji, a video shorter
 than one window, feature arrays one row short, integer (rounded) Ego4D durations, npz archives with a stray
 `allow_pickle` member, and feature rows with norms far from 1.
@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+
+from ..configuration_rgnet import EGO4D_SECONDS_PER_FEATURE
 
 __all__ = [
     "encode_npz",
@@ -235,7 +237,7 @@ def make_ego4d_release(
     queries_per_clip: int = 6,
     feature_dim: int = 256,
     text_dim: int = 512,
-    seconds_per_feature: float = 0.535,
+    seconds_per_feature: float = EGO4D_SECONDS_PER_FEATURE,
     version: str = "v1",
     seed: int = 0,
 ) -> dict[str, Path]:

@@ -1,4 +1,4 @@
-"""Training samples as the official recipes build them (rgnet_reference.md section 3), reproducibly.
+"""Training samples as the official recipes build them (the rules: docs/prepare_data.md), reproducibly.
 
 For one query on a video of `T` features (windows of `L` frames, stride `S`):
 
