@@ -367,6 +367,12 @@ def pipe(assets):
     return pipeline("video-grounding", model=str(assets["rgnet"]), progress=False)
 
 
+def assert_same_moments(actual: list[dict], expected: list[dict]) -> None:
+    assert [m["query"] for m in actual] == [m["query"] for m in expected]
+    for key, tolerance in (("start", 2e-4), ("end", 2e-4), ("score", 1e-5)):
+        np.testing.assert_allclose([m[key] for m in actual], [m[key] for m in expected], rtol=1e-5, atol=tolerance)
+
+
 def test_pipeline_on_a_video_file_and_texts(assets, encoders, pipe, monkeypatch):
     queries = ["a man opens the door", "the camera pans over the city"]
     encoder = pipe.feature_encoder
@@ -380,7 +386,7 @@ def test_pipeline_on_a_video_file_and_texts(assets, encoders, pipe, monkeypatch)
     assert len(calls) == 1  # decoded and encoded once for both queries
     one = pipe({"video": str(assets["long_video"]), "text": queries[0]}, top_k=100)
     assert len(calls) == 1  # the same file again: reused
-    assert one == both[0]
+    assert_same_moments(one, both[0])  # another batch shape: equal up to fp32 and the 4-decimal rounding
     for query, moments in zip(queries, both):
         assert moments and all(set(m) == {"start", "end", "score", "query"} and m["query"] == query for m in moments)
         assert all(0.0 <= m["start"] <= m["end"] <= 20.0 for m in moments)

@@ -76,6 +76,10 @@ def _options_dict(options: Any) -> dict[str, Any]:
     return dict(vars(options))
 
 
+# The CLIP models whose image embeddings MAD releases, by embedding size.
+MAD_FEATURE_ENCODERS = {512: "openai/clip-vit-base-patch32", 768: "openai/clip-vit-large-patch14"}
+
+
 def config_from_official_options(options: Mapping[str, Any] | Any, **overrides) -> RGNetConfig:
     """Build an [`RGNetConfig`] from the official option namespace (or dict) saved in a checkpoint."""
     opt = _options_dict(options)
@@ -128,6 +132,9 @@ def config_from_official_options(options: Mapping[str, Any] | Any, **overrides) 
         "scale_matching_score_by_window_score": dataset == "ego4d",
         "dataset_name": "ego4d" if dataset == "ego4d" else "mad",
     }
+    if values["dataset_name"] == "mad":
+        # MAD's frame features are CLIP image embeddings; their size tells which CLIP made them.
+        values["feature_encoder"] = MAD_FEATURE_ENCODERS.get(values["video_feature_size"])
     values.update(overrides)
     return RGNetConfig(**values)
 
