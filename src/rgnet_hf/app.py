@@ -70,24 +70,11 @@ def parse_queries(text: str | None) -> list[str]:
     return queries
 
 
-def video_duration(path: str | Path) -> float:
-    """Length of the first video stream in seconds, from the container's metadata (PyAV)."""
-    import av
+def video_duration(path: str | Path) -> float | None:
+    """The video's length in seconds as its container declares it (None when it does not say)."""
+    from .video_decoding import probe_video
 
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ValueError(f"{Path(path).name} has no video stream")
-        stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return container.duration / av.time_base
-        # Some containers carry no duration: the last frame's time is the answer.
-        last = 0.0
-        for frame in container.decode(stream):
-            if frame.time is not None:
-                last = frame.time
-        return last
+    return probe_video(path).duration
 
 
 def cut_clip(
@@ -293,14 +280,12 @@ class GroundingApp:
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"The number of moments per query must be between 1 and {MAX_TOP_K}, got {top_k}.")
         video = str(video)
-        if not Path(video).is_file():
-            raise FileNotFoundError(f"No such video file: {video}")
-        duration = video_duration(video)
+        duration = video_duration(video)  # also rejects a file that is not a video before any work
         rankings = self.pipe({"video": video, "text": queries}, top_k=top_k)
-        if rankings and isinstance(rankings[0], dict):  # one query may come back as a bare list
-            rankings = [rankings]
         if len(rankings) != len(queries):
             raise RuntimeError(f"the pipeline answered {len(rankings)} queries for {len(queries)}")
+        if duration is None:  # the pipeline clips moments to the video: the last end is the best bound known
+            duration = max((moment["end"] for moments in rankings for moment in moments), default=0.0)
         return GroundingResult(video=video, duration=duration, queries=queries, rankings=rankings)
 
     def clip(self, result: GroundingResult, choice: str) -> Path:
@@ -349,7 +334,7 @@ class GroundingApp:
             result_state = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=1):
-                    video = gr.Video(label="Video", sources=["upload"], elem_id="rgnet-video")
+                    video = gr.Video(label="Video", sources=["upload"], height=300, elem_id="rgnet-video")
                     if self.examples:
                         gr.Examples(examples=[[str(path)] for path in self.examples], inputs=[video], label="Examples")
                     queries = gr.Textbox(
@@ -364,7 +349,7 @@ class GroundingApp:
                 with gr.Column(scale=1):
                     timeline = gr.HTML(label="Moments", elem_id="rgnet-timeline")
                     moment = gr.Dropdown(label="Play a moment", choices=[], elem_id="rgnet-moment")
-                    clip = gr.Video(label="Moment clip", interactive=False, elem_id="rgnet-clip")
+                    clip = gr.Video(label="Moment clip", interactive=False, height=300, elem_id="rgnet-clip")
             button.click(
                 submit,
                 inputs=[video, queries, top_k],

@@ -253,7 +253,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _app(args: argparse.Namespace) -> int:
     try:
-        import av  # noqa: F401
         import gradio  # noqa: F401
     except ImportError as error:
         raise ValueError(f"the web app needs the app extra: pip install 'rgnet_hf[app]' ({error})") from error
