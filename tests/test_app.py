@@ -114,11 +114,14 @@ def test_render_timeline_carries_every_moment():
     page = render_timeline(result)
     assert html.escape("a <b>door</b> opens") in page and "<b>door</b>" not in page
     found = re.findall(r'data-rank="(\d+)" data-start="([\d.]+)" data-end="([\d.]+)" data-score="([\d.]+)"', page)
-    # Each track draws the worst moment first so that the best one is on top.
-    assert found == [("2", "5.0000", "6.5000", "0.400000"), ("1", "1.0000", "3.0000", "0.900000")] + [
-        ("1", "0.0000", "10.0000", "0.700000")
+    assert found == [
+        ("1", "1.0000", "3.0000", "0.900000"),
+        ("2", "5.0000", "6.5000", "0.400000"),
+        ("1", "0.0000", "10.0000", "0.700000"),
     ]
-    assert "left:10.000%;width:20.000%" in page and "left:0.000%;width:100.000%" in page
+    # Positions are shares of the video; each rank has its own lane.
+    assert "left:10.000%;width:20.000%;top:2px" in page and "left:50.000%;width:15.000%;top:18px" in page
+    assert "left:0.000%;width:100.000%;top:2px" in page
     assert [choice for _, choice in result.moment_choices()] == ["0:0", "0:1", "1:0"]
     assert result.moment("0:1") == rankings[0][1]
 

@@ -20,6 +20,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 # Clips are re-encoded for the browser; bounding their height keeps cutting fast for 1080p and 4K sources.
 CLIP_MAX_HEIGHT = 480
 MAX_TOP_K = 20
+LANE_PX = 16  # height of one moment's lane on the timeline
 
 # Grounding errors a user can cause (bad file, empty query, a model that cannot read videos): shown in the page.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, OSError, NotImplementedError)
@@ -28,10 +29,9 @@ CSS = """
 .rgnet-timeline { font-size: 14px; }
 .rgnet-query { margin: 0 0 18px 0; }
 .rgnet-query-text { font-weight: 600; margin-bottom: 4px; }
-.rgnet-track { position: relative; height: 30px; background: #e5e7eb; border-radius: 4px; overflow: hidden; }
-.rgnet-moment { position: absolute; top: 3px; height: 24px; min-width: 3px; background: #ea580c; border-radius: 3px;
-  color: #fff; font-size: 11px; line-height: 24px; text-align: center; overflow: hidden;
-  box-shadow: inset 0 0 0 1px rgba(255, 255, 255, 0.7); }
+.rgnet-track { position: relative; background: #e5e7eb; border-radius: 4px; overflow: hidden; }
+.rgnet-moment { position: absolute; min-width: 3px; background: #ea580c; border-radius: 3px; color: #fff;
+  font-size: 11px; text-align: center; overflow: hidden; }
 .rgnet-axis { display: flex; justify-content: space-between; color: #6b7280; font-size: 11px; margin-top: 2px; }
 .rgnet-table { border-collapse: collapse; margin-top: 6px; font-size: 13px; }
 .rgnet-table th, .rgnet-table td { padding: 2px 10px; text-align: right; border-bottom: 1px solid #e5e7eb; }
@@ -161,7 +161,8 @@ def _upright(frame):
 
 
 def render_timeline(result: GroundingResult) -> str:
-    """HTML: per query, the whole video as a bar with the ranked moments on it, and a table of the moments.
+    """HTML: per query, the whole video as a bar with the ranked moments on it (one lane per rank, best on top), and a
+    table of the moments.
 
     Each moment carries `data-rank`, `data-start`, `data-end` and `data-score` so that it can be read back from
     the page.
@@ -172,10 +173,9 @@ def render_timeline(result: GroundingResult) -> str:
         count = len(moments)
         parts.append(f'<div class="rgnet-query" data-query-index="{query_index}" data-query="{html.escape(query)}">')
         parts.append(f'<div class="rgnet-query-text">Q{query_index + 1}. {html.escape(query)}</div>')
-        parts.append('<div class="rgnet-track">')
-        # Worst first, so the best moment is drawn on top where moments overlap.
-        for rank_index in reversed(range(count)):
-            moment = moments[rank_index]
+        # One lane per rank, best on top: overlapping moments stay readable.
+        parts.append(f'<div class="rgnet-track" style="height:{count * LANE_PX + 4}px">')
+        for rank_index, moment in enumerate(moments):
             left = 100 * min(max(moment["start"] / duration, 0.0), 1.0)
             width = 100 * min(max((moment["end"] - moment["start"]) / duration, 0.0), 1.0 - left / 100)
             opacity = 1.0 - 0.6 * rank_index / max(count - 1, 1)
@@ -183,7 +183,8 @@ def render_timeline(result: GroundingResult) -> str:
                 f'<div class="rgnet-moment" data-rank="{rank_index + 1}" data-start="{moment["start"]:.4f}" '
                 f'data-end="{moment["end"]:.4f}" data-score="{moment["score"]:.6f}" '
                 f'title="#{rank_index + 1}: {moment["start"]:.2f}-{moment["end"]:.2f} s, score {moment["score"]:.3f}" '
-                f'style="left:{left:.3f}%;width:{width:.3f}%;opacity:{opacity:.2f}">{rank_index + 1}</div>'
+                f'style="left:{left:.3f}%;width:{width:.3f}%;top:{2 + rank_index * LANE_PX}px;height:{LANE_PX - 2}px;'
+                f'line-height:{LANE_PX - 2}px;opacity:{opacity:.2f}">{rank_index + 1}</div>'
             )
         parts.append("</div>")
         parts.append(
@@ -208,6 +209,11 @@ def _clock(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _short_name(model: str) -> str:
+    """A local folder's own name (its full path is long and says little on the page); Hub ids as they are."""
+    return Path(model).name if Path(model).is_dir() else model
 
 
 def example_videos(paths: Sequence[str | Path] | None) -> list[Path]:
@@ -284,8 +290,9 @@ class GroundingApp:
         rankings = self.pipe({"video": video, "text": queries}, top_k=top_k)
         if len(rankings) != len(queries):
             raise RuntimeError(f"the pipeline answered {len(rankings)} queries for {len(queries)}")
-        if duration is None:  # the pipeline clips moments to the video: the last end is the best bound known
-            duration = max((moment["end"] for moments in rankings for moment in moments), default=0.0)
+        # The pipeline clips moments to the decoded length, which a container's declared duration may undercut.
+        last_end = max((moment["end"] for moments in rankings for moment in moments), default=0.0)
+        duration = max(duration or 0.0, last_end)
         return GroundingResult(video=video, duration=duration, queries=queries, rankings=rankings)
 
     def clip(self, result: GroundingResult, choice: str) -> Path:
@@ -326,7 +333,8 @@ class GroundingApp:
                 "## RGNet: find moments in a video\n"
                 "Choose a video, type one or more sentences (one per line) and press **Find moments**. "
                 "Every query gets its ranked moments on a timeline of the whole video; pick a moment to play it.\n\n"
-                f"Model: `{self.model_name}`, feature encoder: `{self.feature_encoder or 'none'}`."
+                f"Model: `{_short_name(self.model_name)}`, feature encoder: "
+                f"`{_short_name(self.feature_encoder) if self.feature_encoder else 'none'}`."
             )
             problem = self.encoder_problem()
             if problem:
