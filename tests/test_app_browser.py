@@ -12,6 +12,7 @@ Nothing is downloaded: Selenium gets the system chromedriver's path, so Selenium
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -58,10 +59,12 @@ def served_app(tmp_path_factory):
     clip = build_tiny_clip(root / "clip")
     model = build_tiny_rgnet(root / "rgnet", clip)
     video = make_test_video(root / "street.mp4", colors=PALETTE[:8], fps=10, size=(160, 96))
+    # Ten minutes at 2 frames per second: 1200 features to encode, long enough to watch the progress.
+    long_video = make_test_video(root / "long.mp4", colors=PALETTE * 6, seconds_per_color=10, fps=2, size=(64, 48))
     app = GroundingApp(model, device="cpu", examples=[video])
     page = launch(app, host="127.0.0.1", port=_free_port(), block=False, quiet=True)
     try:
-        yield app, page.local_url, video
+        yield app, page.local_url, video, long_video
     finally:
         page.close()
 
@@ -118,7 +121,7 @@ def _moments_on_page(driver) -> list[list[dict]]:
 
 
 def test_app_in_a_browser(served_app, browser, tmp_path):
-    app, url, video = served_app
+    app, url, video, _ = served_app
     wait = WebDriverWait(browser, WAIT_S)
     browser.get(url)
     wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
@@ -185,3 +188,35 @@ def test_app_in_a_browser(served_app, browser, tmp_path):
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 10_000
+
+
+# Records every progress text the page shows, however briefly, from the moment it is installed.
+WATCH_PROGRESS = """
+window.rgnetProgress = [];
+new MutationObserver(() => {
+  for (const element of document.querySelectorAll('.progress-text, .meta-text, .meta-text-center')) {
+    const text = element.textContent.trim();
+    if (text && !window.rgnetProgress.includes(text)) window.rgnetProgress.push(text);
+  }
+}).observe(document.body, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_long_video_shows_encoding_progress(served_app, browser):
+    _, url, _, long_video = served_app
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-video input[type=file]").send_keys(str(long_video))
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-video video")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-queries textarea").send_keys(QUERIES[0])
+    browser.execute_script(WATCH_PROGRESS)
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-submit").click()
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-timeline .rgnet-moment")))
+    shown = browser.execute_script("return window.rgnetProgress")
+    # The encoder's progress bar, relayed by Gradio: "done/total frame" counts part way through the video.
+    counts = [re.match(r"([\d.]+k?)/([\d.]+k?) frame", text) for text in shown]
+    partial = [match.groups() for match in counts if match and match.group(1) != match.group(2)]
+    assert partial, f"no encoding progress was shown; the page showed {shown}"
+    duration = float(browser.find_element(By.CSS_SELECTOR, ".rgnet-timeline").get_attribute("data-duration"))
+    assert duration == pytest.approx(600.0, abs=1e-3)
