@@ -6,7 +6,7 @@ page and checks them against the pipeline run directly on the same inputs, plays
 another one chosen in the list. It saves a screenshot of the page: to `$RGNET_APP_SCREENSHOT` when set (the docs'
 picture, docs/images/app.png, is made that way), else into the test's temporary folder.
 
-Nothing is downloaded: Selenium gets the system chromedriver's path, so Selenium Manager has nothing to fetch.
+Nothing is downloaded: Selenium gets the system chromedriver's path, so it never runs Selenium Manager.
 """
 
 from __future__ import annotations
@@ -85,15 +85,8 @@ def browser():
         "--disable-component-update",
     ):
         options.add_argument(argument)
-    previous = os.environ.get("SE_OFFLINE")
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never reach out
-    try:
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    finally:
-        if previous is None:
-            os.environ.pop("SE_OFFLINE", None)
-        else:
-            os.environ["SE_OFFLINE"] = previous
+    # With the driver's path given, Selenium skips Selenium Manager: nothing is looked up or downloaded.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT_S)
     driver.set_script_timeout(WAIT_S)
     try:
