@@ -206,3 +206,10 @@ def test_ci_installs_the_browser_before_the_tests():
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     install = ci.index("apt-get install -y -qq chromium chromium-driver")
     assert install < ci.index(".venv/bin/python -m pytest -q")
+
+
+def test_cli_app_names_a_model_it_cannot_load(tmp_path, capsys):
+    from rgnet_hf.cli import main
+
+    assert main(["app", "--model", str(tmp_path / "no_such_model")]) == 2
+    assert "cannot load the model" in capsys.readouterr().err

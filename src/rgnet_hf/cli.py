@@ -258,7 +258,11 @@ def _app(args: argparse.Namespace) -> int:
         raise ValueError(f"the web app needs the app extra: pip install 'rgnet_hf[app]' ({error})") from error
     from .app import GroundingApp, launch
 
-    launch(GroundingApp(args.model, device=args.device, examples=args.examples), args.host, args.port, args.share)
+    try:
+        app = GroundingApp(args.model, device=args.device, examples=args.examples)
+    except OSError as error:  # a missing folder or an unknown Hub id
+        raise ValueError(f"cannot load the model {args.model!r}: {error}") from error
+    launch(app, args.host, args.port, args.share)
     return 0
 
 
