@@ -213,3 +213,12 @@ def test_cli_app_names_a_model_it_cannot_load(tmp_path, capsys):
 
     assert main(["app", "--model", str(tmp_path / "no_such_model")]) == 2
     assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_app_keeps_only_the_newest_clips(app, video):
+    from rgnet_hf.app import KEPT_CLIPS
+
+    result = GroundingResult(str(video), 6.0, ["q"], [[{"start": 1.0, "end": 1.5, "score": 1.0, "query": "q"}]])
+    clips = [app.clip(result, "0:0") for _ in range(KEPT_CLIPS + 3)]
+    kept = set(app.clip_folder.glob("*.mp4"))
+    assert len(kept) == KEPT_CLIPS and clips[-1] in kept and clips[0] not in kept

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import tempfile
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -21,6 +20,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 CLIP_MAX_HEIGHT = 480
 MAX_TOP_K = 20
 LANE_PX = 16  # height of one moment's lane on the timeline
+KEPT_CLIPS = 16
 
 # Grounding errors a user can cause (bad file, empty query, a model that cannot read videos): shown in the page.
 USER_ERRORS = (ValueError, KeyError, FileNotFoundError, OSError, NotImplementedError)
@@ -259,6 +259,7 @@ class GroundingApp:
         self.model_name = str(model) if model is not None else getattr(pipe.model, "name_or_path", "model")
         self.examples = example_videos(examples)
         self.clip_folder = Path(tempfile.mkdtemp(prefix="rgnet-app-clips-"))
+        self.clips_cut = 0
 
     @property
     def feature_encoder(self) -> str | None:
@@ -298,7 +299,12 @@ class GroundingApp:
     def clip(self, result: GroundingResult, choice: str) -> Path:
         """Cut the chosen moment (`"query_index:rank_index"`) into a new mp4 in the app's clip folder."""
         moment = result.moment(choice)
-        name = f"moment-{moment['start']:.2f}-{moment['end']:.2f}-{uuid.uuid4().hex[:8]}.mp4"
+        # Gradio serves a copy of each clip, so only the newest few are kept here (names start with a counter).
+        older = sorted(self.clip_folder.glob("*.mp4"))
+        for path in older[: max(len(older) - (KEPT_CLIPS - 1), 0)]:
+            path.unlink(missing_ok=True)
+        self.clips_cut += 1
+        name = f"{self.clips_cut:08d}-moment-{moment['start']:.2f}-{moment['end']:.2f}.mp4"
         return cut_clip(result.video, moment["start"], moment["end"], self.clip_folder / name)
 
     def build(self):
@@ -328,7 +334,8 @@ class GroundingApp:
             except USER_ERRORS as error:
                 raise gr.Error(str(error), print_exception=False) from error
 
-        with gr.Blocks(title="RGNet video grounding", analytics_enabled=False) as page:
+        # A long-running server drops uploads and clips from Gradio's cache after a day.
+        with gr.Blocks(title="RGNet video grounding", analytics_enabled=False, delete_cache=(3600, 86400)) as page:
             gr.Markdown(
                 "## RGNet: find moments in a video\n"
                 "Choose a video, type one or more sentences (one per line) and press **Find moments**. "
