@@ -23,7 +23,7 @@ LANE_PX = 16  # height of one moment's lane on the timeline
 KEPT_CLIPS = 16
 
 # Grounding errors a user can cause (bad file, empty query, a model that cannot read videos): shown in the page.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, OSError, NotImplementedError)
+USER_ERRORS = (ValueError, KeyError, OSError)
 
 CSS = """
 .rgnet-timeline { font-size: 14px; }
@@ -320,9 +320,8 @@ class GroundingApp:
                 clip = str(self.clip(result, choices[0][1])) if choices else None
             except USER_ERRORS as error:
                 raise gr.Error(str(error), print_exception=False) from error
-            status = f"{len(result.queries)} quer{'y' if len(result.queries) == 1 else 'ies'} grounded in a " + (
-                f"{result.duration:.1f} s video."
-            )
+            count = len(result.queries)
+            status = f"{count} {'query' if count == 1 else 'queries'} grounded in a {result.duration:.1f} s video."
             dropdown = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, interactive=True)
             return render_timeline(result), dropdown, clip, status, result
 
