@@ -222,3 +222,16 @@ def test_app_keeps_only_the_newest_clips(app, video):
     clips = [app.clip(result, "0:0") for _ in range(KEPT_CLIPS + 3)]
     kept = set(app.clip_folder.glob("*.mp4"))
     assert len(kept) == KEPT_CLIPS and clips[-1] in kept and clips[0] not in kept
+
+
+def test_new_queries_on_the_same_video_reuse_its_features(model_folders, video, monkeypatch):
+    app = GroundingApp(model_folders["with_encoder"], device="cpu")
+    encoder = app.pipe.feature_encoder
+    calls = []
+    encode_video = encoder.encode_video
+    monkeypatch.setattr(
+        encoder, "encode_video", lambda *args, **kwargs: calls.append(args) or encode_video(*args, **kwargs)
+    )
+    app.ground(str(video), "a man opens the door.", 2)
+    app.ground(str(video), "a dog runs across the park.\nhe closes the window slowly.", 2)
+    assert len(calls) == 1
