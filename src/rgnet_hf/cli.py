@@ -251,6 +251,21 @@ def _convert(args: argparse.Namespace) -> int:
     return convert_main(forwarded)
 
 
+def _app(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError as error:
+        raise ValueError(f"the web app needs the app extra: pip install 'rgnet_hf[app]' ({error})") from error
+    from .app import GroundingApp, launch
+
+    try:
+        app = GroundingApp(args.model, device=args.device, examples=args.examples)
+    except OSError as error:  # a missing folder or an unknown Hub id
+        raise ValueError(f"cannot load the model {args.model!r}: {error}") from error
+    launch(app, args.host, args.port, args.share)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rgnet-hf", description="RGNet long-video temporal grounding")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--official-batch-mask", action="store_true")
     convert.add_argument("--force", action="store_true", help="replace an existing, non-empty --output folder")
     convert.set_defaults(handler=_convert)
+
+    app = commands.add_parser("app", help="a web app: ground sentences in a video and play the moments (Gradio)")
+    app.add_argument("--model", required=True, help="a saved RGNet folder or Hub id whose config names an encoder")
+    app.add_argument("--examples", nargs="+", default=None, help="example videos, or folders of videos, to pick from")
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    app.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    app.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    app.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    app.set_defaults(handler=_app)
     return parser
 
 
