@@ -11,8 +11,8 @@ modules import these (the web app's tests too), so the signatures are kept stabl
   `SENTENCES` and a `SiglipImageProcessor`. Sizes: frame features `SIGLIP_VISION_HIDDEN`, token and sentence
   features `SIGLIP_TEXT_HIDDEN`; context `SIGLIP_CONTEXT` tokens.
 - `build_tiny_rgnet(folder, encoder_folder, **config_overrides)` -> the folder: a random, small
-  `RGNetForVideoGrounding` saved with `save_pretrained`, whose config `feature_encoder` names `encoder_folder` and
-  whose feature sizes fit it (`seconds_per_feature` 0.5, windows of 16 features by default).
+  `RGNetForVideoGrounding` saved with `save_pretrained`, whose config `feature_encoder` names `encoder_folder` (as an
+  absolute path) and whose feature sizes fit it (`seconds_per_feature` 0.5, windows of 16 features by default).
 - `make_test_video(path, colors, seconds_per_color=1.0, fps=10, ...)` -> the path: an mp4 (H.264) whose frames are
   `colors[k]` (RGB) during second range `[k * seconds_per_color, (k + 1) * seconds_per_color)`.
 - `make_audio_only(path)`, `make_not_a_video(path)`: files for the error tests.
@@ -198,7 +198,7 @@ def build_tiny_rgnet(folder: str | Path, encoder_folder: str | Path, seed: int =
         "window_length": 16,
         "seconds_per_feature": 0.5,
         "top_k_windows": 4,
-        "feature_encoder": str(encoder_folder),
+        "feature_encoder": str(Path(encoder_folder).resolve()),
     }
     values.update(config_overrides)
     torch.manual_seed(seed)
