@@ -3,15 +3,16 @@
 Everything is built offline from configs (nothing is downloaded) and is deterministic for a given seed. Other test
 modules import these (the web app's tests too), so the signatures are kept stable:
 
-- `build_tiny_clip(folder)` -> the folder: a random `CLIPModel` with a BPE `tokenizer.json` built with `tokenizers`
-  and a `CLIPImageProcessor` (32 x 32 crops). Sizes: frame and sentence features `CLIP_PROJECTION_DIM`, token
-  features `CLIP_TEXT_HIDDEN`; context `CLIP_CONTEXT` tokens.
+- `build_tiny_clip(folder)` -> the folder: a random `CLIPModel` with a BPE `tokenizer.json` (CLIP's tokenizer on a
+  vocabulary and merges made from the words of `SENTENCES`) and a `CLIPImageProcessor` (32 x 32 crops). Sizes:
+  frame and sentence features `CLIP_PROJECTION_DIM`, token features `CLIP_TEXT_HIDDEN`; context `CLIP_CONTEXT`
+  tokens.
 - `build_tiny_siglip(folder)` -> the folder: a random `SiglipModel` with a sentencepiece model trained on
   `SENTENCES` and a `SiglipImageProcessor`. Sizes: frame features `SIGLIP_VISION_HIDDEN`, token and sentence
   features `SIGLIP_TEXT_HIDDEN`; context `SIGLIP_CONTEXT` tokens.
 - `build_tiny_rgnet(folder, encoder_folder, **config_overrides)` -> the folder: a random, small
-  `RGNetForVideoGrounding` saved with `save_pretrained`, whose config `feature_encoder` names `encoder_folder` and
-  whose feature sizes fit it (`seconds_per_feature` 0.5, windows of 16 features by default).
+  `RGNetForVideoGrounding` saved with `save_pretrained`, whose config `feature_encoder` names `encoder_folder` (as an
+  absolute path) and whose feature sizes fit it (`seconds_per_feature` 0.5, windows of 16 features by default).
 - `make_test_video(path, colors, seconds_per_color=1.0, fps=10, ...)` -> the path: an mp4 (H.264) whose frames are
   `colors[k]` (RGB) during second range `[k * seconds_per_color, (k + 1) * seconds_per_color)`.
 - `make_audio_only(path)`, `make_not_a_video(path)`: files for the error tests.
@@ -19,7 +20,6 @@ modules import these (the web app's tests too), so the signatures are kept stabl
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Sequence
 from fractions import Fraction
@@ -63,20 +63,26 @@ PALETTE = [
 
 
 def _clip_tokenizer(context: int):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    """A byte-level-free BPE in CLIP's format, built deterministically: one merge chain per word of `SENTENCES`."""
+    import re
+
     from transformers import CLIPTokenizer
 
-    bpe = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=200,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        end_of_word_suffix="</w>",
-        initial_alphabet=list("abcdefghijklmnopqrstuvwxyz0123456789.,?!'"),
-    )
-    bpe.train_from_iterator(SENTENCES * 3, trainer)
-    merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]]
-    return CLIPTokenizer(vocab=bpe.get_vocab(), merges=merges, model_max_length=context)
+    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    merges: list[tuple[str, str]] = []
+    for character in "abcdefghijklmnopqrstuvwxyz0123456789.,?!'":
+        vocab.setdefault(character, len(vocab))
+        vocab.setdefault(character + "</w>", len(vocab))
+    words = sorted({word for sentence in SENTENCES for word in re.findall(r"[a-z]+|[^a-z\s]", sentence.lower())})
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        left = pieces[0]
+        for piece in pieces[1:]:
+            if (left, piece) not in merges:
+                merges.append((left, piece))
+            left = left + piece
+            vocab.setdefault(left, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context)
 
 
 def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
@@ -135,6 +141,7 @@ def build_tiny_siglip(folder: str | Path, seed: int = 0) -> Path:
             unk_id=2,
             bos_id=-1,
             character_coverage=1.0,
+            num_threads=1,
             minloglevel=2,
         )
         tokenizer = SiglipTokenizer(vocab_file=prefix + ".model", model_max_length=SIGLIP_CONTEXT)
@@ -191,7 +198,7 @@ def build_tiny_rgnet(folder: str | Path, encoder_folder: str | Path, seed: int =
         "window_length": 16,
         "seconds_per_feature": 0.5,
         "top_k_windows": 4,
-        "feature_encoder": str(encoder_folder),
+        "feature_encoder": str(Path(encoder_folder).resolve()),
     }
     values.update(config_overrides)
     torch.manual_seed(seed)

@@ -458,3 +458,26 @@ def test_ground_command_on_a_video_file_and_a_cache(assets, pipe, tmp_path, caps
     assert "No such video file" in capsys.readouterr().err
     assert cli_main(arguments + ["--video", video]) == 2
     assert "--query" in capsys.readouterr().err
+
+
+def test_bf16_encoder_and_extract_command_options(assets, encoders, tmp_path, capsys):
+    bf16 = load_feature_encoder(assets["clip"], dtype=torch.bfloat16)
+    assert bf16.dtype == torch.bfloat16
+    features = bf16.encode_video(assets["video"], 0.5, progress=False).features
+    assert features.dtype == np.float32
+    reference = encoders["clip"].encode_video(assets["video"], 0.5, progress=False).features
+    torch.testing.assert_close(torch.from_numpy(features), torch.from_numpy(reference), rtol=0.1, atol=0.1)
+    # --model takes the encoder and the feature rate from the RGNet config (0.5 s here).
+    output = tmp_path / "features.h5"
+    arguments = ["extract", "--video", str(assets["video"]), "--output", str(output), "--no-progress"]
+    assert cli_main(arguments + ["--model", str(assets["rgnet"])]) == 0
+    with h5py.File(output, "r") as handle:
+        assert handle.attrs["seconds_per_feature"] == 0.5 and handle["four_seconds"].shape == (8, 24)
+    capsys.readouterr()
+    assert cli_main(arguments + ["--model", str(assets["rgnet"]), "--encoder", str(assets["clip"])]) == 2
+    assert "--encoder" in capsys.readouterr().err
+    assert cli_main(arguments + ["--encoder", str(assets["clip"]), "--batch-size", "0"]) == 2
+    assert "--batch-size" in capsys.readouterr().err
+    missing = ["extract", "--video", str(tmp_path / "none"), "--output", str(output), "--encoder", str(assets["clip"])]
+    assert cli_main(missing) == 2
+    assert "No such video file or folder" in capsys.readouterr().err

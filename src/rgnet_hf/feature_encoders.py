@@ -223,6 +223,10 @@ class VideoTextEncoder:
     def encode_images(self, images: list[np.ndarray]) -> torch.Tensor:
         """`(H, W, 3)` uint8 RGB frames -> `(N, video_feature_size)` float32 features on the CPU (one forward pass)."""
         pixel_values = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return self._encode_pixels(pixel_values)
+
+    @torch.no_grad()
+    def _encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(self.device, self.dtype)
         return _pooled(self.model.get_image_features(pixel_values=pixel_values)).float().cpu()
 
@@ -236,23 +240,29 @@ class VideoTextEncoder:
     ) -> np.ndarray:
         """Encode `(feature_index, frame)` pairs (indices 0, 1, ... in order) in batches of `batch_size`.
 
-        At most `batch_size` frames are held at a time. Returns `(T, video_feature_size)` float32.
+        Each frame goes through the image processor as it arrives (a frame repeated for consecutive indices only
+        once), so what is held is at most `batch_size` processed frames (e.g. 3 x 224 x 224 floats each), whatever
+        the video's resolution and length. Returns `(T, video_feature_size)` float32.
         """
         from tqdm.auto import tqdm
 
         chunks: list[np.ndarray] = []
-        batch: list[np.ndarray] = []
+        batch: list[torch.Tensor] = []
+        previous = previous_pixels = None
         with tqdm(total=total, desc=description, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
             for expected, (index, frame) in enumerate(frames):
                 if index != expected:
                     raise ValueError(f"frame indices must run 0, 1, ...: got {index} at position {expected}")
-                batch.append(frame)
+                if frame is not previous:
+                    previous = frame
+                    previous_pixels = self.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0]
+                batch.append(previous_pixels)
                 if len(batch) == self.batch_size:
-                    chunks.append(self.encode_images(batch).numpy())
+                    chunks.append(self._encode_pixels(torch.stack(batch)).numpy())
                     bar.update(len(batch))
                     batch = []
             if batch:
-                chunks.append(self.encode_images(batch).numpy())
+                chunks.append(self._encode_pixels(torch.stack(batch)).numpy())
                 bar.update(len(batch))
         if not chunks:
             return np.zeros((0, self.video_feature_size), dtype=np.float32)
