@@ -333,3 +333,10 @@ def test_duplicate_query_ids_are_reported(ego4d_release):
     assert rows["query_id"] == ["a4_0", "a4_1", "a4_2"]
     assert rows["timestamps"][0] == [5.0, 5.0]  # the first occurrence is kept
     assert dataset.report.splits["validation"].dropped == {"duplicate_query_id": ["a4_0"]}
+
+
+def test_empty_clip_feature_file_fails_at_load(ego4d_release):
+    paths, _, _ = ego4d_release
+    torch.save(torch.zeros(0, DIM), paths["video_features_dir"] / "c2.pt")  # not the first clip of the split
+    with pytest.raises(FeatureError, match="video features of 'c2' are empty"):
+        _load(paths, splits=["train"])

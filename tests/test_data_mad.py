@@ -119,8 +119,9 @@ def test_rows_timestamps_and_filter_report(mad_release):
     assert "negative_start" in str(dataset.report)
 
     unfiltered = _load(paths, apply_training_filters=False)
-    assert unfiltered["train"].num_rows == 9  # only the null sentence is skipped
-    assert unfiltered.report.splits["train"].dropped == {"missing_query": ["8"]}
+    # Only the null sentence is skipped, and the moment after the end of the features (1000 rows = 200.0 s).
+    assert unfiltered["train"].num_rows == 8
+    assert unfiltered.report.splits["train"].dropped == {"missing_query": ["8"], "moment_after_features_end": ["6"]}
 
 
 def test_lazy_features_read_only_the_window(mad_release, monkeypatch):
@@ -313,3 +314,42 @@ def test_feature_errors(tmp_path, mad_release):
     one_d = {**frames, "C_movie": frames["C_movie"][:, 0]}
     with pytest.raises(FeatureError, match="expected \\[T, D\\]"):
         _load({**paths, "video_features": write_h5(tmp_path / "one_d.h5", one_d)})
+
+
+def test_duplicated_query_ids_are_reported_not_overwritten(mad_release):
+    paths, _, _, _ = mad_release
+    first, second = json.dumps(_record("A_movie", 10.0, 14.0)), json.dumps(_record("A_movie", 40.0, 44.0))
+    # Two entries with the key "1": plain json keeps the last one silently.
+    (paths["annotations_dir"] / "MAD_train.json").write_text(f'{{"1": {first}, "1": {second}}}', encoding="utf-8")
+    dataset = _load(paths, splits=["train"])
+    rows = dataset["train"].with_format(None)
+    assert rows["query_id"] == ["1"] and rows["timestamps"] == [[10.0, 14.0]]  # the first occurrence
+    report = dataset.report.splits["train"]
+    assert report.rows_read == 2 and report.dropped == {"duplicate_query_id": ["1"]}
+    twice = first[:-1] + ', "timestamps": [1.0, 2.0]}'
+    (paths["annotations_dir"] / "MAD_train.json").write_text(f'{{"1": {twice}}}', encoding="utf-8")
+    with pytest.raises(AnnotationError, match=r"row '1': field\(s\) \['timestamps'\] given more than once"):
+        _load(paths, splits=["train"])
+
+
+def test_moment_after_the_features_end_is_dropped_and_reported(mad_release):
+    paths, _, _, _ = mad_release
+    # A_movie: 1000 features = 200.0 s, duration 200.2 s; a moment at 200.05 s passes the duration filter.
+    records = dict(TRAIN, **{"11": _record("A_movie", 200.05, 200.15)})
+    (paths["annotations_dir"] / "MAD_train.json").write_text(json.dumps(records), encoding="utf-8")
+    (paths["annotations_dir"] / "MAD_val.json").write_text(json.dumps({"11": records["11"]}), encoding="utf-8")
+    dataset = _load(paths, splits=["train", "validation"])
+    assert "11" not in dataset["train"].with_format(None)["query_id"]
+    assert dataset.report.splits["train"].dropped["moment_after_features_end"] == ["11"]
+    assert "moment_after_features_end" in str(dataset.report)
+    # Evaluation keeps every query: the ground truth stays, the model just cannot find it.
+    assert dataset["validation"].with_format(None)["query_id"] == ["11"]
+
+
+def test_sampler_refuses_a_moment_after_the_features_end():
+    from rgnet_hf.data.sampling import sample_training_window
+
+    with pytest.raises(ValueError, match="starts at or after the end of the video features"):
+        sample_training_window(
+            1000, [200.05, 200.15], seconds_per_feature=0.2, window_length=900, rng=np.random.default_rng(0)
+        )

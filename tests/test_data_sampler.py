@@ -128,6 +128,10 @@ def test_random_moments_follow_the_rule():
         start = float(rng.uniform(-1.0, num_frames * SPF + 1.0))
         end = start + float(rng.choice([0.0, 0.05, rng.uniform(0, 40)]))
         timestamps = (end, start) if trial % 7 == 0 else (start, end)  # some reversed
+        if start / SPF >= num_frames:  # no window holds any of the moment: refused, not a zero-width target
+            with pytest.raises(ValueError, match="after the end of the video features"):
+                _draw(num_frames, timestamps, trial, saliency_pairs=3)
+            continue
         window = _draw(num_frames, timestamps, trial, saliency_pairs=3)
         s = min(max(min(timestamps) / SPF, 0.0), num_frames)
         e = min(max(max(timestamps) / SPF, 0.0), num_frames)

@@ -52,6 +52,10 @@ DROP_REASONS = {
     "zero_length": "training filter: start == end",
     "no_negative_window": "training filter (Ego4D): start < 120 s and end > duration - 60 s (no negative window)",
     "zero_length_rounded": "RGNet's Ego4D validation conversion: round(end, 1) == round(start, 1)",
+    "moment_after_features_end": (
+        "training split: the moment starts at or after the end of the video features (frames x seconds per "
+        "feature), so no window holds any of it"
+    ),
 }
 FIX_REASONS = {
     "reversed_timestamps": "start > end (NaQ narrations): swapped, as the official training loader does",
@@ -208,12 +212,33 @@ def _positive_duration(value: Any, where: str, name: str) -> float:
     return duration
 
 
+class _JSONObject(dict):
+    """A JSON object that remembers its keys in file order, repeats included (`json` keeps only the last one)."""
+
+    pairs: list[tuple[str, Any]]
+    duplicate_keys: list[str]
+
+    @classmethod
+    def from_pairs(cls, pairs: list[tuple[str, Any]]) -> _JSONObject:
+        obj = cls(pairs)
+        obj.pairs = pairs
+        seen: set[str] = set()
+        obj.duplicate_keys = [key for key, _ in pairs if key in seen or seen.add(key)]
+        return obj
+
+
+def _no_duplicate_fields(record: Any, where: str) -> None:
+    duplicates = getattr(record, "duplicate_keys", None)
+    if duplicates:
+        raise AnnotationError(f"{where}: field(s) {sorted(set(duplicates))} given more than once")
+
+
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"annotation file not found: {path}")
     try:
         with open(path, encoding="utf-8") as file:
-            return json.load(file)
+            return json.load(file, object_pairs_hook=_JSONObject.from_pairs)
     except json.JSONDecodeError as error:
         raise AnnotationError(f"{path}: not valid JSON ({error})") from error
 
@@ -241,10 +266,12 @@ def parse_mad(path: str | Path, report: SplitReport) -> list[dict]:
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a JSON object keyed by annotation id, got {type(data).__name__}")
     rows = []
-    for key, record in data.items():
+    # Every entry in file order, repeated ids included: `_keep_unique` keeps the first and reports the others.
+    for key, record in getattr(data, "pairs", data.items()):
         where = f"{path}: row {key!r}"
         if not isinstance(record, dict):
             raise AnnotationError(f"{where}: expected an object, got {type(record).__name__}")
+        _no_duplicate_fields(record, where)
         report.rows_read += 1
         movie = _required(record, "movie", where)
         if not isinstance(movie, str) or not movie:

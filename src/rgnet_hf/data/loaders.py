@@ -239,8 +239,14 @@ def _check_features(
     report: SplitReport,
     split: str,
     on_missing: str,
+    training: bool = False,
+    seconds_per_feature: float | None = None,
 ) -> list[dict]:
-    """Checks that every row has video and text features (raise, or drop and report), and fixes the feature sizes."""
+    """Checks that every row has video and text features (raise, or drop and report), and fixes the feature sizes.
+
+    Video features of every clip are checked non-empty (HDF5 and `.pt` shapes are cheap to read; lmdb is checked on
+    read). In a training split, a moment that starts at or after the end of its clip's features is dropped and
+    reported (`moment_after_features_end`): it would otherwise become a zero-width target."""
     video_store = sources.video_store()
     checks = [("missing_video_features", "clip_id", video_store.keys(), sources.video_path)]
     text_store = sources.text_store()
@@ -266,9 +272,11 @@ def _check_features(
 
     # Feature sizes: inferred from the data when not given, then enforced on every read.
     clips = sorted({row["clip_id"] for row in rows})
-    # HDF5 shapes are metadata: check every clip. Other formats are checked on read.
-    for clip in clips if sources.video_format == "h5" else clips[:1]:
+    # HDF5 shapes are metadata and `.pt` files are memory-mapped: check every clip. lmdb is checked on read.
+    frames_per_clip = {}
+    for clip in clips if sources.video_format in ("h5", "pt") else clips[:1]:
         num_frames, dim = video_store.shape(clip)
+        frames_per_clip[clip] = num_frames
         if num_frames < 1:
             raise FeatureError(f"{sources.video_path}: video features of {clip!r} are empty (shape {num_frames}x{dim})")
         if sources.video_feature_dim is None:
@@ -299,6 +307,19 @@ def _check_features(
                 raise FeatureError(
                     f"sentence features have size {sentence.shape[0]}, expected {sources.sentence_feature_dim}"
                 )
+    if training and seconds_per_feature and sources.video_format in ("h5", "pt"):
+        beyond = {
+            row["query_id"]
+            for row in rows
+            if row["timestamps"] is not None
+            and min(row["timestamps"]) >= frames_per_clip[row["clip_id"]] * seconds_per_feature
+        }
+        if beyond:
+            for row in rows:
+                if row["query_id"] in beyond:
+                    report.drop("moment_after_features_end", row["query_id"])
+            rows = [row for row in rows if row["query_id"] not in beyond]
+            logger.warning("split %s: dropped %d moments after the end of their video features", split, len(beyond))
     sources.reset_stores()  # reopen with the sizes to enforce
     return rows
 
@@ -330,7 +351,15 @@ def _build(
             training=training and apply_training_filters,
             drop_zero_length_rounded=drop_zero_length_validation and split == "validation",
         )
-        rows = _check_features(rows, sources, split_report, split, on_missing_features)
+        rows = _check_features(
+            rows,
+            sources,
+            split_report,
+            split,
+            on_missing_features,
+            training=training,
+            seconds_per_feature=seconds_per_feature,
+        )
         split_report.rows_kept = len(rows)
         report.splits[split] = split_report
         result[split] = attach_features(_to_dataset(rows, dataset_name), sources)

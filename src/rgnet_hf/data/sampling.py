@@ -120,6 +120,12 @@ def sample_training_window(
     e = min(max(end / seconds_per_feature, 0.0), float(num_frames))
     if s > e:
         s, e = e, s
+    if s >= num_frames:
+        # Clamped to the end, the moment would become a zero-width target on the last window.
+        raise ValueError(
+            f"the moment {list(timestamps)} s starts at or after the end of the video features ({num_frames} "
+            f"features, {num_frames * seconds_per_feature:g} s)"
+        )
     num_windows = count_windows(num_frames, stride)
     candidates = moment_windows(s, e, stride, num_windows)
 
