@@ -16,7 +16,7 @@ import sys
 
 import yaml
 
-from rgnet_hf.training import TrainingConfig, train
+from rgnet_hf.training import NonFiniteTrainingError, TrainingConfig, train
 
 
 def parse_config(argv: list[str] | None = None) -> TrainingConfig:
@@ -45,12 +45,19 @@ def parse_config(argv: list[str] | None = None) -> TrainingConfig:
             values[name] = value
         else:
             raise SystemExit(f"unknown option {flag}; fields: {', '.join(sorted(fields))}")
-    return TrainingConfig.from_dict(values)
+    try:
+        return TrainingConfig.from_dict(values)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)
-    summary = train(config)
+    try:
+        summary = train(config)
+    except (NonFiniteTrainingError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "best_metrics"}, indent=2, default=float))
     return 0
 
