@@ -340,3 +340,19 @@ def test_empty_clip_feature_file_fails_at_load(ego4d_release):
     torch.save(torch.zeros(0, DIM), paths["video_features_dir"] / "c2.pt")  # not the first clip of the split
     with pytest.raises(FeatureError, match="video features of 'c2' are empty"):
         _load(paths, splits=["train"])
+
+
+def test_pickled_objects_in_a_clip_feature_file_are_refused(ego4d_release, tmp_path):
+    import os
+
+    paths, _, _ = ego4d_release
+    marker = tmp_path / "code-ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"features": RunsCode()}, paths["video_features_dir"] / "c2.pt")
+    with pytest.raises(FeatureError, match=r"c2.pt: refused, the file holds objects other than tensors"):
+        _load(paths, splits=["train"])
+    assert not marker.exists()

@@ -19,9 +19,9 @@ def load_array(path: str | Path, key: str | None = None) -> np.ndarray:
         raise FileNotFoundError(f"No such feature file: {path}")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.load(path)
+        return np.load(path, allow_pickle=False)
     if suffix == ".npz":
-        with np.load(path) as archive:
+        with np.load(path, allow_pickle=False) as archive:
             return _pick(dict(archive), key, path)
     if suffix in (".pt", ".pth"):
         import torch

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import pickle
 import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -207,10 +208,17 @@ def _load_pt(path: Path) -> np.ndarray:
     import torch
 
     try:
-        # mmap keeps the file on disk: slicing a window touches only its pages.
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) serialization
+        try:
+            # mmap keeps the file on disk: slicing a window touches only its pages.
+            loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) serialization
+    except pickle.UnpicklingError as error:
+        raise FeatureError(
+            f"{path}: refused, the file holds objects other than tensors (unpickling them could run code)"
+        ) from error
+    except (RuntimeError, EOFError) as error:
+        raise FeatureError(f"{path}: not a readable PyTorch file ({error})") from error
     if isinstance(loaded, dict):
         tensors = {name: value for name, value in loaded.items() if isinstance(value, torch.Tensor)}
         if "features" in tensors:
