@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from rgnet_hf import RGNetForVideoGrounding
-from rgnet_hf.data.synthetic import make_mad_release
+from rgnet_hf.data.mini_releases import make_mad_release
 from rgnet_hf.file_utils import restore_interrupted_replace, write_folder_atomically
 from rgnet_hf.training import NonFiniteTrainingError, TrainingConfig, load_data_from_spec, train
 

@@ -91,6 +91,7 @@ def _check_model_keys(model: Any) -> None:
         raise ValueError(f"model must be a mapping of RGNetConfig fields, got {type(model).__name__}")
     known = set(inspect.signature(RGNetConfig.__init__).parameters) - {"self", "kwargs"}
     known |= set(RGNetConfig().to_dict())  # the base configuration's own fields (e.g. `dtype`)
+    known.add("initializer_range")  # the older name of `learned_embedding_init_std`, still accepted
     for key in model:
         if key not in known:
             raise ValueError(f"unknown model option {key!r}{_close_match(str(key), known)}: not an RGNetConfig field")
