@@ -227,7 +227,7 @@ def test_cli_refuses_a_malicious_pt_file(model_folder, feature_files, tmp_path, 
     marker = tmp_path / "code-ran"
     _RunsCode.marker = marker
     with open(tmp_path / "video.pt", "wb") as handle:
-        pickle.dump({"features": _RunsCode()}, handle)
+        pickle.dump({"features": _RunsCode()}, handle, protocol=2)
     torch.save({"features": _RunsCode()}, tmp_path / "video_zip.pt")
     for name in ("video.pt", "video_zip.pt"):
         code = cli_main(_ground_args(str(model_folder), str(tmp_path / name), str(feature_files / "text.npy")))
