@@ -78,7 +78,7 @@ def test_seconds_per_feature_must_be_positive_everywhere(pipe, model_folder, val
     inputs = _inputs()
     with pytest.raises(ValueError, match="seconds_per_feature"):
         RGNetGroundingEngine(model).ground(inputs["video_features"], inputs["text_features"], seconds_per_feature=value)
-    processor = RGNetProcessor.from_pretrained(model_folder)
+    processor = RGNetProcessor.from_model_config(model.config)
     windows = processor.feature_extractor.window(inputs["video_features"])
     encoded = processor(text_features=inputs["text_features"], return_tensors="pt")
     with torch.no_grad():
