@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_rgnet import RGNetConfig
@@ -38,6 +39,10 @@ class RGNetEncoderOutput(ModelOutput):
             The logits plus the logistic noise of the binary Gumbel sampler (training mode only).
         sampler_selection (`torch.FloatTensor` of shape `(batch_size, num_frames)`):
             The sampler's hard 0/1 decision per frame. In training mode it carries the straight-through gradient.
+        last_layer_input (`torch.FloatTensor` of shape `(batch_size, 1 + num_frames, hidden_size)`, *optional*):
+            Only from `encode(..., retrieval_only=True)`: the [RET] and frame states entering the last
+            self-attention layer, which then ran for [RET] alone (`video_memory` is `None`).
+            [`RGNetModel.complete_encoding`] runs that layer for every token.
     """
 
     retrieval_embedding: torch.FloatTensor | None = None
@@ -46,6 +51,7 @@ class RGNetEncoderOutput(ModelOutput):
     sampler_logits: torch.FloatTensor | None = None
     sampler_noisy_logits: torch.FloatTensor | None = None
     sampler_selection: torch.FloatTensor | None = None
+    last_layer_input: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -230,14 +236,50 @@ class RGNetInputProjection(nn.Module):
         return features
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference attention (`attn_implementation="eager"`): `softmax(q k^T * scaling + mask) v`, written out.
+
+    Args:
+        query (`(batch_size, num_heads, query_length, head_dim)`), key (`(batch_size, num_heads, key_length,
+        head_dim)`), value (`(batch_size, num_heads, key_length, value_head_dim)`), attention_mask (additive,
+        broadcastable to `(batch_size, num_heads, query_length, key_length)`).
+    Returns:
+        the attended values `(batch_size, query_length, num_heads, value_head_dim)` and the attention weights.
+    """
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def _attention_function(config: RGNetConfig):
+    """The attention kernel chosen by `config._attn_implementation` (`"eager"`, the reference, or `"sdpa"`:
+    `torch.nn.functional.scaled_dot_product_attention`, fused kernels, the same results up to float rounding)."""
+    return ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)
+
+
 class RGNetAttention(nn.Module):
     """Multi-head attention with query / key / value / output projections (batch first)."""
 
     def __init__(self, config: RGNetConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
         self.dropout = config.dropout
+        self.is_causal = False
         self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
@@ -261,15 +303,16 @@ class RGNetAttention(nn.Module):
                 (`-inf` blocks a key).
         """
         batch_size, query_length, hidden_size = query.shape
-        attended = F.scaled_dot_product_attention(
+        attended, _ = _attention_function(self.config)(
+            self,
             self._split_heads(self.q_proj(query)),
             self._split_heads(self.k_proj(key)),
             self._split_heads(self.v_proj(value)),
-            attn_mask=attention_bias,
-            dropout_p=self.dropout if self.training else 0.0,
+            attention_bias,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
         )
-        attended = attended.transpose(1, 2).reshape(batch_size, query_length, hidden_size)
-        return self.out_proj(attended)
+        return self.out_proj(attended.reshape(batch_size, query_length, hidden_size))
 
 
 def key_padding_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -330,10 +373,29 @@ class RGNetEncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(config.dropout)
         self.dropout2 = nn.Dropout(config.dropout)
 
-    def forward(self, hidden_states: torch.Tensor, positions: torch.Tensor, attention_bias: torch.Tensor):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        positions: torch.Tensor,
+        attention_bias: torch.Tensor,
+        num_output_tokens: int | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            hidden_states, positions (`(batch_size, sequence_length, hidden_size)`), attention_bias
+            (`(batch_size, 1, sequence_length, sequence_length)`).
+            num_output_tokens (`int`, *optional*): compute only the first tokens' outputs (every token is still a
+                key); each token's output depends on its own row alone, so they equal those of the full layer.
+        Returns:
+            `(batch_size, num_output_tokens or sequence_length, hidden_size)`.
+        """
         query_key = hidden_states + positions
-        attended = self.self_attention(query_key, query_key, hidden_states, attention_bias)
-        hidden_states = self.norm1(hidden_states + self.dropout1(attended))
+        query, residual = query_key, hidden_states
+        if num_output_tokens is not None:
+            query, residual = query_key[:, :num_output_tokens], hidden_states[:, :num_output_tokens]
+            attention_bias = attention_bias[:, :, :num_output_tokens]
+        attended = self.self_attention(query, query_key, hidden_states, attention_bias)
+        hidden_states = self.norm1(residual + self.dropout1(attended))
         return self.norm2(hidden_states + self.dropout2(self.feed_forward(hidden_states)))
 
 
@@ -372,21 +434,31 @@ class RGNetDecoderAttention(nn.Module):
 
     def __init__(self, config: RGNetConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.dropout = config.dropout
+        self.is_causal = False
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_bias=None):
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """query / key `(batch_size, length, num_heads, query_head_dim)`, value `(..., num_heads, value_head_dim)`."""
         batch_size, query_length = query.shape[:2]
-        attended = F.scaled_dot_product_attention(
+        attended, _ = _attention_function(self.config)(
+            self,
             query.transpose(1, 2),
             key.transpose(1, 2),
             value.transpose(1, 2),
-            attn_mask=attention_bias,
-            dropout_p=self.dropout if self.training else 0.0,
+            attention_bias,
+            scaling=query.shape[-1] ** -0.5,
+            dropout=self.dropout if self.training else 0.0,
         )
-        return self.out_proj(attended.transpose(1, 2).reshape(batch_size, query_length, -1))
+        return self.out_proj(attended.reshape(batch_size, query_length, -1))
 
 
 class RGNetDecoderLayer(nn.Module):
@@ -428,12 +500,17 @@ class RGNetDecoderLayer(nn.Module):
         memory: torch.Tensor,
         memory_positions: torch.Tensor,
         memory_bias: torch.Tensor,
+        position_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
             query_states, query_positions, query_sine_embedding (`(batch_size, num_queries, hidden_size)`).
-            memory, memory_positions (`(batch_size, num_frames, hidden_size)`).
+            memory (`(batch_size, num_frames, hidden_size)`).
+            memory_positions (`(batch_size, num_frames, hidden_size)`, or `(num_distinct, num_frames, hidden_size)`
+                with `position_index`).
             memory_bias (`(batch_size, 1, 1, num_frames)`): `-inf` on padded frames.
+            position_index (`(batch_size,)`, *optional*): row `b` uses `memory_positions[position_index[b]]`, so
+                windows of the same length share one key-position projection.
         """
         query = self.sa_qcontent_proj(query_states) + self.sa_qpos_proj(query_positions)
         key = self.sa_kcontent_proj(query_states) + self.sa_kpos_proj(query_positions)
@@ -443,6 +520,8 @@ class RGNetDecoderLayer(nn.Module):
 
         # Each head's logit reads [content ; position] for queries and keys: twice the head width.
         memory_key_positions = self.ca_kpos_proj(memory_positions)
+        if position_index is not None:
+            memory_key_positions = memory_key_positions[position_index]
         query = self.ca_qcontent_proj(query_states) + self.ca_qpos_proj(query_positions)
         key = self.ca_kcontent_proj(memory) + memory_key_positions
         query = torch.cat([self._heads(query), self._heads(self.ca_qpos_sine_proj(query_sine_embedding))], dim=-1)
@@ -476,12 +555,13 @@ class RGNetDecoder(nn.Module):
         memory: torch.Tensor,
         memory_positions: torch.Tensor,
         memory_bias: torch.Tensor,
+        position_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             anchors (`(batch_size, num_queries, 2)`): initial (centre, width) anchors in [0, 1].
             memory, memory_positions (`(batch_size, num_frames, hidden_size)`), memory_bias (`(batch_size, 1, 1,
-            num_frames)`).
+            num_frames)`), position_index: see [`RGNetDecoderLayer`].
         Returns:
             hidden states `(num_layers, batch_size, num_queries, hidden_size)` (normalised) and reference points
             `(num_layers, batch_size, num_queries, 2)` (the anchor fed into each layer).
@@ -498,7 +578,9 @@ class RGNetDecoder(nn.Module):
                 sine_embedding = sine_embedding * self.query_scale(query_states)
             # One scalar per query modulates the positional query by the anchor width.
             sine_embedding = sine_embedding * (torch.sigmoid(self.ref_anchor_head(query_states)) / anchors[..., 1:2])
-            query_states = layer(query_states, query_positions, sine_embedding, memory, memory_positions, memory_bias)
+            query_states = layer(
+                query_states, query_positions, sine_embedding, memory, memory_positions, memory_bias, position_index
+            )
             if index < len(self.anchor_update_heads):
                 refined = torch.sigmoid(
                     self.anchor_update_heads[index](query_states) + inverse_sigmoid(anchors, config.inverse_sigmoid_eps)
@@ -652,44 +734,75 @@ class RGNetModel(RGNetPreTrainedModel):
             _check_finite("text_features", text_features)
 
     # ---------------------------------------------------------------- RG-Encoder
+    def embed_video(self, video_features: torch.Tensor) -> torch.Tensor:
+        """`(..., video_feature_size)` -> `(..., hidden_size)`: the video input projection (after the optional L2
+        normalisation). Frames are embedded independently of each other, so a whole video can be embedded once and
+        cut into windows (padded frames of a window hold `embed_video(0)`)."""
+        if self.config.normalize_video_features:
+            video_features = F.normalize(video_features, dim=-1)
+        return self.video_projection(video_features)
+
+    def embed_text(self, text_features: torch.Tensor) -> torch.Tensor:
+        """`(..., text_feature_size)` -> `(..., hidden_size)`: the text input projection (tokens independently)."""
+        return self.text_projection(text_features)
+
+    def frame_position_embeddings(self, video_mask: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Sine encodings `(batch_size, num_frames, hidden_size)` of the frames' positions relative to each window's
+        valid length (`video_mask` `(batch_size, num_frames)`, 1 = valid), in `dtype` (default: float32)."""
+        config = self.config
+        positions = frame_position_embeddings(video_mask, config.hidden_size, config.frame_position_temperature)
+        return positions if dtype is None else positions.to(dtype)
+
     def encode(
         self,
-        video_features: torch.Tensor,
+        video_features: torch.Tensor | None,
         video_mask: torch.Tensor,
-        text_features: torch.Tensor,
+        text_features: torch.Tensor | None,
         text_mask: torch.Tensor,
+        *,
+        video_embeds: torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        retrieval_only: bool = False,
     ) -> RGNetEncoderOutput:
         """
         Args:
             video_features (`(batch_size, num_frames, video_feature_size)`), video_mask (`(batch_size, num_frames)`,
             1 = valid), text_features (`(batch_size, num_tokens, text_feature_size)`), text_mask
             (`(batch_size, num_tokens)`, 1 = valid).
+            video_embeds (`(batch_size, num_frames, hidden_size)`, *optional*): [`embed_video`] of the features,
+                computed by the caller (e.g. once per video); replaces `video_features`.
+            text_embeds (`(batch_size, num_tokens, hidden_size)`, *optional*): [`embed_text`] of the text features;
+                replaces `text_features`.
+            retrieval_only (`bool`): run the last self-attention layer for [RET] alone, enough for the window
+                logit; `video_memory` is then `None` and [`complete_encoding`] finishes the rows that get decoded.
         """
-        config = self.config
-        if config.normalize_video_features:
-            video_features = F.normalize(video_features, dim=-1)
-        video_states = self.video_projection(video_features)
-        text_states = self.text_projection(text_features)
+        video_states = self.embed_video(video_features) if video_embeds is None else video_embeds
+        text_states = self.embed_text(text_features) if text_embeds is None else text_embeds
         dtype = video_states.dtype
         batch_size = video_states.shape[0]
-        frame_positions = frame_position_embeddings(video_mask, config.hidden_size, config.frame_position_temperature)
-        frame_positions = frame_positions.to(dtype)
+        frame_positions = self.frame_position_embeddings(video_mask, dtype)
 
         text_bias = self._text_to_video_bias(video_mask, text_mask, dtype)
         for layer in self.text_to_video_layers:
             video_states = layer(video_states, frame_positions, text_states, text_bias)
 
         tokens = torch.cat([self.retrieval_token.to(dtype).expand(batch_size, 1, -1), video_states], dim=1)
-        positions = torch.cat([self.retrieval_position.to(dtype).expand(batch_size, 1, -1), frame_positions], dim=1)
+        positions = self._token_positions(frame_positions)
         sampler_logits, sampler_noisy_logits, selection = self.frame_sampler(tokens)
         attention_bias = self._sampler_attention_bias(selection, video_mask, dtype)
-        for layer in self.encoder_layers:
-            tokens = layer(tokens, positions, attention_bias)
+        last_layer_input = None
+        for index, layer in enumerate(self.encoder_layers):
+            if retrieval_only and index == len(self.encoder_layers) - 1:
+                last_layer_input = tokens
+                tokens = layer(tokens, positions, attention_bias, num_output_tokens=1)
+            else:
+                tokens = layer(tokens, positions, attention_bias)
 
         retrieval_embedding = tokens[:, 0]
         frame_selection = selection[:, 1:]
-        # Every sampled frame receives the retrieval embedding (the sampler's only gradient path).
-        video_memory = tokens[:, 1:] + frame_selection.unsqueeze(-1) * retrieval_embedding.unsqueeze(1)
+        video_memory = None
+        if last_layer_input is None:
+            video_memory = self._video_memory(tokens, frame_selection)
         return RGNetEncoderOutput(
             retrieval_embedding=retrieval_embedding,
             video_memory=video_memory,
@@ -697,7 +810,37 @@ class RGNetModel(RGNetPreTrainedModel):
             sampler_logits=sampler_logits,
             sampler_noisy_logits=sampler_noisy_logits,
             sampler_selection=frame_selection,
+            last_layer_input=last_layer_input,
         )
+
+    def complete_encoding(self, encoded: RGNetEncoderOutput, video_mask: torch.Tensor) -> RGNetEncoderOutput:
+        """Finish an `encode(..., retrieval_only=True)` output (or rows of it): run the last self-attention layer
+        for every token. Equals `encode(...)` of the same rows; outputs without `last_layer_input` pass through."""
+        if encoded.last_layer_input is None:
+            return encoded
+        tokens = encoded.last_layer_input
+        frame_selection = encoded.sampler_selection
+        selection = torch.cat([frame_selection.new_ones(frame_selection.shape[0], 1), frame_selection], dim=1)
+        attention_bias = self._sampler_attention_bias(selection, video_mask, tokens.dtype)
+        positions = self._token_positions(encoded.frame_position_embeddings.to(tokens.dtype))
+        tokens = self.encoder_layers[-1](tokens, positions, attention_bias)
+        return RGNetEncoderOutput(
+            retrieval_embedding=tokens[:, 0],
+            video_memory=self._video_memory(tokens, frame_selection),
+            frame_position_embeddings=encoded.frame_position_embeddings,
+            sampler_logits=encoded.sampler_logits,
+            sampler_noisy_logits=encoded.sampler_noisy_logits,
+            sampler_selection=frame_selection,
+        )
+
+    def _token_positions(self, frame_positions: torch.Tensor) -> torch.Tensor:
+        retrieval_position = self.retrieval_position.to(frame_positions.dtype)
+        return torch.cat([retrieval_position.expand(frame_positions.shape[0], 1, -1), frame_positions], dim=1)
+
+    @staticmethod
+    def _video_memory(tokens: torch.Tensor, frame_selection: torch.Tensor) -> torch.Tensor:
+        # Every sampled frame receives the retrieval embedding (the sampler's only gradient path).
+        return tokens[:, 1:] + frame_selection.unsqueeze(-1) * tokens[:, :1]
 
     def _text_to_video_bias(self, video_mask: torch.Tensor, text_mask: torch.Tensor, dtype: torch.dtype):
         """Additive bias `(batch_size, 1 or num_heads, 1 or num_frames, num_tokens)` of the text-to-video layers."""
@@ -738,15 +881,22 @@ class RGNetModel(RGNetPreTrainedModel):
 
     # ---------------------------------------------------------------- decoder
     def decode(
-        self, video_memory: torch.Tensor, frame_position_embeddings: torch.Tensor, video_mask: torch.Tensor
+        self,
+        video_memory: torch.Tensor,
+        frame_position_embeddings: torch.Tensor,
+        video_mask: torch.Tensor,
+        position_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns hidden states `(num_decoder_layers, batch_size, num_queries, hidden_size)` and reference points
-        `(num_decoder_layers, batch_size, num_queries, 2)`."""
+        `(num_decoder_layers, batch_size, num_queries, 2)`.
+
+        With `position_index` (`(batch_size,)`), `frame_position_embeddings` holds one row per distinct window
+        length and row `b` reads `frame_position_embeddings[position_index[b]]` (see [`RGNetDecoderLayer`])."""
         batch_size = video_memory.shape[0]
         anchors = torch.sigmoid(self.query_anchor_logits).to(video_memory.dtype)
         anchors = anchors.unsqueeze(0).expand(batch_size, -1, -1)
         memory_bias = key_padding_bias(~video_mask.bool(), video_memory.dtype)
-        return self.decoder(anchors, video_memory, frame_position_embeddings, memory_bias)
+        return self.decoder(anchors, video_memory, frame_position_embeddings, memory_bias, position_index)
 
     def forward(
         self,
