@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .modeling_rgnet import frame_position_embeddings
-from .post_processing import format_window_predictions, post_process_query_all_rankings, rank_windows
+from .modeling_rgnet import RGNetEncoderOutput, RGNetForVideoGrounding
+from .post_processing import WindowRanking, format_window_predictions, post_process_query_all_rankings, rank_windows
 from .windowing import _check_seconds_per_feature, window_bounds, window_spans_to_seconds
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,144 @@ def _in_eval_mode(ground):
     return wrapper
 
 
+@dataclass
+class WindowGrid:
+    """The official window grid of one video, and the windows as views of its zero-padded frames.
+
+    Window `i >= 1` starts at frame `(i - 1) * stride`; window 0, the leading half window, covers the first frames
+    of window 1 (same row, shorter mask). [`WindowGrid.cut`] therefore returns `W - 1` strided views and
+    `view_index` maps each window to its view.
+
+    Attributes:
+        bounds (`torch.LongTensor` of shape `(W, 2)`): `[start, end)` frames of each window (CPU).
+        window_length (`int`): frames per window row, `min(config.window_length, T)`.
+        stride (`int`): frames between consecutive window starts.
+        mask (`torch.Tensor` of shape `(W, window_length)`): 1 = valid frame (on the model's device, in its dtype).
+        view_index (`torch.LongTensor` of shape `(W,)`): the view of [`WindowGrid.cut`] holding each window.
+        length_index (`torch.LongTensor` of shape `(W,)`): each window's row in `distinct_masks`.
+        distinct_masks (`torch.Tensor` of shape `(U, window_length)`): one mask per distinct valid length (a long
+            video has only 2 or 3: full windows, the leading half window and the cut last ones).
+    """
+
+    bounds: torch.Tensor
+    window_length: int
+    stride: int
+    mask: torch.Tensor
+    view_index: torch.Tensor
+    length_index: torch.Tensor
+    distinct_masks: torch.Tensor
+
+    @classmethod
+    def for_video(
+        cls, num_frames: int, window_length: int, stride: int, device: torch.device, dtype: torch.dtype
+    ) -> WindowGrid:
+        bounds = window_bounds(num_frames, window_length, stride)
+        lengths = bounds[:, 1] - bounds[:, 0]
+        row_length = int(min(window_length, num_frames))
+        mask = (torch.arange(row_length)[None] < lengths[:, None]).to(dtype)
+        distinct_lengths, length_index = torch.unique(lengths, return_inverse=True)
+        distinct_masks = (torch.arange(row_length)[None] < distinct_lengths[:, None]).to(dtype)
+        view_index = (torch.arange(len(bounds)) - 1).clamp(min=0)
+        return cls(
+            bounds=bounds,
+            window_length=row_length,
+            stride=stride,
+            mask=mask.to(device),
+            view_index=view_index,
+            length_index=length_index.to(device),
+            distinct_masks=distinct_masks.to(device),
+        )
+
+    @property
+    def num_windows(self) -> int:
+        return self.bounds.shape[0]
+
+    @property
+    def starts(self) -> torch.Tensor:
+        return self.bounds[:, 0]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.bounds[:, 1] - self.bounds[:, 0]
+
+    def padded_length(self) -> int:
+        return max((self.num_windows - 2) * self.stride + self.window_length, self.window_length)
+
+    def cut(self, padded_frames: torch.Tensor) -> torch.Tensor:
+        """`(padded_length, D)` frames, zero-padded at the end -> `(W - 1, window_length, D)` views (no copy)."""
+        return padded_frames.unfold(0, self.window_length, self.stride).transpose(1, 2)
+
+
+@dataclass
+class _EncoderInputs:
+    """What one model's encoder reads for the rows of a video: the window views (of the raw features, or of the
+    embedded video when `embedded`), the state of a padded frame, and the queries' text."""
+
+    window_views: torch.Tensor  # (W - 1, window_length, D or hidden_size), views
+    padding_state: torch.Tensor | None  # (hidden_size,): embed_video(0), when embedded
+    text: torch.Tensor  # (Q, Lq, text_feature_size or hidden_size)
+    text_mask: torch.Tensor  # (Q, Lq)
+    embedded: bool
+
+    def encode(
+        self,
+        model: RGNetForVideoGrounding,
+        grid: WindowGrid,
+        queries: torch.Tensor,
+        windows: torch.Tensor,
+        retrieval_only: bool = False,
+    ) -> RGNetEncoderOutput:
+        """Encode rows `(queries[r], windows[r])`; `windows` on the grid's device."""
+        mask = grid.mask[windows]
+        frames = self.window_views[grid.view_index.to(windows.device)[windows]]
+        text, text_mask = self.text[queries], self.text_mask[queries]
+        if not self.embedded:
+            return model.model.encode(frames * mask[..., None], mask, text, text_mask)
+        frames = torch.where(mask[..., None].bool(), frames, self.padding_state)
+        return model.model.encode(
+            None, mask, None, text_mask, video_embeds=frames, text_embeds=text, retrieval_only=retrieval_only
+        )
+
+
+@dataclass
+class _QueryGroup:
+    """Rows `(query, window)` of a group of queries: row `r` is query `queries[r // W]`, window `r % W`."""
+
+    query_ids: list[int]
+    num_windows: int
+
+    def __post_init__(self) -> None:
+        self.query_index = torch.tensor(self.query_ids).repeat_interleave(self.num_windows)
+        self.window_index = torch.arange(self.num_windows).repeat(len(self.query_ids))
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.query_ids) * self.num_windows
+
+
+class _MaybeCompiled:
+    """`torch.compile(function)` when asked and available; on any compile or run failure, a warning and the plain
+    function from then on (the results are the same, only slower)."""
+
+    def __init__(self, function: Callable[..., Any], enabled: bool):
+        self.function = function
+        self.compiled = None
+        if enabled:
+            try:
+                self.compiled = torch.compile(function)
+            except Exception as error:  # noqa: BLE001 - any backend problem means: run eagerly
+                logger.warning("torch.compile is unavailable (%s): running eagerly", error)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001
+                logger.warning("torch.compile failed (%s): running eagerly", error)
+                self.compiled = None
+        return self.function(*args, **kwargs)
+
+
 class RGNetGroundingEngine:
     """Grounds queries in whole long videos with an [`RGNetForVideoGrounding`].
 
@@ -119,25 +259,39 @@ class RGNetGroundingEngine:
     so the results equal decoding every window); proposal scores (foreground probability x window score) and feature
     matching scores are fused, ranked and suppressed per query.
 
+    Work that does not depend on the query is done once per video (`share_video_work=True`, the default): the video
+    input projection, the text projection (once per query), the frame positions and the decoder's key positions
+    (once per distinct window length). Windows are scored with the last self-attention layer run for the retrieval
+    token alone, and only the decoded windows run it for every frame. Every row is computed as the full model
+    computes it, so the results equal `share_video_work=False` (each (query, window) row through the whole model,
+    the reference) up to float rounding.
+
     Args:
-        model ([`RGNetForVideoGrounding`]): the model; the engine follows its device and dtype.
-        memory_budget_bytes (`int`, defaults to 2 GiB): activation memory one encoder chunk may use (estimated); the
-            encoder states kept for the top-k selection of a group of queries count against it too.
+        model ([`RGNetForVideoGrounding`]): the model; the engine follows its device, dtype (a bfloat16 model is the
+            fast mode) and attention implementation (`model.config._attn_implementation`).
+        memory_budget_bytes (`int`, defaults to 2 GiB): memory the engine's work may use besides the model and the
+            inputs: one encoder chunk's activations (estimated) plus the encoder states kept for the decoding of a
+            group of queries. When not even one query's states fit, the decoded windows are encoded again instead.
         top_k_windows, nms_threshold, max_predictions_before_nms, max_predictions (*optional*): override the config.
         window_scorer ([`RGNetForVideoGrounding`], *optional*): a separate model whose window logits rank the windows
             (a two-stage pipeline: retrieval by one model, grounding by `model`); by default `model` does both, as
             RGNet does.
+        share_video_work (`bool`, defaults to `True`): see above.
+        compile (`bool`, defaults to `False`): run the encoder through `torch.compile`, falling back to eager
+            execution (with a warning) where compilation is unavailable or fails.
     """
 
     def __init__(
         self,
-        model,
+        model: RGNetForVideoGrounding,
         memory_budget_bytes: int = 2 * 2**30,
         top_k_windows: int | None = None,
         nms_threshold: float | None = None,
         max_predictions_before_nms: int | None = None,
         max_predictions: int | None = None,
-        window_scorer=None,
+        window_scorer: RGNetForVideoGrounding | None = None,
+        share_video_work: bool = True,
+        compile: bool = False,
     ):
         config = model.config
         self.model = model
@@ -147,11 +301,14 @@ class RGNetGroundingEngine:
         self.nms_threshold = config.nms_threshold if nms_threshold is None else nms_threshold
         self.max_predictions_before_nms = max_predictions_before_nms or config.max_predictions_before_nms
         self.max_predictions = max_predictions or config.max_predictions
+        self.share_video_work = share_video_work
+        self._encode = _MaybeCompiled(_EncoderInputs.encode, compile)
         if self.top_k_windows < 1 or self.max_predictions < 1:
             raise ValueError("top_k_windows and max_predictions must be >= 1")
 
     # ---------------------------------------------------------------- sizing
     def _bytes_per_encoded_row(self, num_frames: int, num_tokens: int) -> int:
+        """Estimated peak activation bytes of one (query, window) row through the encoder (no autograd)."""
         config = self.model.config
         element = torch.finfo(self.model.dtype).bits // 8
         sequence = num_frames + 1
@@ -164,10 +321,17 @@ class RGNetGroundingEngine:
 
     def _bytes_per_kept_row(self, num_frames: int) -> int:
         element = torch.finfo(self.model.dtype).bits // 8
-        return (num_frames + 1) * self.model.config.hidden_size * element
+        return (num_frames + 2) * self.model.config.hidden_size * element
 
     # ---------------------------------------------------------------- validation
-    def _validate(self, video_features, text_features, text_mask, sentence_features, appearance_features):
+    def _validate(
+        self,
+        video_features: torch.Tensor,
+        text_features: torch.Tensor,
+        text_mask: torch.Tensor,
+        sentence_features: torch.Tensor | None,
+        appearance_features: torch.Tensor,
+    ) -> None:
         config = self.model.config
         if video_features.dim() != 2:
             raise ValueError(
@@ -244,9 +408,7 @@ class RGNetGroundingEngine:
         Returns:
             one [`VideoGroundingResult`] per query.
         """
-        model = self.model
-        config = model.config
-        device, dtype = model.device, model.dtype
+        config = self.model.config
         video_features = torch.as_tensor(video_features)
         text_features = torch.as_tensor(text_features)
         if text_features.dim() == 2:
@@ -266,127 +428,189 @@ class RGNetGroundingEngine:
             seconds_per_feature = config.seconds_per_feature
         seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
 
-        num_frames = video_features.shape[0]
-        bounds = window_bounds(num_frames, config.window_length, config.window_stride)
-        num_windows, window_length = bounds.shape[0], int(min(config.window_length, num_frames))
-        starts, lengths = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
-        # Windows as views of the zero-padded video: window i >= 1 starts at (i - 1) * stride; window 0 is the head.
-        stride = config.window_stride
-        padded_length = max((num_windows - 2) * stride + window_length, window_length)
-        video = F.pad(video_features.to(device=device, dtype=dtype), (0, 0, 0, padded_length - num_frames))
-        window_views = torch.cat(
-            [video[:window_length].unsqueeze(0), video.unfold(0, window_length, stride).transpose(1, 2)]
-        )[:num_windows]  # (W, window_length, D), views except the small concatenation of window 0's index
-        window_mask = (torch.arange(window_length)[None] < lengths[:, None]).to(device=device, dtype=dtype)
+        device, dtype = self.model.device, self.model.dtype
+        grid = WindowGrid.for_video(video_features.shape[0], config.window_length, config.window_stride, device, dtype)
+        video = F.pad(
+            _to_device(video_features, device, dtype), (0, 0, 0, grid.padded_length() - video_features.shape[0])
+        )
+        text_features, text_mask = _to_device(text_features, device, dtype), _to_device(text_mask, device, dtype)
+        inputs = self._encoder_inputs(self.model, grid, video, text_features, text_mask)
+        scorer_inputs = inputs
+        if self.window_scorer is not None:
+            scorer_inputs = self._encoder_inputs(self.window_scorer, grid, video, text_features, text_mask)
+        del video
 
         num_queries = text_features.shape[0]
-        text_features = text_features.to(device=device, dtype=dtype)
-        text_mask = text_mask.to(device=device, dtype=dtype)
-        top_k = min(self.top_k_windows, num_windows)
-        row_bytes = self._bytes_per_encoded_row(window_length, text_features.shape[1])
-        rows_per_chunk = max(1, self.memory_budget_bytes // row_bytes)
-        if max_queries_per_group is None:
-            kept_bytes = num_windows * self._bytes_per_kept_row(window_length)
-            max_queries_per_group = max(1, self.memory_budget_bytes // max(kept_bytes, 1))
-
+        rows_per_chunk, keep_states, group_size = self._plan_chunks(grid, text_features.shape[1], num_queries)
+        if max_queries_per_group is not None:
+            group_size = max_queries_per_group
         results: list[VideoGroundingResult] = []
-        for group_start in range(0, num_queries, max_queries_per_group):
-            group = range(group_start, min(group_start + max_queries_per_group, num_queries))
+        for group_start in range(0, num_queries, group_size):
+            group = _QueryGroup(list(range(group_start, min(group_start + group_size, num_queries))), grid.num_windows)
             results.extend(
                 self._ground_group(
                     group,
-                    window_views,
-                    window_mask,
-                    starts,
-                    lengths,
-                    text_features,
-                    text_mask,
+                    grid,
+                    inputs,
+                    scorer_inputs,
                     sentence_features,
                     appearance,
                     seconds_per_feature,
                     rows_per_chunk,
-                    top_k,
+                    keep_states,
                     decode_all_windows,
-                    bounds,
                 )
             )
         return results
 
+    def _encoder_inputs(
+        self,
+        model: RGNetForVideoGrounding,
+        grid: WindowGrid,
+        padded_video: torch.Tensor,
+        text_features: torch.Tensor,
+        text_mask: torch.Tensor,
+    ) -> _EncoderInputs:
+        if not self.share_video_work:
+            return _EncoderInputs(grid.cut(padded_video), None, text_features, text_mask, embedded=False)
+        embedded = model.model.embed_video(padded_video)
+        padding_state = model.model.embed_video(padded_video.new_zeros(1, padded_video.shape[1]))[0]
+        text = model.model.embed_text(text_features)
+        return _EncoderInputs(grid.cut(embedded), padding_state, text, text_mask, embedded=True)
+
+    def _plan_chunks(self, grid: WindowGrid, num_tokens: int, num_queries: int) -> tuple[int, bool, int]:
+        """Rows per encoder chunk, whether the scoring pass keeps its states for decoding, and queries per group,
+        so that one chunk's activations plus the kept states fit the memory budget."""
+        row_bytes = self._bytes_per_encoded_row(grid.window_length, num_tokens)
+        kept_per_query = grid.num_windows * self._bytes_per_kept_row(grid.window_length)
+        budget = self.memory_budget_bytes
+        rows_per_chunk = max(1, min(budget // 2, budget - kept_per_query) // row_bytes)
+        keep_states = self.window_scorer is None and kept_per_query + row_bytes <= budget
+        group_size = max(1, (budget - rows_per_chunk * row_bytes) // kept_per_query) if keep_states else num_queries
+        return int(rows_per_chunk), keep_states, int(min(group_size, num_queries))
+
     def _ground_group(
         self,
-        group,
-        window_views,
-        window_mask,
-        starts,
-        lengths,
-        text_features,
-        text_mask,
-        sentence_features,
-        appearance,
-        seconds_per_feature,
-        rows_per_chunk,
-        top_k,
-        decode_all_windows,
-        bounds,
+        group: _QueryGroup,
+        grid: WindowGrid,
+        inputs: _EncoderInputs,
+        scorer_inputs: _EncoderInputs,
+        sentence_features: torch.Tensor | None,
+        appearance: torch.Tensor,
+        seconds_per_feature: float,
+        rows_per_chunk: int,
+        keep_states: bool,
+        decode_all_windows: bool,
     ) -> list[VideoGroundingResult]:
-        model = self.model
-        config = model.config
-        num_windows = window_views.shape[0]
-        num_group = len(group)
-        query_index = torch.tensor(list(group)).repeat_interleave(num_windows)  # row r = (query, window)
-        window_index = torch.arange(num_windows).repeat(num_group)
-        num_rows = len(query_index)
-
-        def encode(encoder, rows):
-            windows, queries = window_index[rows], query_index[rows]
-            mask = window_mask[windows]
-            return encoder.model.encode(
-                window_views[windows] * mask[..., None], mask, text_features[queries], text_mask[queries]
-            )
-
-        # 1. Encode every (query, window) row in chunks and score it; keep the encoder states for decoding (unless a
-        #    separate window scorer is used: then only the top-k rows are encoded again by the grounding model).
-        scorer = self.window_scorer if self.window_scorer is not None else model
-        window_logits = torch.empty(num_rows, dtype=torch.float32, device=model.device)
-        memories = []
-        for chunk_start in range(0, num_rows, rows_per_chunk):
-            rows = slice(chunk_start, min(chunk_start + rows_per_chunk, num_rows))
-            encoded = encode(scorer, rows)
-            window_logits[rows] = scorer.window_logits_from(encoded.retrieval_embedding).float()
-            if scorer is model:
-                memories.append(encoded.video_memory)
-        memory = torch.cat(memories) if memories else None
-
-        # 2. Window retrieval: rank the windows of each query, keep the top k.
-        ranking = rank_windows(window_logits.view(num_group, num_windows).float(), top_k)
+        window_logits, kept = self._score_windows(group, grid, scorer_inputs, rows_per_chunk, keep_states)
+        top_k = min(self.top_k_windows, grid.num_windows)
+        ranking = rank_windows(window_logits.view(len(group.query_ids), grid.num_windows), top_k)
         decoded_windows = ranking.order if decode_all_windows else ranking.order[:, :top_k]
-        decoded_rows = (torch.arange(num_group)[:, None] * num_windows + decoded_windows.cpu()).flatten()
+        offsets = torch.arange(len(group.query_ids))[:, None] * grid.num_windows
+        decoded_rows = (offsets + decoded_windows.cpu()).flatten()
+        logits, spans = self._decode_rows(group, grid, inputs, decoded_rows, kept, rows_per_chunk)
+        window_scores = torch.sigmoid(window_logits[decoded_rows.to(window_logits.device)])
+        window_rows = self._window_predictions(
+            group, grid, decoded_rows, logits, spans, window_scores, sentence_features, appearance, seconds_per_feature
+        )
+        return self._rank_moments(window_rows, ranking, top_k, grid)
 
-        # 3. Decode only the rows that can reach the output.
+    # ---------------------------------------------------------------- steps
+    def _score_windows(
+        self,
+        group: _QueryGroup,
+        grid: WindowGrid,
+        inputs: _EncoderInputs,
+        rows_per_chunk: int,
+        keep_states: bool,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+        """Window logits `(num_rows,)` (float32) of every row, and the encoder states the decoding reuses (kept
+        when they fit the budget and the scorer is the grounding model)."""
+        scorer = self.window_scorer if self.window_scorer is not None else self.model
+        device = self.model.device
+        window_logits = torch.empty(group.num_rows, dtype=torch.float32, device=device)
+        kept: dict[str, torch.Tensor] | None = None
+        for chunk_start in range(0, group.num_rows, rows_per_chunk):
+            rows = slice(chunk_start, min(chunk_start + rows_per_chunk, group.num_rows))
+            queries, windows = group.query_index[rows].to(device), group.window_index[rows].to(device)
+            encoded = self._encode(inputs, scorer, grid, queries, windows, retrieval_only=self.share_video_work)
+            window_logits[rows] = scorer.window_logits_from(encoded.retrieval_embedding).float()
+            if keep_states:
+                # Preallocated, so that the kept states never exist twice (no concatenation at the end).
+                name = "last_layer_input" if encoded.last_layer_input is not None else "video_memory"
+                if kept is None:
+                    kept = {
+                        name: encoded[name].new_empty(group.num_rows, *encoded[name].shape[1:]),
+                        "sampler_selection": encoded.sampler_selection.new_empty(group.num_rows, grid.window_length),
+                    }
+                kept[name][rows] = encoded[name]
+                kept["sampler_selection"][rows] = encoded.sampler_selection
+        return window_logits, kept
+
+    def _decode_rows(
+        self,
+        group: _QueryGroup,
+        grid: WindowGrid,
+        inputs: _EncoderInputs,
+        decoded_rows: torch.Tensor,
+        kept: dict[str, torch.Tensor] | None,
+        rows_per_chunk: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and (centre, width) spans `(len(decoded_rows), num_queries, 2)` of the last decoder layer."""
+        model = self.model
+        device = model.device
+        distinct_positions = model.model.frame_position_embeddings(grid.distinct_masks, model.dtype)
         logits_list, spans_list = [], []
         for chunk_start in range(0, len(decoded_rows), rows_per_chunk):
             rows = decoded_rows[chunk_start : chunk_start + rows_per_chunk]
-            mask = window_mask[window_index[rows]]
-            positions = _frame_positions(mask, config)
-            rows_memory = memory[rows.to(memory.device)] if memory is not None else encode(model, rows).video_memory
-            hidden_states, reference_points = model.model.decode(rows_memory, positions, mask)
+            windows = group.window_index[rows].to(device)
+            mask = grid.mask[windows]
+            length_index = grid.length_index[windows]
+            if kept is None:
+                encoded = self._encode(inputs, model, grid, group.query_index[rows].to(device), windows)
+            elif "video_memory" in kept:
+                encoded = RGNetEncoderOutput(video_memory=kept["video_memory"][rows.to(device)])
+            else:
+                partial = RGNetEncoderOutput(
+                    last_layer_input=kept["last_layer_input"][rows.to(device)],
+                    sampler_selection=kept["sampler_selection"][rows.to(device)],
+                    frame_position_embeddings=distinct_positions[length_index],
+                )
+                encoded = model.model.complete_encoding(partial, mask)
+            if self.share_video_work:
+                hidden_states, reference_points = model.model.decode(
+                    encoded.video_memory, distinct_positions, mask, position_index=length_index
+                )
+            else:
+                positions = model.model.frame_position_embeddings(mask, model.dtype)
+                hidden_states, reference_points = model.model.decode(encoded.video_memory, positions, mask)
             logits, spans = model.moment_predictions(hidden_states[-1:], reference_points[-1:])
             logits_list.append(logits[0])
             spans_list.append(spans[0])
-        logits = torch.cat(logits_list).float()
-        spans = torch.cat(spans_list).float()
-        decoded_windows_flat = window_index[decoded_rows]
-        decoded_queries = query_index[decoded_rows]
-        window_scores = torch.sigmoid(window_logits[decoded_rows.to(window_logits.device)].float())
+        return torch.cat(logits_list).float(), torch.cat(spans_list).float()
 
-        foreground = logits.softmax(-1)[..., 0]
-        proposal = foreground * window_scores[:, None]
+    def _window_predictions(
+        self,
+        group: _QueryGroup,
+        grid: WindowGrid,
+        decoded_rows: torch.Tensor,
+        logits: torch.Tensor,
+        spans: torch.Tensor,
+        window_scores: torch.Tensor,
+        sentence_features: torch.Tensor | None,
+        appearance: torch.Tensor,
+        seconds_per_feature: float,
+    ) -> np.ndarray:
+        """Rows `[start, end, proposal, matching]` `(num_group_queries, decoded per query, num_queries, 4)`."""
+        config = self.model.config
+        windows = group.window_index[decoded_rows]
+        proposal = logits.softmax(-1)[..., 0] * window_scores[:, None]
         if sentence_features is not None:
-            appearance_windows = _cut_windows(appearance, bounds, window_views.shape[1], decoded_windows_flat)
+            appearance_windows = _cut_windows(appearance, grid.bounds, grid.window_length, windows)
             matching = matching_scores(
                 appearance_windows.to(spans.device),
-                lengths[decoded_windows_flat].to(spans.device),
-                sentence_features[decoded_queries].to(spans.device),
+                grid.lengths[windows].to(spans.device),
+                sentence_features[group.query_index[decoded_rows]].to(spans.device),
                 spans,
                 config.matching_top_frames,
             )
@@ -396,18 +620,21 @@ class RGNetGroundingEngine:
             matching = torch.zeros_like(proposal)
         seconds = window_spans_to_seconds(
             spans,
-            starts[decoded_windows_flat].to(spans.device),
-            lengths[decoded_windows_flat].to(spans.device),
+            grid.starts[windows].to(spans.device),
+            grid.lengths[windows].to(spans.device),
             seconds_per_feature,
         )
         window_rows = format_window_predictions(seconds.cpu(), proposal.cpu(), matching.cpu())
-        window_rows = window_rows.reshape(num_group, -1, *window_rows.shape[1:])
+        return window_rows.reshape(len(group.query_ids), -1, *window_rows.shape[1:])
 
-        # 4. Per query: fuse, rank, suppress (only the top-k windows reach this step).
+    def _rank_moments(
+        self, window_rows: np.ndarray, ranking: WindowRanking, top_k: int, grid: WindowGrid
+    ) -> list[VideoGroundingResult]:
+        """Per query: fuse, rank and suppress the moments of its top-k windows."""
         results = []
         order = ranking.order.cpu().numpy()
         scores = ranking.scores.cpu().numpy()
-        for position in range(num_group):
+        for position in range(len(window_rows)):
             rows = window_rows[position][:top_k].reshape(-1, 4)
             ranked = post_process_query_all_rankings(
                 rows, RANKINGS, self.nms_threshold, self.max_predictions_before_nms, self.max_predictions
@@ -420,19 +647,23 @@ class RGNetGroundingEngine:
                     rankings=ranked,
                     window_order=order[position],
                     window_scores=scores[position],
-                    window_bounds=bounds.numpy(),
+                    window_bounds=grid.bounds.numpy(),
                     window_predictions=window_rows[position],
                 )
             )
         return results
 
 
-def _frame_positions(mask: torch.Tensor, config) -> torch.Tensor:
-    positions = frame_position_embeddings(mask, config.hidden_size, config.frame_position_temperature)
-    return positions.to(mask.dtype)
+def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Host-to-GPU copies from pinned memory, without blocking the host."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.to(dtype).pin_memory().to(device, non_blocking=True)
+    return tensor.to(device=device, dtype=dtype)
 
 
-def _cut_windows(features: torch.Tensor, bounds: torch.Tensor, window_length: int, windows: torch.Tensor):
+def _cut_windows(
+    features: torch.Tensor, bounds: torch.Tensor, window_length: int, windows: torch.Tensor
+) -> torch.Tensor:
     """`(T, D)` features -> `(len(windows), window_length, D)` zero-padded windows, on the features' device."""
     index = bounds[windows, 0][:, None] + torch.arange(window_length)[None]
     valid = (index < bounds[windows, 1][:, None]).to(features.device)
@@ -440,4 +671,4 @@ def _cut_windows(features: torch.Tensor, bounds: torch.Tensor, window_length: in
     return gathered * valid[..., None].to(gathered.dtype)
 
 
-__all__ = ["RGNetGroundingEngine", "VideoGroundingResult", "matching_scores"]
+__all__ = ["RGNetGroundingEngine", "VideoGroundingResult", "WindowGrid", "matching_scores"]
