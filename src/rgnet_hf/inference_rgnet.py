@@ -502,8 +502,12 @@ class RGNetGroundingEngine:
         keep_states: bool,
         decode_all_windows: bool,
     ) -> list[VideoGroundingResult]:
-        window_logits, kept = self._score_windows(group, grid, scorer_inputs, rows_per_chunk, keep_states)
         top_k = min(self.top_k_windows, grid.num_windows)
+        # Scoring with [RET] alone pays only when some windows are not decoded.
+        retrieval_only = self.share_video_work and top_k < grid.num_windows and not decode_all_windows
+        window_logits, kept = self._score_windows(
+            group, grid, scorer_inputs, rows_per_chunk, keep_states, retrieval_only
+        )
         ranking = rank_windows(window_logits.view(len(group.query_ids), grid.num_windows), top_k)
         decoded_windows = ranking.order if decode_all_windows else ranking.order[:, :top_k]
         offsets = torch.arange(len(group.query_ids))[:, None] * grid.num_windows
@@ -523,6 +527,7 @@ class RGNetGroundingEngine:
         inputs: _EncoderInputs,
         rows_per_chunk: int,
         keep_states: bool,
+        retrieval_only: bool,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """Window logits `(num_rows,)` (float32) of every row, and the encoder states the decoding reuses (kept
         when they fit the budget and the scorer is the grounding model)."""
@@ -533,7 +538,7 @@ class RGNetGroundingEngine:
         for chunk_start in range(0, group.num_rows, rows_per_chunk):
             rows = slice(chunk_start, min(chunk_start + rows_per_chunk, group.num_rows))
             queries, windows = group.query_index[rows].to(device), group.window_index[rows].to(device)
-            encoded = self._encode(inputs, scorer, grid, queries, windows, retrieval_only=self.share_video_work)
+            encoded = self._encode(inputs, scorer, grid, queries, windows, retrieval_only=retrieval_only)
             window_logits[rows] = scorer.window_logits_from(encoded.retrieval_embedding).float()
             if keep_states:
                 # Preallocated, so that the kept states never exist twice (no concatenation at the end).

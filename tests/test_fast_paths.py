@@ -1,0 +1,219 @@
+"""The fast paths equal the reference: SDPA against the eager attention, the engine's shared video work against every
+(query, window) row through the whole model, bfloat16 against float32, torch.compile's fallback."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from parity_utils import assert_close_to_scale, converted_model, gradient_floor
+
+from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, inference_rgnet
+
+EXACT = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def _tiny_preset(preset: str, **overrides) -> RGNetConfig:
+    values = dict(
+        video_feature_size=24,
+        text_feature_size=16,
+        sentence_feature_size=24,
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=64,
+        window_length=40,
+        max_text_length=7,
+        top_k_windows=4,
+        num_decoder_layers=3,
+    )
+    values.update(overrides)
+    return RGNetConfig.from_preset(preset, **values)
+
+
+def _pair(config: RGNetConfig) -> tuple[RGNetForVideoGrounding, RGNetForVideoGrounding]:
+    """The same weights with the eager (reference) and the sdpa attention."""
+    torch.manual_seed(0)
+    eager = RGNetForVideoGrounding(copy.deepcopy(config)).eval()
+    eager.set_attn_implementation("eager")
+    sdpa = RGNetForVideoGrounding(copy.deepcopy(config)).eval()
+    sdpa.load_state_dict(eager.state_dict())
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    return eager, sdpa
+
+
+def _padded_batch(config: RGNetConfig, batch_size: int = 4) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    frames, tokens = config.window_length, config.max_text_length
+    video_lengths = torch.tensor([frames, frames // 2, 3, frames - 1])[:batch_size]
+    text_lengths = torch.tensor([tokens, 2, tokens - 1, 1])[:batch_size]
+    video_mask = (torch.arange(frames)[None] < video_lengths[:, None]).float()
+    text_mask = (torch.arange(tokens)[None] < text_lengths[:, None]).float()
+    video = torch.randn(batch_size, frames, config.video_feature_size, generator=generator) * video_mask[..., None]
+    text = torch.randn(batch_size, tokens, config.text_feature_size, generator=generator) * text_mask[..., None]
+    return {"video_features": video, "video_mask": video_mask, "text_features": text, "text_mask": text_mask}
+
+
+@pytest.mark.parametrize("sampler_attention_mode", ["additive", "sparse"])
+@pytest.mark.parametrize("preset", RGNetConfig.preset_names())
+def test_sdpa_equals_eager_with_padding_and_sampler_bias(preset, sampler_attention_mode):
+    config = _tiny_preset(preset, sampler_attention_mode=sampler_attention_mode)
+    eager, sdpa = _pair(config)
+    batch = _padded_batch(config)
+    with torch.no_grad():
+        reference, fast = eager(**batch), sdpa(**batch)
+    assert torch.equal(reference.sampler_selection, fast.sampler_selection)
+    assert 0 < reference.sampler_selection.sum() < reference.sampler_selection.numel()  # the bias is not uniform
+    for name in ("logits", "pred_spans", "window_logits", "saliency_scores", "sampler_logits", "retrieval_embedding"):
+        torch.testing.assert_close(fast[name], reference[name], **EXACT, msg=name)
+
+
+def test_sdpa_equals_eager_in_training_with_gradients():
+    config = _tiny_preset("mad", dropout=0.0, input_dropout=0.0)
+    eager, sdpa = _pair(config)
+    batch = _padded_batch(config)
+    label = {
+        "spans": torch.tensor([[0.5, 0.2]]),
+        "saliency_positive_frames": torch.tensor([1]),
+        "saliency_negative_frames": torch.tensor([0]),
+    }
+    labels = [label] * 4
+    losses = []
+    for model in (eager, sdpa):
+        model.train()
+        torch.manual_seed(5)  # the same sampler noise for both
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], **EXACT)
+    # Gradients that are mathematically zero (key biases under a softmax) hold float noise: measured against 1 % of
+    # the step's largest gradient, as the parity tests do.
+    floor = gradient_floor({name: p.grad for name, p in eager.named_parameters() if p.grad is not None})
+    for (name, a), b in zip(eager.named_parameters(), sdpa.parameters()):
+        if a.grad is not None:
+            assert_close_to_scale(b.grad, a.grad, 1e-5, name, floor)
+
+
+def test_attn_implementation_round_trip(tmp_path):
+    torch.manual_seed(0)
+    RGNetForVideoGrounding(tiny_config()).save_pretrained(tmp_path)
+    assert RGNetForVideoGrounding.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
+    model = RGNetForVideoGrounding.from_pretrained(tmp_path, attn_implementation="eager")
+    assert model.config._attn_implementation == "eager"
+    assert RGNetForVideoGrounding(RGNetConfig(attn_implementation="eager")).config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="not supported"):
+        RGNetForVideoGrounding.from_pretrained(tmp_path, attn_implementation="no-such-kernel")
+
+
+def _engine_inputs(config: RGNetConfig, num_frames: int, num_queries: int = 3):
+    generator = torch.Generator().manual_seed(2)
+    video = torch.randn(num_frames, config.video_feature_size, generator=generator)
+    text = torch.randn(num_queries, config.max_text_length, config.text_feature_size, generator=generator)
+    text_mask = (torch.arange(config.max_text_length)[None] < torch.tensor([[7], [3], [1]])[:num_queries]).float()
+    sentence = torch.randn(num_queries, config.sentence_feature_size, generator=generator)
+    return video, text * text_mask[..., None], text_mask, sentence
+
+
+@pytest.mark.parametrize("preset", RGNetConfig.preset_names())
+def test_engine_fast_path_equals_the_per_row_reference(preset):
+    """The shared video work (embeddings once per video, retrieval-only scoring, decoder key positions per window
+    length) and SDPA give the reference's results: 313 frames cut the last windows short, the queries are padded."""
+    config = _tiny_preset(preset)
+    eager, sdpa = _pair(config)
+    video, text, text_mask, sentence = _engine_inputs(config, 313)
+    reference = RGNetGroundingEngine(eager, share_video_work=False).ground(video, text, text_mask, sentence)
+    fast = RGNetGroundingEngine(sdpa).ground(video, text, text_mask, sentence)
+    for a, b in zip(reference, fast):
+        np.testing.assert_array_equal(b.window_order, a.window_order)
+        np.testing.assert_allclose(b.window_scores, a.window_scores, rtol=1e-5, atol=1e-6)
+        # window_predictions are rounded to 4 decimals (as the official output): compare the rankings' floats
+        for name in ("fused", "proposal", "matching"):
+            np.testing.assert_allclose(b.rankings[name], a.rankings[name], rtol=1e-5, atol=1e-5)
+
+
+def test_engine_fast_path_without_kept_states_and_with_a_window_scorer():
+    """A budget too small to keep any encoder state re-encodes the decoded windows; a separate scorer never keeps
+    states: both equal the reference."""
+    config = _tiny_preset("mad")
+    eager, sdpa = _pair(config)
+    video, text, text_mask, sentence = _engine_inputs(config, 200)
+    reference = RGNetGroundingEngine(eager, share_video_work=False).ground(video, text, text_mask, sentence)
+    for engine in (
+        RGNetGroundingEngine(sdpa, memory_budget_bytes=1),
+        RGNetGroundingEngine(sdpa, window_scorer=eager),
+    ):
+        rows_per_chunk, keep_states, _ = engine._plan_chunks(
+            inference_rgnet.WindowGrid.for_video(200, 40, 20, torch.device("cpu"), torch.float32), 7, 3
+        )
+        assert not keep_states
+        for a, b in zip(reference, engine.ground(video, text, text_mask, sentence)):
+            np.testing.assert_array_equal(b.window_order, a.window_order)
+            np.testing.assert_allclose(b.rankings["fused"], a.rankings["fused"], rtol=1e-5, atol=1e-5)
+
+
+def test_window_grid_views_share_memory():
+    grid = inference_rgnet.WindowGrid.for_video(310, 40, 20, torch.device("cpu"), torch.float32)
+    frames = torch.randn(grid.padded_length(), 3)
+    views = grid.cut(frames)
+    assert views.untyped_storage().data_ptr() == frames.untyped_storage().data_ptr()
+    assert grid.num_windows == 17 and grid.distinct_masks.shape[0] == len(torch.unique(grid.lengths))
+    for window, (start, end) in enumerate(grid.bounds.tolist()):
+        row = views[grid.view_index[window]]
+        torch.testing.assert_close(row[: end - start], frames[start:end], rtol=0, atol=0)
+        assert grid.mask[window].sum() == end - start
+        assert torch.equal(grid.distinct_masks[grid.length_index[window]], grid.mask[window])
+
+
+def test_bf16_engine_ranks_like_fp32_on_the_fixtures(parity_fixtures):
+    """The bfloat16 fast mode on the parity fixtures' long-video simulations ranks like float32: the same best
+    window and float32's best moment among its top three, for every query."""
+    for name in ("mad_tiny", "ego4d_tiny"):
+        fixture = parity_fixtures[name]
+        simulation = fixture["inference_simulation"]
+        model = converted_model(fixture, text_to_video_mask_batch_mixing=False)
+        half = converted_model(fixture, text_to_video_mask_batch_mixing=False).to(torch.bfloat16)
+        (text, text_mask), sentence = simulation["batch"]["query_feat"], simulation["batch"]["query_cls_feat"]
+        args = (simulation["video_feat"], text, text_mask, sentence)
+        kwargs = {"seconds_per_feature": simulation["clip_length"]}
+        full = RGNetGroundingEngine(model).ground(*args, **kwargs)
+        reduced = RGNetGroundingEngine(half).ground(*args, **kwargs)
+        for a, b in zip(full, reduced):
+            assert b.moments.dtype == a.moments.dtype and np.isfinite(b.moments).all()
+            assert a.window_order[0] == b.window_order[0]
+            assert set(a.window_order[:3]) & set(b.window_order[:3])
+            best = a.moments[0]
+            overlap = np.minimum(best[1], b.moments[:3, 1]) - np.maximum(best[0], b.moments[:3, 0])
+            union = np.maximum(best[1], b.moments[:3, 1]) - np.minimum(best[0], b.moments[:3, 0])
+            assert (overlap / union).max() >= 0.5, name  # fp32's best moment is among bf16's top 3 at IoU 0.5
+
+
+def test_compile_falls_back_cleanly(monkeypatch, caplog):
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(tiny_config()).eval()
+    video, text, text_mask, sentence = _engine_inputs(model.config, 120)
+    expected = RGNetGroundingEngine(model).ground(video, text, text_mask, sentence)
+
+    def unavailable(function, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", unavailable)
+    with caplog.at_level(logging.WARNING, logger="rgnet_hf.inference_rgnet"):
+        engine = RGNetGroundingEngine(model, compile=True)
+    assert "torch.compile is unavailable" in caplog.text and engine._encode.compiled is None
+
+    def fails_when_run(function, **kwargs):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("backend failed")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fails_when_run)
+    engine = RGNetGroundingEngine(model, compile=True)
+    with caplog.at_level(logging.WARNING, logger="rgnet_hf.inference_rgnet"):
+        results = engine.ground(video, text, text_mask, sentence)
+    assert "torch.compile failed (backend failed)" in caplog.text and engine._encode.compiled is None
+    for a, b in zip(expected, results):
+        np.testing.assert_allclose(b.rankings["fused"], a.rankings["fused"], rtol=0, atol=1e-6)
