@@ -1,39 +1,89 @@
-"""Long-video inference speed: the engine (top-k decoding) against decoding every window, in the same run.
+"""Long-video inference speed and memory of the engine's modes, measured side by side in one run.
 
-    python benchmarks/bench_engine.py [--preset mad] [--minutes 120] [--queries 8] [--device cuda] [--dtype bf16]
+    python benchmarks/bench_engine.py [--preset mad] [--minutes 120] [--queries 8] [--device cuda] [--threads N]
+        [--modes baseline,reference,exact,bf16] [--repeats 3] [--compile]
 
-Prints one JSON object: the model, the video, windows per second of the encoder+decoder pass, seconds per query for
-the whole video, and the ratio of the engine (decoding only the top-k windows) to the decode-every-window baseline.
-Random weights and random features: speed does not depend on them.
+Modes (same random weights, same random features):
+    reference  eager attention, float32, every (query, window) row through the whole model (the reference path);
+    baseline   the same rows with the sdpa attention: the engine as it was before the shared video work;
+    exact      the default engine: sdpa, float32, query-independent work once per video, retrieval-only scoring;
+    bf16       the exact mode's engine on a bfloat16 model (on CUDA also TF32 matmuls for what stays float32);
+    compile    the exact mode with `torch.compile` (only with --compile).
+
+Repeats are interleaved (mode after mode) so that a busy machine slows every mode alike; the best repeat counts.
+Prints one JSON object: per mode windows/s ((query, window) rows per second), seconds per query, CPU seconds (the
+process's CPU time, less sensitive to other load than wall time), peak memory (GPU: allocated; CPU: resident set
+growth during the call), the largest difference of the window scores and of the fused rankings to the reference,
+whether the window orders agree, and the ratio of windows/s to the baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
+import threading
 import time
 
+import numpy as np
 import torch
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+MODES = ("reference", "baseline", "exact", "bf16", "compile")
 
 
-def _time(fn, device, repeats: int) -> float:
-    fn()  # warm-up
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+class PeakResidentMemory:
+    """Peak growth of this process's resident set (bytes) while the block runs, sampled every millisecond."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = 0
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * self.page
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self.start)
+            time.sleep(0.001)
+
+    def __enter__(self) -> PeakResidentMemory:
+        self.start, self.peak = self._rss(), 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss() - self.start)
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def build_engines(config: RGNetConfig, modes: list[str], device: torch.device, budget: int) -> dict:
+    torch.manual_seed(0)
+    base = RGNetForVideoGrounding(copy.deepcopy(config)).eval().to(device)
+    engines = {}
+    for mode in modes:
+        model = RGNetForVideoGrounding(copy.deepcopy(config)).eval()
+        model.load_state_dict(base.state_dict())
+        model = model.to(device=device, dtype=torch.bfloat16 if mode == "bf16" else torch.float32)
+        model.set_attn_implementation("eager" if mode == "reference" else "sdpa")
+        engines[mode] = RGNetGroundingEngine(
+            model,
+            memory_budget_bytes=budget,
+            share_video_work=mode not in ("reference", "baseline"),
+            compile=mode == "compile",
+        )
+    return engines
 
 
 def main() -> None:
@@ -42,59 +92,116 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=120.0)
     parser.add_argument("--queries", type=int, default=8)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    parser.add_argument("--modes", default="reference,baseline,exact,bf16")
+    parser.add_argument("--compile", action="store_true", help="add the compile mode")
     parser.add_argument("--memory-budget-gib", type=float, default=8.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    torch.manual_seed(0)
-    config = RGNetConfig.from_preset(args.preset)
-    model = RGNetForVideoGrounding(config).eval().to(device=device, dtype=dtype)
-    num_frames = int(args.minutes * 60 / config.seconds_per_feature)
-    video = torch.randn(num_frames, config.video_feature_size, device=device)
-    text = torch.nn.functional.normalize(
-        torch.randn(args.queries, config.max_text_length, config.text_feature_size, device=device), dim=-1
-    )
-    sentence = torch.nn.functional.normalize(
-        torch.randn(args.queries, config.sentence_feature_size, device=device), dim=-1
-    )
-    engine = RGNetGroundingEngine(model, memory_budget_bytes=int(args.memory_budget_gib * 2**30))
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    top_k = _time(lambda: engine.ground(video, text, sentence_features=sentence), device, args.repeats)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    every = _time(
-        lambda: engine.ground(video, text, sentence_features=sentence, decode_all_windows=True), device, args.repeats
+        torch.backends.cuda.matmul.allow_tf32 = True  # only the float32 leftovers of the bf16 mode; exact modes below
+    modes = [m for m in args.modes.split(",") if m] + (["compile"] if args.compile else [])
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}; choose from {MODES}")
+    config = RGNetConfig.from_preset(args.preset)
+    engines = build_engines(config, modes, device, int(args.memory_budget_gib * 2**30))
+
+    generator = torch.Generator().manual_seed(1)
+    num_frames = int(args.minutes * 60 / config.seconds_per_feature)
+    video = torch.randn(num_frames, config.video_feature_size, generator=generator)
+    text = torch.randn(args.queries, config.max_text_length, config.text_feature_size, generator=generator)
+    text = torch.nn.functional.normalize(text, dim=-1)
+    sentence = torch.nn.functional.normalize(
+        torch.randn(args.queries, config.sentence_feature_size, generator=generator), dim=-1
     )
-    num_windows = len(engine.ground(video, text[:1], sentence_features=sentence[:1])[0].window_order)
+    if device.type == "cuda":  # device-resident inputs, as in a serving loop
+        video, text, sentence = video.to(device), text.to(device), sentence.to(device)
+
+    def run(mode: str):
+        engine = engines[mode]
+        torch.backends.cuda.matmul.allow_tf32 = mode == "bf16"
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        with PeakResidentMemory() as memory:
+            results = engine.ground(video, text, sentence_features=sentence)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else memory.peak
+        return results, wall, cpu, peak
+
+    for mode in modes:  # warm-up (and compilation)
+        run(mode)
+    measured = {mode: {"wall": [], "cpu": [], "peak": []} for mode in modes}
+    outputs = {}
+    for _ in range(args.repeats):
+        for mode in modes:
+            outputs[mode], wall, cpu, peak = run(mode)
+            measured[mode]["wall"].append(wall)
+            measured[mode]["cpu"].append(cpu)
+            measured[mode]["peak"].append(peak)
+
+    num_windows = len(outputs[modes[0]][0].window_order)
     rows = num_windows * args.queries
-    print(
-        json.dumps(
-            {
-                "benchmark": "engine",
-                "device": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else platform.processor() or "cpu",
-                "threads": torch.get_num_threads(),
-                "dtype": args.dtype,
-                "preset": args.preset,
-                "video_minutes": args.minutes,
-                "num_frames": num_frames,
-                "num_windows": num_windows,
-                "queries": args.queries,
-                "top_k_windows": config.top_k_windows,
-                "engine_seconds": round(top_k, 4),
-                "engine_seconds_per_query": round(top_k / args.queries, 4),
-                "engine_windows_per_second": round(rows / top_k, 1),
-                "decode_all_seconds": round(every, 4),
-                "decode_all_windows_per_second": round(rows / every, 1),
-                "speedup_vs_decode_all": round(every / top_k, 3),
-                "peak_gpu_memory_gib": round(peak, 2) if peak is not None else None,
-            }
-        )
-    )
+    report = {
+        "benchmark": "engine",
+        "device": _device_name(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "torch": torch.__version__,
+        "preset": args.preset,
+        "video_minutes": args.minutes,
+        "num_frames": num_frames,
+        "num_windows": num_windows,
+        "queries": args.queries,
+        "top_k_windows": config.top_k_windows,
+        "repeats": args.repeats,
+        "modes": {},
+    }
+    reference = outputs.get("reference")
+    for mode in modes:
+        wall, cpu = min(measured[mode]["wall"]), min(measured[mode]["cpu"])
+        entry = {
+            "windows_per_second": round(rows / wall, 2),
+            "seconds_per_query": round(wall / args.queries, 4),
+            "seconds_best": round(wall, 4),
+            "seconds_median": round(float(np.median(measured[mode]["wall"])), 4),
+            "cpu_seconds_best": round(cpu, 4),
+            "peak_memory_mib": round(max(measured[mode]["peak"]) / 2**20, 1),
+        }
+        if reference is not None:
+            entry["max_window_score_diff"] = float(
+                max(np.abs(a.window_scores - b.window_scores).max() for a, b in zip(reference, outputs[mode]))
+            )
+            entry["max_fused_ranking_diff"] = float(
+                max(
+                    np.abs(a.rankings["fused"] - b.rankings["fused"]).max()
+                    if a.rankings["fused"].shape == b.rankings["fused"].shape
+                    else float("inf")
+                    for a, b in zip(reference, outputs[mode])
+                )
+            )
+            entry["window_orders_equal"] = all(
+                np.array_equal(a.window_order, b.window_order) for a, b in zip(reference, outputs[mode])
+            )
+            entry["top1_window_equal"] = float(
+                np.mean([a.window_order[0] == b.window_order[0] for a, b in zip(reference, outputs[mode])])
+            )
+        report["modes"][mode] = entry
+    if "baseline" in modes:
+        base_wall = min(measured["baseline"]["wall"])
+        base_cpu = min(measured["baseline"]["cpu"])
+        for mode in modes:
+            report["modes"][mode]["speedup_vs_baseline"] = round(base_wall / min(measured[mode]["wall"]), 3)
+            report["modes"][mode]["cpu_speedup_vs_baseline"] = round(base_cpu / min(measured[mode]["cpu"]), 3)
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
