@@ -308,14 +308,20 @@ class RGNetGroundingEngine:
 
     # ---------------------------------------------------------------- sizing
     def _bytes_per_encoded_row(self, num_frames: int, num_tokens: int) -> int:
-        """Estimated peak activation bytes of one (query, window) row through the encoder (no autograd)."""
+        """Peak activation bytes of one (query, window) row through the encoder (no autograd), measured on CPU
+        (resident set growth, benchmarks/bench_memory.py): the frame-wise tensors (the feed-forward's inner states
+        dominate), the text states, and the self-attention's additive bias; the eager attention also holds its
+        weights (two `heads x sequence^2` tensors at a time)."""
         config = self.model.config
         element = torch.finfo(self.model.dtype).bits // 8
         sequence = num_frames + 1
+        attention = 3 * sequence * max(sequence, num_tokens)
+        if config._attn_implementation == "eager":
+            attention += 2 * config.num_attention_heads * sequence * max(sequence, num_tokens)
         activations = (
-            num_frames * (config.video_feature_size + 8 * config.hidden_size + config.intermediate_size)
+            num_frames * (config.video_feature_size + 8 * config.hidden_size + 5 * config.intermediate_size // 2)
             + num_tokens * (config.text_feature_size + 2 * config.hidden_size)
-            + 3 * config.num_attention_heads * sequence * max(sequence, num_tokens)
+            + attention
         )
         return activations * element
 
@@ -430,18 +436,19 @@ class RGNetGroundingEngine:
 
         device, dtype = self.model.device, self.model.dtype
         grid = WindowGrid.for_video(video_features.shape[0], config.window_length, config.window_stride, device, dtype)
-        video = F.pad(
-            _to_device(video_features, device, dtype), (0, 0, 0, grid.padded_length() - video_features.shape[0])
-        )
-        text_features, text_mask = _to_device(text_features, device, dtype), _to_device(text_mask, device, dtype)
-        inputs = self._encoder_inputs(self.model, grid, video, text_features, text_mask)
-        scorer_inputs = inputs
-        if self.window_scorer is not None:
-            scorer_inputs = self._encoder_inputs(self.window_scorer, grid, video, text_features, text_mask)
-        del video
-
         num_queries = text_features.shape[0]
         rows_per_chunk, keep_states, group_size = self._plan_chunks(grid, text_features.shape[1], num_queries)
+        video = _to_device(video_features, device, dtype)
+        text_features, text_mask = _to_device(text_features, device, dtype), _to_device(text_mask, device, dtype)
+        frames_per_chunk = rows_per_chunk * grid.window_length
+        inputs = self._encoder_inputs(self.model, grid, video, text_features, text_mask, frames_per_chunk)
+        scorer_inputs = inputs
+        if self.window_scorer is not None:
+            scorer_inputs = self._encoder_inputs(
+                self.window_scorer, grid, video, text_features, text_mask, frames_per_chunk
+            )
+        del video
+
         if max_queries_per_group is not None:
             group_size = max_queries_per_group
         results: list[VideoGroundingResult] = []
@@ -467,25 +474,39 @@ class RGNetGroundingEngine:
         self,
         model: RGNetForVideoGrounding,
         grid: WindowGrid,
-        padded_video: torch.Tensor,
+        video: torch.Tensor,
         text_features: torch.Tensor,
         text_mask: torch.Tensor,
+        frames_per_chunk: int,
     ) -> _EncoderInputs:
+        num_frames, padded_length = video.shape[0], grid.padded_length()
         if not self.share_video_work:
-            return _EncoderInputs(grid.cut(padded_video), None, text_features, text_mask, embedded=False)
-        embedded = model.model.embed_video(padded_video)
-        padding_state = model.model.embed_video(padded_video.new_zeros(1, padded_video.shape[1]))[0]
+            padded = F.pad(video, (0, 0, 0, padded_length - num_frames))
+            return _EncoderInputs(grid.cut(padded), None, text_features, text_mask, embedded=False)
+        # The whole video embedded once, in chunks (the projection's inner states stay within a chunk's budget),
+        # into one buffer whose padded tail holds the state of a padded frame.
+        padding_state = model.model.embed_video(video.new_zeros(1, video.shape[1]))[0]
+        embedded = padding_state.new_empty(padded_length, padding_state.shape[0])
+        for start in range(0, num_frames, frames_per_chunk):
+            embedded[start : start + frames_per_chunk] = model.model.embed_video(
+                video[start : start + frames_per_chunk]
+            )
+        embedded[num_frames:] = padding_state
         text = model.model.embed_text(text_features)
         return _EncoderInputs(grid.cut(embedded), padding_state, text, text_mask, embedded=True)
 
     def _plan_chunks(self, grid: WindowGrid, num_tokens: int, num_queries: int) -> tuple[int, bool, int]:
         """Rows per encoder chunk, whether the scoring pass keeps its states for decoding, and queries per group,
-        so that one chunk's activations plus the kept states fit the memory budget."""
+        so that the embedded video, one chunk's activations and the kept states fit the memory budget."""
+        element = torch.finfo(self.model.dtype).bits // 8
+        num_models = 1 if self.window_scorer is None else 2
+        video_bytes = num_models * grid.padded_length() * self.model.config.hidden_size * element
+        budget = self.memory_budget_bytes - (video_bytes if self.share_video_work else 0)
         row_bytes = self._bytes_per_encoded_row(grid.window_length, num_tokens)
         kept_per_query = grid.num_windows * self._bytes_per_kept_row(grid.window_length)
-        budget = self.memory_budget_bytes
-        rows_per_chunk = max(1, min(budget // 2, budget - kept_per_query) // row_bytes)
         keep_states = self.window_scorer is None and kept_per_query + row_bytes <= budget
+        chunk_budget = min(budget // 2, budget - kept_per_query) if keep_states else budget
+        rows_per_chunk = max(1, chunk_budget // row_bytes)
         group_size = max(1, (budget - rows_per_chunk * row_bytes) // kept_per_query) if keep_states else num_queries
         return int(rows_per_chunk), keep_states, int(min(group_size, num_queries))
 
@@ -515,7 +536,16 @@ class RGNetGroundingEngine:
         logits, spans = self._decode_rows(group, grid, inputs, decoded_rows, kept, rows_per_chunk)
         window_scores = torch.sigmoid(window_logits[decoded_rows.to(window_logits.device)])
         window_rows = self._window_predictions(
-            group, grid, decoded_rows, logits, spans, window_scores, sentence_features, appearance, seconds_per_feature
+            group,
+            grid,
+            decoded_rows,
+            logits,
+            spans,
+            window_scores,
+            sentence_features,
+            appearance,
+            seconds_per_feature,
+            rows_per_chunk,
         )
         return self._rank_moments(window_rows, ranking, top_k, grid)
 
@@ -605,24 +635,27 @@ class RGNetGroundingEngine:
         sentence_features: torch.Tensor | None,
         appearance: torch.Tensor,
         seconds_per_feature: float,
+        rows_per_chunk: int,
     ) -> np.ndarray:
         """Rows `[start, end, proposal, matching]` `(num_group_queries, decoded per query, num_queries, 4)`."""
         config = self.model.config
         windows = group.window_index[decoded_rows]
         proposal = logits.softmax(-1)[..., 0] * window_scores[:, None]
+        matching = torch.zeros_like(proposal)
         if sentence_features is not None:
-            appearance_windows = _cut_windows(appearance, grid.bounds, grid.window_length, windows)
-            matching = matching_scores(
-                appearance_windows.to(spans.device),
-                grid.lengths[windows].to(spans.device),
-                sentence_features[group.query_index[decoded_rows]].to(spans.device),
-                spans,
-                config.matching_top_frames,
-            )
+            # In chunks: the cut appearance windows are as large as the encoder's inputs.
+            for start in range(0, len(windows), rows_per_chunk):
+                rows = slice(start, start + rows_per_chunk)
+                appearance_windows = _cut_windows(appearance, grid.bounds, grid.window_length, windows[rows])
+                matching[rows] = matching_scores(
+                    appearance_windows.to(spans.device),
+                    grid.lengths[windows[rows]].to(spans.device),
+                    sentence_features[group.query_index[decoded_rows[rows]]].to(spans.device),
+                    spans[rows],
+                    config.matching_top_frames,
+                )
             if config.scale_matching_score_by_window_score:
                 matching = matching * window_scores[:, None]
-        else:
-            matching = torch.zeros_like(proposal)
         seconds = window_spans_to_seconds(
             spans,
             grid.starts[windows].to(spans.device),
