@@ -351,7 +351,7 @@ class RGNetGroundingEngine:
                 f"`video_features` have {video_features.shape[1]} dimensions per frame but the model "
                 f"expects {config.video_feature_size}"
             )
-        if not torch.isfinite(video_features).all():
+        if not _all_finite(video_features):
             raise ValueError("`video_features` contain NaN or infinite values")
         if text_features.dim() != 3 or text_features.shape[-1] != config.text_feature_size:
             raise ValueError(
@@ -488,9 +488,8 @@ class RGNetGroundingEngine:
         padding_state = model.model.embed_video(video.new_zeros(1, video.shape[1]))[0]
         embedded = padding_state.new_empty(padded_length, padding_state.shape[0])
         for start in range(0, num_frames, frames_per_chunk):
-            embedded[start : start + frames_per_chunk] = model.model.embed_video(
-                video[start : start + frames_per_chunk]
-            )
+            end = min(start + frames_per_chunk, num_frames)
+            embedded[start:end] = model.model.embed_video(video[start:end])
         embedded[num_frames:] = padding_state
         text = model.model.embed_text(text_features)
         return _EncoderInputs(grid.cut(embedded), padding_state, text, text_mask, embedded=True)
@@ -690,6 +689,11 @@ class RGNetGroundingEngine:
                 )
             )
         return results
+
+
+def _all_finite(tensor: torch.Tensor, rows_per_check: int = 4096) -> bool:
+    """`torch.isfinite(tensor).all()` without a mask as large as a whole video's features."""
+    return all(bool(torch.isfinite(part).all()) for part in tensor.split(rows_per_check))
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
