@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# One prepared GPU session: CUDA parity, engine speed, training-step cost, the synthetic comparison.
-# Run from the repository root with OUT set; results go to $OUT. Each step has its own time limit.
+# One prepared GPU session (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
+# baseline, exact, bf16, compile), the memory budget, training-step cost in fp32 and bf16.
+# Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
+#   benchmarks/device_check.sh            # on the GPU
+#   benchmarks/device_check.sh --cpu      # dry run on CPU at small sizes (checks the script, not the speed)
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -9,16 +12,22 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH="$PWD/src"
 fi
+PYTHON=${PYTHON:-python3}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-python3 -c "import torch, transformers, accelerate, datasets, pyarrow, h5py; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" 2>&1 | tee "$OUT/versions.txt"
+if [ "${1:-}" = "--cpu" ]; then
+  DEVICE=cpu; MAD="--minutes 3 --queries 1 --repeats 1"; EGO="--minutes 2 --queries 2 --repeats 1"
+  MEMORY="--minutes 3 --queries 1 --budgets-mib 64"; TRAIN="--batch-size 2 --steps 1 --recipe ego4d"
+  echo "cpu dry run" | tee "$OUT/gpu.txt"
+else
+  DEVICE=cuda; MAD="--minutes 120 --queries 32 --repeats 2"; EGO="--minutes 8 --queries 64 --repeats 2"
+  MEMORY="--minutes 120 --queries 8 --budgets-mib 64,256,1024,4096"; TRAIN=""
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+fi
+$PYTHON -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)" 2>&1 | tee "$OUT/versions.txt"
 step() { local limit=$1; shift; echo "== $*" >&2; local t0=$(date +%s); timeout "$limit" "$@"; echo "== rc=$? in $(( $(date +%s) - t0 )) s" >&2; }
-step 60 python3 benchmarks/gpu_parity.py > "$OUT/parity.json" 2>> "$OUT/log.txt"
-step 60 python3 benchmarks/bench_engine.py --preset mad --minutes 120 --queries 8 --repeats 2 >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 45 python3 benchmarks/bench_engine.py --preset mad --minutes 120 --queries 8 --repeats 2 --dtype bf16 >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 45 python3 benchmarks/bench_engine.py --preset ego4d --minutes 8 --queries 64 --repeats 2 >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 60 python3 benchmarks/bench_training_step.py >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 45 python3 benchmarks/bench_training_step.py --mixed-precision bf16 >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 300 python3 benchmarks/synthetic_comparison.py --output /tmp/comparison --epochs 5 --num-workers 6 > "$OUT/comparison.txt" 2>> "$OUT/log.txt"
-cp /tmp/comparison/results.json "$OUT/comparison.json" 2>/dev/null
+step 45 $PYTHON benchmarks/gpu_parity.py --device $DEVICE > "$OUT/parity.json" 2>> "$OUT/log.txt"
+step 110 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset mad $MAD --compile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 40 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset ego4d $EGO >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 45 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 grep -h "rc=\|Error\|error" "$OUT/log.txt" | tail -20
