@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, RGNetProcessor
+from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, RGNetProcessor, save_model_folder
 from rgnet_hf.cli import main as cli_main
 from rgnet_hf.convert_original_checkpoint import main as convert_main
 
@@ -21,7 +21,8 @@ from rgnet_hf.convert_original_checkpoint import main as convert_main
 def model_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    RGNetForVideoGrounding(tiny_config()).eval().save_pretrained(folder)
+    # A complete model folder (with the processor the tests below load from it).
+    save_model_folder(RGNetForVideoGrounding(tiny_config()).eval(), folder)
     return folder
 
 
