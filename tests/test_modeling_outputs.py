@@ -87,7 +87,20 @@ def test_encoder_and_backbone_output_shapes(training):
     inputs = _inputs(config)
     encoded = model.encode(**inputs)
     assert isinstance(encoded, RGNetEncoderOutput)
-    _check_shapes(encoded, _encoder_shapes(config, FRAMES, training))
+    _check_shapes(encoded, {**_encoder_shapes(config, FRAMES, training), "last_layer_input": None})
+    if not training:
+        # Window scoring alone: the last layer runs for [RET] only; `complete_encoding` finishes the frames.
+        partial = model.encode(**inputs, retrieval_only=True)
+        _check_shapes(
+            partial,
+            {
+                **_encoder_shapes(config, FRAMES, training),
+                "video_memory": None,
+                "last_layer_input": (BATCH, 1 + FRAMES, config.hidden_size),
+            },
+        )
+        completed = model.complete_encoding(partial, inputs["video_mask"])
+        torch.testing.assert_close(completed.video_memory, encoded.video_memory, rtol=1e-5, atol=1e-5)
 
     output = model(**inputs)
     assert isinstance(output, RGNetModelOutput)
