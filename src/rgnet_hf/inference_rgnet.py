@@ -504,10 +504,15 @@ class RGNetGroundingEngine:
         row_bytes = self._bytes_per_encoded_row(grid.window_length, num_tokens)
         kept_per_query = grid.num_windows * self._bytes_per_kept_row(grid.window_length)
         keep_states = self.window_scorer is None and kept_per_query + row_bytes <= budget
-        chunk_budget = min(budget // 2, budget - kept_per_query) if keep_states else budget
+        group_size = num_queries
+        if keep_states:
+            # Kept states take at most half of the budget (one query's always fit), the chunks get the rest.
+            group_size = max(
+                1, min(num_queries, (budget // 2) // kept_per_query, (budget - row_bytes) // kept_per_query)
+            )
+        chunk_budget = budget - group_size * kept_per_query if keep_states else budget
         rows_per_chunk = max(1, chunk_budget // row_bytes)
-        group_size = max(1, (budget - rows_per_chunk * row_bytes) // kept_per_query) if keep_states else num_queries
-        return int(rows_per_chunk), keep_states, int(min(group_size, num_queries))
+        return int(rows_per_chunk), keep_states, int(group_size)
 
     def _ground_group(
         self,
