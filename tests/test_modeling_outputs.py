@@ -87,7 +87,10 @@ def test_encoder_and_backbone_output_shapes(training):
     inputs = _inputs(config)
     encoded = model.encode(**inputs)
     assert isinstance(encoded, RGNetEncoderOutput)
-    _check_shapes(encoded, _encoder_shapes(config, FRAMES, training))
+    _check_shapes(encoded, {**_encoder_shapes(config, FRAMES, training), "last_layer_input": None})
+    partial = model.encode(**inputs, retrieval_only=True)  # the engine's scoring pass
+    assert partial.video_memory is None
+    assert tuple(partial.last_layer_input.shape) == (BATCH, 1 + FRAMES, config.hidden_size)
 
     output = model(**inputs)
     assert isinstance(output, RGNetModelOutput)
