@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .modeling_rgnet import RGNetEncoderOutput, RGNetForVideoGrounding
 from .post_processing import WindowRanking, format_window_predictions, post_process_query_all_rankings, rank_windows
-from .windowing import _check_seconds_per_feature, window_bounds, window_spans_to_seconds
+from .windowing import _check_seconds_per_feature, cut_windows, window_bounds, window_spans_to_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -650,7 +650,7 @@ class RGNetGroundingEngine:
             # In chunks: the cut appearance windows are as large as the encoder's inputs.
             for start in range(0, len(windows), rows_per_chunk):
                 rows = slice(start, start + rows_per_chunk)
-                appearance_windows = _cut_windows(appearance, grid.bounds, grid.window_length, windows[rows])
+                appearance_windows, _ = cut_windows(appearance, grid.bounds, windows[rows], grid.window_length)
                 matching[rows] = matching_scores(
                     appearance_windows.to(spans.device),
                     grid.lengths[windows[rows]].to(spans.device),
@@ -706,16 +706,6 @@ def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.to(dtype).pin_memory().to(device, non_blocking=True)
     return tensor.to(device=device, dtype=dtype)
-
-
-def _cut_windows(
-    features: torch.Tensor, bounds: torch.Tensor, window_length: int, windows: torch.Tensor
-) -> torch.Tensor:
-    """`(T, D)` features -> `(len(windows), window_length, D)` zero-padded windows, on the features' device."""
-    index = bounds[windows, 0][:, None] + torch.arange(window_length)[None]
-    valid = (index < bounds[windows, 1][:, None]).to(features.device)
-    gathered = features[index.clamp(max=features.shape[0] - 1).to(features.device)]
-    return gathered * valid[..., None].to(gathered.dtype)
 
 
 __all__ = ["RGNetGroundingEngine", "VideoGroundingResult", "WindowGrid", "matching_scores"]
