@@ -62,12 +62,14 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _run_train_script(recipe: dict, tmp_path: Path, extra: list[str] = (), processes: int = 1):
+def _run_train_script(
+    recipe: dict, tmp_path: Path, extra: list[str] = (), processes: int = 1, script: str = "train.py"
+):
     config = tmp_path / f"recipe_{len(list(tmp_path.glob('recipe_*')))}.yaml"
     config.write_text(yaml.safe_dump(recipe))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     if processes == 1:
-        command = [sys.executable, str(ROOT / "examples" / "train.py"), "--config", str(config), *extra]
+        command = [sys.executable, str(ROOT / "examples" / script), "--config", str(config), *extra]
     else:
         env["ACCELERATE_USE_CPU"] = "1"
         command = [
@@ -85,7 +87,7 @@ def _run_train_script(recipe: dict, tmp_path: Path, extra: list[str] = (), proce
             "no",
             "--main_process_port",
             str(_free_port()),
-            str(ROOT / "examples" / "train.py"),
+            str(ROOT / "examples" / script),
             "--config",
             str(config),
             *extra,
@@ -130,7 +132,10 @@ def test_single_process_training_learns_saves_and_evaluates(release, tmp_path):
         evaluate_main(["--model", str(tmp_path / "run" / "final"), "--config", str(recipe), "--output", str(output)])
         == 0
     )
-    assert json.loads(output.read_text()) == pytest.approx(summary["last_metrics"])
+    metrics = json.loads(output.read_text())
+    throughput = metrics.pop("throughput")
+    assert metrics == pytest.approx(summary["last_metrics"])
+    assert len(throughput["per_process"]) == 1 and throughput["per_process"][0]["windows"] > 0
 
 
 def test_two_cpu_processes_stay_in_sync(release, tmp_path):
@@ -248,3 +253,54 @@ def test_gradient_accumulation_and_bf16(release, tmp_path):
         TrainingConfig.from_dict(_recipe(release, tmp_path / "x", mixed_precision="fp8"))
     with pytest.raises(ValueError, match="unknown training options: lr"):
         TrainingConfig.from_dict(dict(_recipe(release, tmp_path / "x"), lr=1.0))
+
+
+def test_balanced_video_assignment():
+    from itertools import product
+
+    from rgnet_hf.training import balanced_video_assignment
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        num_videos, num_processes = 1 + trial % 7, 1 + trial % 3
+        costs = torch.randint(1, 50, (num_videos,), generator=generator).tolist()
+        assignment = balanced_video_assignment(costs, num_processes)
+        assert assignment == balanced_video_assignment(list(costs), num_processes)  # deterministic
+        assert len(assignment) == num_processes
+        assert sorted(i for indices in assignment for i in indices) == list(range(num_videos))  # each video once
+        largest = max(sum(costs[i] for i in indices) for indices in assignment)
+        optimal = min(  # brute force over every split
+            max(sum(c for c, p in zip(costs, split) if p == process) for process in range(num_processes))
+            for split in product(range(num_processes), repeat=num_videos)
+        )
+        assert largest <= optimal * 4 / 3 - optimal / (3 * num_processes) + 1e-9  # the greedy bound
+    # Long videos go to different processes; the short ones fill in.
+    assert balanced_video_assignment([10, 1, 9, 1, 1], 2) == [[0, 3], [1, 2, 4]]
+    assert balanced_video_assignment([], 3) == [[], [], []]
+    with pytest.raises(ValueError, match="num_processes"):
+        balanced_video_assignment([1.0], 0)
+    with pytest.raises(ValueError, match="video 1"):
+        balanced_video_assignment([1.0, float("nan")], 2)
+
+
+def test_evaluate_with_two_processes_equals_one(release, tmp_path):
+    from rgnet_hf import RGNetConfig, RGNetForVideoGrounding
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "model"
+    RGNetForVideoGrounding(RGNetConfig.from_preset("mad", **TINY_MODEL)).save_pretrained(model_dir)
+    recipe = _recipe(release, tmp_path / "unused")
+    outputs = {}
+    for processes in (1, 2):
+        output = tmp_path / f"metrics_{processes}.json"
+        result = _run_train_script(
+            recipe, tmp_path, ["--model", str(model_dir), "--output", str(output)], processes, script="evaluate.py"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[processes] = json.loads(output.read_text())
+        assert "windows/s" in result.stdout
+    one, two = (outputs[p].pop("throughput") for p in (1, 2))
+    assert outputs[2] == outputs[1] and outputs[1]["num_queries"] > 0  # identical metrics
+    assert [shard["process"] for shard in two["per_process"]] == [0, 1]
+    assert all(shard["videos"] > 0 and shard["windows_per_second"] > 0 for shard in two["per_process"])
+    assert sum(shard["windows"] for shard in two["per_process"]) == one["per_process"][0]["windows"]

@@ -63,6 +63,10 @@ class EvaluationVideoDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.video_ids)
 
+    def num_frames_and_queries(self, index: int) -> tuple[int, int]:
+        """(features, queries) of a video, from the feature store's shape: no features are read."""
+        return self.sources.video_store().num_frames(self.video_ids[index]), len(self.groups[index])
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} videos")
