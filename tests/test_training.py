@@ -234,7 +234,11 @@ def test_trainer_compatibility(release, tmp_path):
 
 
 def test_gradient_accumulation_and_bf16(release, tmp_path):
-    from rgnet_hf.training import TrainingConfig, load_data_from_spec, train
+    from rgnet_hf.training import TrainingConfig, build_model, load_data_from_spec, train
+
+    for enabled in (False, True):
+        model = build_model(TrainingConfig.from_dict(_recipe(release, tmp_path, gradient_checkpointing=enabled)))
+        assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules()) == enabled
 
     num_batches = len(load_data_from_spec(dict(format="mad", **release))["train"]) // 3
     accumulated = train(
@@ -243,8 +247,10 @@ def test_gradient_accumulation_and_bf16(release, tmp_path):
         )
     )
     assert accumulated["global_step"] == num_batches // 2
-    # Accelerate fixes the precision once per process: run bf16 in its own process.
-    recipe = _recipe(release, tmp_path / "bf16", max_steps=2, eval_split=None, mixed_precision="bf16")
+    # Accelerate fixes the precision once per process: run bf16 in its own process, with gradient checkpointing.
+    recipe = _recipe(
+        release, tmp_path / "bf16", max_steps=2, eval_split=None, mixed_precision="bf16", gradient_checkpointing=True
+    )
     result = _run_train_script(recipe, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     mixed = json.loads((tmp_path / "bf16" / "summary.json").read_text())

@@ -98,6 +98,8 @@ def _finite(folder: Path) -> bool:
         ({"batch_size": "8"}, "batch_size must be an integer"),
         ({"keep_checkpoints": -1}, "keep_checkpoints"),
         ({"preset": "charades"}, "preset must be one of"),
+        ({"gradient_checkpointing": "yes"}, "gradient_checkpointing must be true or false"),
+        ({"fused_adamw": 1}, "fused_adamw must be true or false"),
     ],
 )
 def test_training_config_is_validated_before_anything_runs(release, tmp_path, change, message):

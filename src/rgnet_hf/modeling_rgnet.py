@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
@@ -333,7 +334,7 @@ class RGNetFeedForward(nn.Module):
         return self.linear2(self.dropout(F.relu(self.linear1(hidden_states))))
 
 
-class RGNetTextToVideoLayer(nn.Module):
+class RGNetTextToVideoLayer(GradientCheckpointingLayer):
     """Cross-attention of the frames (queries, with position) over the text tokens; only the frames are updated."""
 
     def __init__(self, config: RGNetConfig):
@@ -361,7 +362,7 @@ class RGNetTextToVideoLayer(nn.Module):
         return self.norm2(residual + self.dropout2(self.feed_forward(normalized)))
 
 
-class RGNetEncoderLayer(nn.Module):
+class RGNetEncoderLayer(GradientCheckpointingLayer):
     """Post-norm self-attention layer over [RET] + frames."""
 
     def __init__(self, config: RGNetConfig):
@@ -461,7 +462,7 @@ class RGNetDecoderAttention(nn.Module):
         return self.out_proj(attended.reshape(batch_size, query_length, -1))
 
 
-class RGNetDecoderLayer(nn.Module):
+class RGNetDecoderLayer(GradientCheckpointingLayer):
     """DAB-DETR style decoder layer with temporal (centre, width) anchors."""
 
     def __init__(self, config: RGNetConfig):
@@ -604,6 +605,9 @@ class RGNetPreTrainedModel(PreTrainedModel):
     input_modalities = ("video", "text")
     accepts_loss_kwargs = False
     _supports_sdpa = True
+    # `gradient_checkpointing_enable()`: the text-to-video, encoder and decoder layers recompute their activations in
+    # the backward pass (tensors go to them positionally, so both checkpoint variants see every input).
+    supports_gradient_checkpointing = True
     _no_split_modules = ["RGNetEncoderLayer", "RGNetDecoderLayer", "RGNetTextToVideoLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:

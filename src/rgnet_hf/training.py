@@ -143,7 +143,9 @@ class TrainingConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (tests, demos)
     batch_size: int = 8  # queries per process and step (in-batch pairs: batch_size ** 2 windows)
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # "no" | "fp16" | "bf16"
+    mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (autocast through Accelerate)
+    fused_adamw: bool = True  # the fused AdamW kernel when training on CUDA; other devices keep the default AdamW
+    gradient_checkpointing: bool = False  # recompute layer activations in the backward pass: less memory, more time
     shuffle: bool = True
     seed: int = 2020
     num_workers: int = 2
@@ -195,8 +197,9 @@ class TrainingConfig:
             raise ValueError(f"lr_drop_epochs must be a list of epochs (integers >= 0), got {self.lr_drop_epochs!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
-        if not isinstance(self.shuffle, bool):
-            raise ValueError(f"shuffle must be true or false, got {self.shuffle!r}")
+        for name in ("shuffle", "fused_adamw", "gradient_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if (
             not isinstance(self.best_metric, list)
             or not self.best_metric
@@ -533,7 +536,21 @@ def build_model(config: TrainingConfig) -> RGNetForVideoGrounding:
         model = RGNetForVideoGrounding.from_pretrained(config.init_from, **config.model)
     else:
         model = RGNetForVideoGrounding(RGNetConfig.from_preset(config.preset, **config.model))
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     return model
+
+
+def enable_gradient_checkpointing(model: RGNetForVideoGrounding, use_reentrant: bool = False) -> None:
+    """Recompute the text-to-video, encoder and decoder layers' activations in the backward pass.
+
+    The non-reentrant variant (the default) works under DDP and with inputs that do not require gradients.
+    """
+    kwargs = {"use_reentrant": use_reentrant}
+    if hasattr(model, "activation_checkpointing_enable"):  # the newer transformers name; the older one warns there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 class NonFiniteTrainingError(FloatingPointError):
@@ -639,8 +656,14 @@ class _TrainingRun:
     def _build_optimization(self, model) -> None:
         config = self.config
         # AdamW over the parameters that train; the step-decay schedule runs per epoch (not per optimiser step).
+        # The fused kernel needs the parameters on the device when the optimiser is built.
+        fused = config.fused_adamw and self.accelerator.device.type == "cuda"
+        if fused:
+            model.to(self.accelerator.device)
         parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            parameters, lr=config.learning_rate, weight_decay=config.weight_decay, **({"fused": True} if fused else {})
+        )
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=config.lr_drop_epochs, gamma=config.lr_drop_factor
         )
@@ -887,6 +910,7 @@ __all__ = [
     "NonFiniteTrainingError",
     "TrainingConfig",
     "balanced_video_assignment",
+    "enable_gradient_checkpointing",
     "evaluate_model",
     "evaluation_metric_names",
     "load_data_from_spec",
