@@ -2,10 +2,11 @@
 reference and the fast modes side by side.
 
     python benchmarks/bench_training_step.py [--recipe mad|ego4d_pretrain|ego4d] [--batch-size N] [--device cuda]
-        [--modes reference,exact,bf16]
+        [--modes reference,exact,bf16,checkpointing]
 
 Modes: `reference` (eager attention, float32, AdamW), `exact` (sdpa attention, float32, fused AdamW on CUDA), `bf16`
-(sdpa, bfloat16 autocast, fused AdamW on CUDA). Prints one JSON object per recipe and mode: queries per step, windows
+(sdpa, bfloat16 autocast, fused AdamW on CUDA), `checkpointing` (`exact` with gradient checkpointing: less memory,
+more time). Prints one JSON object per recipe and mode: queries per step, windows
 through the encoder, seconds per step (best of the timed steps), peak GPU memory, the first step's loss and its
 difference to the reference mode's. Random weights and features of the recipe's sizes, dropout off so that the
 modes compute the same function.
@@ -21,6 +22,7 @@ import time
 import torch
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding
+from rgnet_hf.training import enable_gradient_checkpointing
 
 RELEASED_BATCH = {"mad": 8, "ego4d_pretrain": 16, "ego4d": 32}
 
@@ -62,6 +64,8 @@ def measure(recipe: str, batch_size: int, device: torch.device, mode: str, steps
     config = RGNetConfig.from_preset(recipe, dropout=0.0, input_dropout=0.0)
     config._attn_implementation = "eager" if mode == "reference" else "sdpa"
     model = RGNetForVideoGrounding(config).to(device).train()
+    if mode == "checkpointing":
+        enable_gradient_checkpointing(model)
     fused = device.type == "cuda" and mode != "reference"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4, fused=fused or None)
     batch = _batch(config, batch_size, device)
@@ -98,6 +102,7 @@ def measure(recipe: str, batch_size: int, device: torch.device, mode: str, steps
         "mode": mode,
         "attn_implementation": config._attn_implementation,
         "fused_adamw": fused,
+        "gradient_checkpointing": mode == "checkpointing",
         "first_loss": losses[0],
         "queries_per_step": batch_size,
         "encoder_windows_per_step": encoder_windows,
@@ -115,7 +120,7 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", choices=list(RELEASED_BATCH), default=None)
     parser.add_argument("--batch-size", type=int, default=None, help="queries per step (default: the released one)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--modes", default="reference,exact,bf16")
+    parser.add_argument("--modes", default="reference,exact,bf16,checkpointing")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     for recipe in args.recipe or list(RELEASED_BATCH):
