@@ -19,16 +19,22 @@ def parity_fixtures() -> dict[str, dict]:
     return {name: torch.load(FIXTURES / f"{name}.pt", weights_only=True) for name in PARITY_NAMES}
 
 
+# Feature and layer sizes of every tiny test model (the data builders write 24-d video and 16-d text features).
+TINY_SIZES = dict(
+    video_feature_size=24,
+    text_feature_size=16,
+    sentence_feature_size=24,
+    hidden_size=32,
+    num_attention_heads=4,
+    intermediate_size=64,
+)
+
+
 def tiny_config(**overrides):
     from rgnet_hf import RGNetConfig
 
     values = dict(
-        video_feature_size=24,
-        text_feature_size=16,
-        sentence_feature_size=24,
-        hidden_size=32,
-        num_attention_heads=4,
-        intermediate_size=64,
+        **TINY_SIZES,
         window_length=40,
         max_text_length=7,
         num_queries=5,

@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import TINY_SIZES, tiny_config
 from parity_utils import assert_close_to_scale, converted_model, gradient_floor
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, inference_rgnet
@@ -19,12 +19,7 @@ EXACT = {"rtol": 1e-5, "atol": 1e-6}
 
 def _tiny_preset(preset: str, **overrides) -> RGNetConfig:
     values = dict(
-        video_feature_size=24,
-        text_feature_size=16,
-        sentence_feature_size=24,
-        hidden_size=32,
-        num_attention_heads=4,
-        intermediate_size=64,
+        **TINY_SIZES,
         window_length=40,
         max_text_length=7,
         top_k_windows=4,

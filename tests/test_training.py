@@ -12,17 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TINY_SIZES
 
 from rgnet_hf.data.mini_releases import make_mad_release
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = dict(
-    video_feature_size=24,
-    text_feature_size=16,
-    sentence_feature_size=24,
-    hidden_size=32,
-    num_attention_heads=4,
-    intermediate_size=64,
+    **TINY_SIZES,
     window_length=64,
     max_text_length=8,
     top_k_windows=5,
