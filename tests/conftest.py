@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,35 @@ PARITY_NAMES = ("mad_tiny", "ego4d_tiny", "ego4d_pretrain_tiny")
 # Keep every Hub / module cache of the test run out of the user's home.
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def accelerate_launch_command(num_processes: int, *program: str) -> list[str]:
+    """`accelerate launch` of `program` (a script path or `-m module` and its arguments) on `num_processes` local
+    processes; run it with `ACCELERATE_USE_CPU=1` in the environment for CPU processes."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *program,
+    ]
 
 
 @pytest.fixture(scope="session")

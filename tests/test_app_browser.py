@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 pytest.importorskip("gradio", reason="the web app needs the app extra (gradio)")
 pytest.importorskip("selenium", reason="the browser test needs selenium (dev extra)")
 
+from conftest import free_port  # noqa: E402
 from raw_video_utils import PALETTE, build_tiny_clip, build_tiny_rgnet, make_test_video  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
@@ -45,12 +45,6 @@ QUERIES = ["a man opens the door.", "the car drives down the street at night."]
 TOP_K = 4
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
     """The app on 127.0.0.1 (shut down afterwards), its logic object and the test video."""
@@ -62,7 +56,7 @@ def served_app(tmp_path_factory):
     # Ten minutes at 2 frames per second: 1200 features to encode, long enough to watch the progress.
     long_video = make_test_video(root / "long.mp4", colors=PALETTE * 6, seconds_per_color=10, fps=2, size=(64, 48))
     app = GroundingApp(model, device="cpu", examples=[video])
-    page = launch(app, host="127.0.0.1", port=_free_port(), block=False, quiet=True)
+    page = launch(app, host="127.0.0.1", port=free_port(), block=False, quiet=True)
     try:
         yield app, page.local_url, video, long_video
     finally:

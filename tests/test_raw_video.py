@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import accelerate_launch_command
 from raw_video_utils import (
     CLIP_CONTEXT,
     PALETTE,
@@ -275,21 +276,8 @@ def test_extract_data_parallel_with_two_cpu_processes(assets, tmp_path):
     for index in range(3):
         make_test_video(folder / f"movie{index}.mp4", PALETTE[index : index + 2], fps=5)
     output = tmp_path / "features.h5"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(_free_port()),
+    command = accelerate_launch_command(
+        2,
         "-m",
         "rgnet_hf.cli",
         "extract",
@@ -302,7 +290,7 @@ def test_extract_data_parallel_with_two_cpu_processes(assets, tmp_path):
         "--seconds-per-feature",
         "0.5",
         "--no-progress",
-    ]
+    )
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -315,14 +303,6 @@ def test_extract_data_parallel_with_two_cpu_processes(assets, tmp_path):
         for key in handle:
             expected = encoder.encode_video(folder / f"{key}.mp4", 0.5, progress=False).features
             torch.testing.assert_close(torch.from_numpy(handle[key][()]), torch.from_numpy(expected))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_two_hour_video_extracts_with_bounded_memory_and_a_progress_bar(assets):

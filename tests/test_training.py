@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_SIZES
+from conftest import TINY_SIZES, accelerate_launch_command
 
 from rgnet_hf.data.mini_releases import make_mad_release
 
@@ -52,12 +51,6 @@ def _recipe(release, output_dir, **overrides) -> dict:
     return recipe
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _run_train_script(
     recipe: dict, tmp_path: Path, extra: list[str] = (), processes: int = 1, script: str = "train.py"
 ):
@@ -68,26 +61,13 @@ def _run_train_script(
         command = [sys.executable, str(ROOT / "examples" / script), "--config", str(config), *extra]
     else:
         env["ACCELERATE_USE_CPU"] = "1"
-        command = [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            str(processes),
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "--main_process_port",
-            str(_free_port()),
+        command = accelerate_launch_command(
+            processes,
             str(ROOT / "examples" / script),
             "--config",
             str(config),
             *extra,
-        ]
+        )
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
