@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_SIZES, tiny_config
 from parity_utils import assert_close_to_scale, converted_model, gradient_floor
 
-from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, inference_rgnet
+from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, inference_rgnet, modeling_rgnet
 
 EXACT = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -90,6 +90,55 @@ def test_sdpa_equals_eager_in_training_with_gradients():
     for (name, a), b in zip(eager.named_parameters(), sdpa.parameters()):
         if a.grad is not None:
             assert_close_to_scale(b.grad, a.grad, 1e-5, name, floor)
+
+
+@pytest.mark.parametrize("sampler_attention_mode", ["additive", "sparse"])
+@pytest.mark.parametrize("preset", RGNetConfig.preset_names())
+def test_fast_inference_encoder_and_decoder_equal_the_reference(preset, sampler_attention_mode, monkeypatch):
+    """`fast_inference`: the feed-forward in tiles (a tile of 7 rows, so tiles end inside windows and the last one is
+    partial), the sampler bias as "-1 on itself" and the decoder's folded memory projections give the default path's
+    encoder states and decoder outputs, with padded windows and texts, per row and per distinct window length."""
+    monkeypatch.setattr(modeling_rgnet, "FEED_FORWARD_TILE_ROWS", (7, 7))
+    config = _tiny_preset(preset, sampler_attention_mode=sampler_attention_mode)
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(config).eval()
+    batch = _padded_batch(config)
+    inputs = (batch["video_features"], batch["video_mask"], batch["text_features"], batch["text_mask"])
+    backbone, mask = model.model, batch["video_mask"]
+    with torch.no_grad():
+        reference = backbone.encode(*inputs)
+        fast = backbone.encode(*inputs, fast_inference=True)
+        assert torch.equal(fast.sampler_selection, reference.sampler_selection)
+        assert 0 < reference.sampler_selection.sum() < reference.sampler_selection.numel()  # the bias is not uniform
+        for name in ("retrieval_embedding", "video_memory", "sampler_logits"):
+            torch.testing.assert_close(fast[name], reference[name], **EXACT, msg=name)
+        partial = backbone.encode(*inputs, retrieval_only=True, fast_inference=True)
+        completed = backbone.complete_encoding(partial, mask, fast_inference=True)
+        torch.testing.assert_close(partial.retrieval_embedding, reference.retrieval_embedding, **EXACT)
+        torch.testing.assert_close(completed.video_memory, reference.video_memory, **EXACT)
+
+        memory, positions = reference.video_memory, reference.frame_position_embeddings
+        expected = backbone.decode(memory, positions, mask)
+        for output in (
+            backbone.decode(memory, positions, mask, fast_inference=True),
+            # one key-position row per distinct window length, as the engine passes them
+            backbone.decode(
+                memory, positions.flip(0), mask, position_index=torch.arange(3, -1, -1), fast_inference=True
+            ),
+        ):
+            for got, want in zip(output, expected):
+                torch.testing.assert_close(got, want, **EXACT)
+
+
+def test_fast_inference_is_refused_with_autograd_or_in_training():
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(_tiny_preset("mad"))
+    batch = _padded_batch(model.config)
+    inputs = (batch["video_features"], batch["video_mask"], batch["text_features"], batch["text_mask"])
+    for training, grad in ((True, False), (False, True)):
+        model.train(training)
+        with torch.set_grad_enabled(grad), pytest.raises(ValueError, match="inference only"):
+            model.model.encode(*inputs, fast_inference=True)
 
 
 def test_attn_implementation_round_trip(tmp_path):

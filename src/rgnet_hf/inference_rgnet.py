@@ -207,7 +207,14 @@ class _EncoderInputs:
             return model.model.encode(frames * mask[..., None], mask, text, text_mask)
         frames = torch.where(mask[..., None].bool(), frames, self.padding_state)
         return model.model.encode(
-            None, mask, None, text_mask, video_embeds=frames, text_embeds=text, retrieval_only=retrieval_only
+            None,
+            mask,
+            None,
+            text_mask,
+            video_embeds=frames,
+            text_embeds=text,
+            retrieval_only=retrieval_only,
+            fast_inference=True,
         )
 
 
@@ -615,10 +622,10 @@ class RGNetGroundingEngine:
                     sampler_selection=kept["sampler_selection"][rows.to(device)],
                     frame_position_embeddings=distinct_positions[length_index],
                 )
-                encoded = model.model.complete_encoding(partial, mask)
+                encoded = model.model.complete_encoding(partial, mask, fast_inference=True)
             if self.share_video_work:
                 hidden_states, reference_points = model.model.decode(
-                    encoded.video_memory, distinct_positions, mask, position_index=length_index
+                    encoded.video_memory, distinct_positions, mask, position_index=length_index, fast_inference=True
                 )
             else:
                 positions = model.model.frame_position_embeddings(mask, model.dtype)

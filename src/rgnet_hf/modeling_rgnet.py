@@ -323,6 +323,11 @@ def key_padding_bias(padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Te
     return bias[:, None, None, :]
 
 
+# Rows per tile of the inference-only feed-forward (`RGNetFeedForward.residual_norm_in_tiles`), indexed by "on CUDA":
+# on CPU a tile's inner activations (4 MiB at 1024 rows) stay in the caches; on GPUs large tiles keep kernels busy.
+FEED_FORWARD_TILE_ROWS = (1024, 65536)
+
+
 class RGNetFeedForward(nn.Module):
     def __init__(self, config: RGNetConfig):
         super().__init__()
@@ -332,6 +337,36 @@ class RGNetFeedForward(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.linear2(self.dropout(F.relu(self.linear1(hidden_states))))
+
+    def residual_norm_in_tiles(
+        self, normalized: torch.Tensor, residual: torch.Tensor, norm: nn.LayerNorm
+    ) -> torch.Tensor:
+        """`norm(residual + self(normalized))` for inference (no dropout, no autograd), computed in tiles of rows.
+
+        A tile's `(rows, intermediate_size)` activations stay in the CPU caches and one buffer is reused for every
+        tile, instead of a `(batch x length, intermediate_size)` tensor written to memory, passed through the ReLU
+        and read back: on CPU this block runs about twice as fast; the results are the same up to float rounding.
+
+        Args:
+            normalized, residual (`(..., hidden_size)`, the same shape).
+        Returns:
+            `(..., hidden_size)`.
+        """
+        shape = residual.shape
+        normalized = normalized.reshape(-1, shape[-1])
+        residual = residual.reshape(-1, shape[-1])
+        num_rows = residual.shape[0]
+        tile_rows = min(num_rows, FEED_FORWARD_TILE_ROWS[normalized.device.type == "cuda"])
+        output = torch.empty_like(residual)
+        intermediate = normalized.new_empty(tile_rows, self.linear1.out_features)
+        weight1, weight2 = self.linear1.weight.t(), self.linear2.weight.t()
+        for start in range(0, num_rows, tile_rows):
+            end = min(start + tile_rows, num_rows)
+            hidden = torch.addmm(self.linear1.bias, normalized[start:end], weight1, out=intermediate[: end - start])
+            summed = torch.addmm(residual[start:end], hidden.relu_(), weight2)
+            summed += self.linear2.bias
+            output[start:end] = norm(summed)
+        return output.view(shape)
 
 
 class RGNetTextToVideoLayer(GradientCheckpointingLayer):
@@ -353,12 +388,15 @@ class RGNetTextToVideoLayer(GradientCheckpointingLayer):
         frame_positions: torch.Tensor,
         text_states: torch.Tensor,
         text_bias: torch.Tensor,
+        fast_inference: bool = False,
     ) -> torch.Tensor:
         attended = self.cross_attention(video_states + frame_positions, text_states, text_states, text_bias)
         hidden_states = video_states + self.dropout1(attended)
         normalized = self.norm1(hidden_states)
         # Official quirk: the feed-forward reads the normalised sum but its output is added to the raw sum.
         residual = hidden_states if self.residual_from_unnormalized else normalized
+        if fast_inference:
+            return self.feed_forward.residual_norm_in_tiles(normalized, residual, self.norm2)
         return self.norm2(residual + self.dropout2(self.feed_forward(normalized)))
 
 
@@ -380,6 +418,7 @@ class RGNetEncoderLayer(GradientCheckpointingLayer):
         positions: torch.Tensor,
         attention_bias: torch.Tensor,
         num_output_tokens: int | None = None,
+        fast_inference: bool = False,
     ) -> torch.Tensor:
         """
         Args:
@@ -387,6 +426,7 @@ class RGNetEncoderLayer(GradientCheckpointingLayer):
             (`(batch_size, 1, sequence_length, sequence_length)`).
             num_output_tokens (`int`, *optional*): compute only the first tokens' outputs (every token is still a
                 key); each token's output depends on its own row alone, so they equal those of the full layer.
+            fast_inference (`bool`): the feed-forward in tiles ([`RGNetFeedForward.residual_norm_in_tiles`]).
         Returns:
             `(batch_size, num_output_tokens or sequence_length, hidden_size)`.
         """
@@ -397,6 +437,8 @@ class RGNetEncoderLayer(GradientCheckpointingLayer):
             attention_bias = attention_bias[:, :, :num_output_tokens]
         attended = self.self_attention(query, query_key, hidden_states, attention_bias)
         hidden_states = self.norm1(residual + self.dropout1(attended))
+        if fast_inference:
+            return self.feed_forward.residual_norm_in_tiles(hidden_states, hidden_states, self.norm2)
         return self.norm2(hidden_states + self.dropout2(self.feed_forward(hidden_states)))
 
 
@@ -502,6 +544,7 @@ class RGNetDecoderLayer(GradientCheckpointingLayer):
         memory_positions: torch.Tensor,
         memory_bias: torch.Tensor,
         position_index: torch.Tensor | None = None,
+        fast_inference: bool = False,
     ) -> torch.Tensor:
         """
         Args:
@@ -512,6 +555,7 @@ class RGNetDecoderLayer(GradientCheckpointingLayer):
             memory_bias (`(batch_size, 1, 1, num_frames)`): `-inf` on padded frames.
             position_index (`(batch_size,)`, *optional*): row `b` uses `memory_positions[position_index[b]]`, so
                 windows of the same length share one key-position projection.
+            fast_inference (`bool`): the cross-attention through [`absorbed_cross_attention`].
         """
         query = self.sa_qcontent_proj(query_states) + self.sa_qpos_proj(query_positions)
         key = self.sa_kcontent_proj(query_states) + self.sa_kpos_proj(query_positions)
@@ -521,16 +565,77 @@ class RGNetDecoderLayer(GradientCheckpointingLayer):
 
         # Each head's logit reads [content ; position] for queries and keys: twice the head width.
         memory_key_positions = self.ca_kpos_proj(memory_positions)
-        if position_index is not None:
-            memory_key_positions = memory_key_positions[position_index]
         query = self.ca_qcontent_proj(query_states) + self.ca_qpos_proj(query_positions)
-        key = self.ca_kcontent_proj(memory) + memory_key_positions
-        query = torch.cat([self._heads(query), self._heads(self.ca_qpos_sine_proj(query_sine_embedding))], dim=-1)
-        key = torch.cat([self._heads(key), self._heads(memory_key_positions)], dim=-1)
-        value = self._heads(self.ca_v_proj(memory))
-        attended = self.cross_attention(query, key, value, memory_bias)
+        sine_query = self.ca_qpos_sine_proj(query_sine_embedding)
+        if fast_inference:
+            attended = self.absorbed_cross_attention(
+                query, sine_query, memory, memory_key_positions, memory_bias, position_index
+            )
+        else:
+            if position_index is not None:
+                memory_key_positions = memory_key_positions[position_index]
+            key = self.ca_kcontent_proj(memory) + memory_key_positions
+            query = torch.cat([self._heads(query), self._heads(sine_query)], dim=-1)
+            key = torch.cat([self._heads(key), self._heads(memory_key_positions)], dim=-1)
+            value = self._heads(self.ca_v_proj(memory))
+            attended = self.cross_attention(query, key, value, memory_bias)
         query_states = self.norm2(query_states + self.dropout2(attended))
         return self.norm3(query_states + self.dropout3(self.feed_forward(query_states)))
+
+    def absorbed_cross_attention(
+        self,
+        content_query: torch.Tensor,
+        sine_query: torch.Tensor,
+        memory: torch.Tensor,
+        memory_key_positions: torch.Tensor,
+        memory_bias: torch.Tensor,
+        position_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The cross-attention to the frames with the key and value projections of the memory folded into the few
+        moment queries (inference only; equal to the projected form up to float rounding).
+
+        Per head `h`, query `i` and frame `j` the logit is `q_hi . (W_k m_j + b_k + p_hj) + s_hi . p_hj`; the term
+        `q_hi . b_k` is the same for every frame and cancels in the softmax, and `q_hi . W_k m_j = (W_k^T q_hi) . m_j`.
+        The output `sum_j a_hij (W_v m_j + b_v) = W_v (sum_j a_hij m_j) + b_v`. So the memory (`num_frames` rows) is
+        never projected: `2 x num_heads x num_queries` vectors are, about 5x fewer multiply-adds for 5 queries.
+
+        Args:
+            content_query, sine_query (`(batch_size, num_queries, hidden_size)`): `q` and `s` above.
+            memory (`(batch_size, num_frames, hidden_size)`).
+            memory_key_positions (`(batch_size or num_distinct, num_frames, hidden_size)`): `p` above, per row or
+                (with `position_index` `(batch_size,)`) per distinct window length.
+            memory_bias (`(batch_size, 1, 1, num_frames)`).
+        Returns:
+            `(batch_size, num_queries, hidden_size)`, after the output projection.
+        """
+        batch_size, num_queries, hidden_size = content_query.shape
+        num_frames = memory.shape[1]
+        heads = self.num_heads
+        head_dim = hidden_size // heads
+        scaling = (2 * head_dim) ** -0.5
+        key_weight = self.ca_kcontent_proj.weight.view(heads, head_dim, hidden_size)
+        value_weight = self.ca_v_proj.weight.view(heads, head_dim, hidden_size)
+        content_query = self._heads(content_query)  # (batch, queries, heads, head_dim)
+        # (batch, heads x queries, hidden): W_k^T q per head and query, dotted with every frame at once
+        absorbed_query = torch.einsum("bqhd,hdk->bhqk", content_query, key_weight).reshape(batch_size, -1, hidden_size)
+        logits = torch.bmm(absorbed_query, memory.transpose(1, 2)).view(batch_size, heads, num_queries, num_frames)
+        position_query = content_query + self._heads(sine_query)
+        key_positions = memory_key_positions.view(-1, num_frames, heads, head_dim)
+        if position_index is None:
+            position_logits = torch.einsum("bqhd,bkhd->bhqk", position_query, key_positions)
+        else:
+            # (q + s) . p against each distinct length's key positions, then each row's own length
+            position_logits = torch.einsum("bqhd,nkhd->bhqnk", position_query, key_positions)
+            rows = torch.arange(batch_size, device=memory.device)
+            position_logits = position_logits[rows, :, :, position_index]
+        logits = (logits + position_logits) * scaling + memory_bias
+        weights = logits.softmax(-1)
+        attended_memory = torch.bmm(weights.view(batch_size, -1, num_frames), memory)
+        attended = torch.einsum(
+            "bhqk,hdk->bqhd", attended_memory.view(batch_size, heads, num_queries, hidden_size), value_weight
+        )
+        attended = attended + self.ca_v_proj.bias.view(heads, head_dim)
+        return self.cross_attention.out_proj(attended.reshape(batch_size, num_queries, hidden_size))
 
 
 class RGNetDecoder(nn.Module):
@@ -557,6 +662,7 @@ class RGNetDecoder(nn.Module):
         memory_positions: torch.Tensor,
         memory_bias: torch.Tensor,
         position_index: torch.Tensor | None = None,
+        fast_inference: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
@@ -580,7 +686,14 @@ class RGNetDecoder(nn.Module):
             # One scalar per query modulates the positional query by the anchor width.
             sine_embedding = sine_embedding * (torch.sigmoid(self.ref_anchor_head(query_states)) / anchors[..., 1:2])
             query_states = layer(
-                query_states, query_positions, sine_embedding, memory, memory_positions, memory_bias, position_index
+                query_states,
+                query_positions,
+                sine_embedding,
+                memory,
+                memory_positions,
+                memory_bias,
+                position_index,
+                fast_inference,
             )
             if index < len(self.anchor_update_heads):
                 refined = torch.sigmoid(
@@ -644,6 +757,11 @@ def _tag_linear_init(module: nn.Module, scheme: str) -> None:
     for linear in module.modules():
         if isinstance(linear, nn.Linear):
             linear._rgnet_init = scheme
+
+
+def _check_fast_inference(module: nn.Module, fast_inference: bool) -> None:
+    if fast_inference and (module.training or torch.is_grad_enabled()):
+        raise ValueError("`fast_inference=True` is for inference only: call `model.eval()` and use `torch.no_grad()`")
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
@@ -767,6 +885,7 @@ class RGNetModel(RGNetPreTrainedModel):
         video_embeds: torch.Tensor | None = None,
         text_embeds: torch.Tensor | None = None,
         retrieval_only: bool = False,
+        fast_inference: bool = False,
     ) -> RGNetEncoderOutput:
         """
         Args:
@@ -779,7 +898,11 @@ class RGNetModel(RGNetPreTrainedModel):
                 replaces `text_features`.
             retrieval_only (`bool`): run the last self-attention layer for [RET] alone, enough for the window
                 logit; `video_memory` is then `None` and [`complete_encoding`] finishes the rows that get decoded.
+            fast_inference (`bool`): inference-only arithmetic (eval mode under `torch.no_grad()`), equal to the
+                default path up to float rounding: feed-forward blocks in tiles, and the sampler's bias in its
+                equivalent one-entry-per-row form (see [`_sampler_attention_bias`]).
         """
+        _check_fast_inference(self, fast_inference)
         video_states = self.embed_video(video_features) if video_embeds is None else video_embeds
         text_states = self.embed_text(text_features) if text_embeds is None else text_embeds
         dtype = video_states.dtype
@@ -788,19 +911,19 @@ class RGNetModel(RGNetPreTrainedModel):
 
         text_bias = self._text_to_video_bias(video_mask, text_mask, dtype)
         for layer in self.text_to_video_layers:
-            video_states = layer(video_states, frame_positions, text_states, text_bias)
+            video_states = layer(video_states, frame_positions, text_states, text_bias, fast_inference)
 
         tokens = torch.cat([self.retrieval_token.to(dtype).expand(batch_size, 1, -1), video_states], dim=1)
         positions = self._token_positions(frame_positions)
         sampler_logits, sampler_noisy_logits, selection = self.frame_sampler(tokens)
-        attention_bias = self._sampler_attention_bias(selection, video_mask, dtype)
+        attention_bias = self._sampler_attention_bias(selection, video_mask, dtype, fast_inference)
         last_layer_input = None
         for index, layer in enumerate(self.encoder_layers):
             if retrieval_only and index == len(self.encoder_layers) - 1:
                 last_layer_input = tokens
-                tokens = layer(tokens, positions, attention_bias, num_output_tokens=1)
+                tokens = layer(tokens, positions, attention_bias, 1, fast_inference)
             else:
-                tokens = layer(tokens, positions, attention_bias)
+                tokens = layer(tokens, positions, attention_bias, None, fast_inference)
 
         retrieval_embedding = tokens[:, 0]
         frame_selection = selection[:, 1:]
@@ -817,17 +940,20 @@ class RGNetModel(RGNetPreTrainedModel):
             last_layer_input=last_layer_input,
         )
 
-    def complete_encoding(self, encoded: RGNetEncoderOutput, video_mask: torch.Tensor) -> RGNetEncoderOutput:
+    def complete_encoding(
+        self, encoded: RGNetEncoderOutput, video_mask: torch.Tensor, fast_inference: bool = False
+    ) -> RGNetEncoderOutput:
         """Finish an `encode(..., retrieval_only=True)` output (or rows of it): run the last self-attention layer
         for every token. Equals `encode(...)` of the same rows; outputs without `last_layer_input` pass through."""
+        _check_fast_inference(self, fast_inference)
         if encoded.last_layer_input is None:
             return encoded
         tokens = encoded.last_layer_input
         frame_selection = encoded.sampler_selection
         selection = torch.cat([frame_selection.new_ones(frame_selection.shape[0], 1), frame_selection], dim=1)
-        attention_bias = self._sampler_attention_bias(selection, video_mask, tokens.dtype)
+        attention_bias = self._sampler_attention_bias(selection, video_mask, tokens.dtype, fast_inference)
         positions = self._token_positions(encoded.frame_position_embeddings.to(tokens.dtype))
-        tokens = self.encoder_layers[-1](tokens, positions, attention_bias)
+        tokens = self.encoder_layers[-1](tokens, positions, attention_bias, None, fast_inference)
         return RGNetEncoderOutput(
             retrieval_embedding=tokens[:, 0],
             video_memory=self._video_memory(tokens, frame_selection),
@@ -863,13 +989,24 @@ class RGNetModel(RGNetPreTrainedModel):
         return bias.masked_fill(mixed, float("-inf"))
 
     def _sampler_attention_bias(
-        self, selection: torch.Tensor, video_mask: torch.Tensor, dtype: torch.dtype
+        self, selection: torch.Tensor, video_mask: torch.Tensor, dtype: torch.dtype, fast_inference: bool = False
     ) -> torch.Tensor:
-        """Additive attention bias `(batch_size, 1, 1 + num_frames, 1 + num_frames)` of the self-attention encoder."""
+        """Additive attention bias `(batch_size, 1, 1 + num_frames, 1 + num_frames)` of the self-attention encoder.
+
+        With `fast_inference` (additive mode), the official "+1 on every key but itself" of a non-selected frame's
+        row is given in its equivalent form "-1 on itself": a softmax does not change when a whole row of logits
+        moves by a constant, and this form is written in one pass over the bias."""
         batch_size, sequence_length = selection.shape
         not_selected = selection.detach() < 0.5
         not_selected[:, 0] = False
         padding = torch.cat([video_mask.new_zeros(batch_size, 1).bool(), ~video_mask.bool()], dim=1)
+        if fast_inference and self.config.sampler_attention_mode == "additive":
+            bias = torch.zeros(batch_size, 1, sequence_length, sequence_length, dtype=dtype, device=selection.device)
+            padded_rows = padding.any(1).nonzero().flatten()
+            if len(padded_rows):
+                bias[padded_rows] = key_padding_bias(padding[padded_rows], dtype).expand(-1, 1, sequence_length, -1)
+            bias.diagonal(dim1=-2, dim2=-1).sub_(not_selected[:, None].to(dtype))
+            return bias
         bias = key_padding_bias(padding, dtype).expand(batch_size, 1, sequence_length, sequence_length)
         eye = torch.eye(sequence_length, dtype=torch.bool, device=selection.device)
         if self.config.sampler_attention_mode == "additive":
@@ -890,17 +1027,23 @@ class RGNetModel(RGNetPreTrainedModel):
         frame_position_embeddings: torch.Tensor,
         video_mask: torch.Tensor,
         position_index: torch.Tensor | None = None,
+        fast_inference: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns hidden states `(num_decoder_layers, batch_size, num_queries, hidden_size)` and reference points
         `(num_decoder_layers, batch_size, num_queries, 2)`.
 
         With `position_index` (`(batch_size,)`), `frame_position_embeddings` holds one row per distinct window
-        length and row `b` reads `frame_position_embeddings[position_index[b]]` (see [`RGNetDecoderLayer`])."""
+        length and row `b` reads `frame_position_embeddings[position_index[b]]` (see [`RGNetDecoderLayer`]).
+        `fast_inference` (eval mode, no autograd) folds the memory projections of the cross-attention into the
+        moment queries ([`RGNetDecoderLayer.absorbed_cross_attention`])."""
+        _check_fast_inference(self, fast_inference)
         batch_size = video_memory.shape[0]
         anchors = torch.sigmoid(self.query_anchor_logits).to(video_memory.dtype)
         anchors = anchors.unsqueeze(0).expand(batch_size, -1, -1)
         memory_bias = key_padding_bias(~video_mask.bool(), video_memory.dtype)
-        return self.decoder(anchors, video_memory, frame_position_embeddings, memory_bias, position_index)
+        return self.decoder(
+            anchors, video_memory, frame_position_embeddings, memory_bias, position_index, fast_inference
+        )
 
     def forward(
         self,
