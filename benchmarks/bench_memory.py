@@ -36,14 +36,15 @@ text = torch.nn.functional.normalize(
 sentence = torch.nn.functional.normalize(torch.randn({queries}, config.sentence_feature_size, device=device), dim=-1)
 engine = RGNetGroundingEngine(model, memory_budget_bytes={budget})
 grid = WindowGrid.for_video(frames, config.window_length, config.window_stride, device, model.dtype)
-rows, keep, group = engine._plan_chunks(grid, config.max_text_length, {queries})
+plan = engine._plan_chunks(grid, config.max_text_length, {queries})
 gc.collect()
 if device.type == "cuda":
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); before = torch.cuda.memory_allocated()
 with PeakResidentMemory() as memory:
     engine.ground(video, text, sentence_features=sentence)
 peak = torch.cuda.max_memory_allocated() - before if device.type == "cuda" else memory.peak
-print(json.dumps({{"peak": peak, "rows_per_chunk": rows, "keep_states": keep, "queries_per_group": group,
+print(json.dumps({{"peak": peak, "rows_per_chunk": plan.rows_per_chunk, "keep_states": plan.keep_states,
+                  "queries_per_group": plan.queries_per_group, "video_embedding": plan.video_embedding,
                   "num_windows": grid.num_windows}}))
 """
 

@@ -179,8 +179,8 @@ def test_engine_fast_path_equals_the_per_row_reference(preset):
 
 
 def test_engine_fast_path_without_kept_states_and_with_a_window_scorer():
-    """A budget too small to keep any encoder state re-encodes the decoded windows; a separate scorer never keeps
-    states: both equal the reference."""
+    """A budget too small for the embedded video and the encoder states embeds each chunk's windows and re-encodes
+    the decoded windows; a separate scorer never keeps states: both equal the reference."""
     config = _tiny_preset("mad")
     eager, sdpa = _pair(config)
     video, text, text_mask, sentence = _engine_inputs(config, 200)
@@ -189,10 +189,11 @@ def test_engine_fast_path_without_kept_states_and_with_a_window_scorer():
         RGNetGroundingEngine(sdpa, memory_budget_bytes=1),
         RGNetGroundingEngine(sdpa, window_scorer=eager),
     ):
-        rows_per_chunk, keep_states, _ = engine._plan_chunks(
+        plan = engine._plan_chunks(
             inference_rgnet.WindowGrid.for_video(200, 40, 20, torch.device("cpu"), torch.float32), 7, 3
         )
-        assert not keep_states
+        assert not plan.keep_states
+        assert plan.video_embedding == ("per_chunk" if engine.memory_budget_bytes == 1 else "shared")
         for a, b in zip(reference, engine.ground(video, text, text_mask, sentence)):
             np.testing.assert_array_equal(b.window_order, a.window_order)
             np.testing.assert_allclose(b.rankings["fused"], a.rankings["fused"], rtol=1e-5, atol=1e-5)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .modeling_rgnet import RGNetEncoderOutput, RGNetForVideoGrounding
+from .modeling_rgnet import FEED_FORWARD_TILE_ROWS, RGNetEncoderOutput, RGNetForVideoGrounding
 from .post_processing import WindowRanking, format_window_predictions, post_process_query_all_rankings, rank_windows
 from .windowing import _check_seconds_per_feature, cut_windows, window_bounds, window_spans_to_seconds
 
@@ -182,14 +182,21 @@ class WindowGrid:
 
 @dataclass
 class _EncoderInputs:
-    """What one model's encoder reads for the rows of a video: the window views (of the raw features, or of the
-    embedded video when `embedded`), the state of a padded frame, and the queries' text."""
+    """What one model's encoder reads for the rows of a video, and how the rows' frames are embedded:
 
-    window_views: torch.Tensor  # (W - 1, window_length, D or hidden_size), views
-    padding_state: torch.Tensor | None  # (hidden_size,): embed_video(0), when embedded
+    - `"shared"`: the whole video embedded once; `video` holds the windows as views of that buffer;
+    - `"per_chunk"`: `video` is the raw features; each chunk embeds its own windows' frames (no video-sized buffer,
+      for budgets it does not fit);
+    - `"per_row"`: the reference: `video` holds views of the zero-padded raw features and each row goes through the
+      whole model's default path (`share_video_work=False`).
+
+    The first two embed the text once per query and run the model's inference-only arithmetic (`fast_inference`)."""
+
+    video_embedding: str
+    video: torch.Tensor  # (W - 1, window_length, D or hidden_size) views, or (T, D) raw features for "per_chunk"
+    padding_state: torch.Tensor | None  # (hidden_size,): embed_video(0), except "per_row"
     text: torch.Tensor  # (Q, Lq, text_feature_size or hidden_size)
     text_mask: torch.Tensor  # (Q, Lq)
-    embedded: bool
 
     def encode(
         self,
@@ -201,21 +208,50 @@ class _EncoderInputs:
     ) -> RGNetEncoderOutput:
         """Encode rows `(queries[r], windows[r])`; `windows` on the grid's device."""
         mask = grid.mask[windows]
-        frames = self.window_views[grid.view_index.to(windows.device)[windows]]
         text, text_mask = self.text[queries], self.text_mask[queries]
-        if not self.embedded:
+        if self.video_embedding == "per_row":
+            frames = self.video[grid.view_index.to(windows.device)[windows]]
             return model.model.encode(frames * mask[..., None], mask, text, text_mask)
-        frames = torch.where(mask[..., None].bool(), frames, self.padding_state)
         return model.model.encode(
             None,
             mask,
             None,
             text_mask,
-            video_embeds=frames,
+            video_embeds=self._embedded_frames(model, grid, windows, mask),
             text_embeds=text,
             retrieval_only=retrieval_only,
             fast_inference=True,
         )
+
+    def _embedded_frames(
+        self, model: RGNetForVideoGrounding, grid: WindowGrid, windows: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`(len(windows), window_length, hidden_size)`, a new tensor (the encoder releases it after its first
+        layer); padded frames hold the state of a padded frame."""
+        if self.video_embedding == "shared":
+            frames = self.video[grid.view_index.to(windows.device)[windows]]
+        else:
+            raw_frames, _ = cut_windows(self.video, grid.bounds, windows, grid.window_length)
+            frames = model.model.embed_video(raw_frames)
+        frames[~mask.bool()] = self.padding_state
+        return frames
+
+
+# On CPU the process's resident set exceeds the live tensors of a chunk: the C allocator keeps freed blocks of the
+# chunk's many short-lived, mid-sized temporaries for reuse. Measured (benchmarks/bench_memory.py, glibc, MAD): up to
+# about 1.5x the live peak. Chunk activations are planned with this factor; long-lived buffers (the embedded video,
+# kept states) are single allocations and need none. GPU budgets count allocated bytes.
+CPU_ALLOCATOR_HEADROOM = 1.5
+
+
+@dataclass(frozen=True)
+class _ChunkPlan:
+    """How one video's work is cut to the memory budget."""
+
+    rows_per_chunk: int  # (query, window) rows encoded at once
+    keep_states: bool  # the scoring pass keeps the encoder states the decoding reads
+    queries_per_group: int  # queries whose kept states are held at once
+    video_embedding: str  # see `_EncoderInputs`
 
 
 @dataclass
@@ -269,16 +305,20 @@ class RGNetGroundingEngine:
     Work that does not depend on the query is done once per video (`share_video_work=True`, the default): the video
     input projection, the text projection (once per query), the frame positions and the decoder's key positions
     (once per distinct window length). Windows are scored with the last self-attention layer run for the retrieval
-    token alone, and only the decoded windows run it for every frame. Every row is computed as the full model
-    computes it, so the results equal `share_video_work=False` (each (query, window) row through the whole model,
-    the reference) up to float rounding.
+    token alone, and only the decoded windows run it for every frame. The rows run the model's inference-only
+    arithmetic (`fast_inference`: the feed-forward in cache-sized tiles, the sampler's bias in one pass, the decoder's
+    memory projections folded into its few queries). Every row is computed as the full model computes it, so the
+    results equal `share_video_work=False` (each (query, window) row through the model's default path, the
+    reference) up to float rounding.
 
     Args:
         model ([`RGNetForVideoGrounding`]): the model; the engine follows its device, dtype (a bfloat16 model is the
             fast mode) and attention implementation (`model.config._attn_implementation`).
         memory_budget_bytes (`int`, defaults to 2 GiB): memory the engine's work may use besides the model and the
-            inputs: one encoder chunk's activations (estimated) plus the encoder states kept for the decoding of a
-            group of queries. When not even one query's states fit, the decoded windows are encoded again instead.
+            inputs: the embedded video, one encoder chunk's activations (estimated) and the encoder states kept for
+            the decoding of a group of queries. When the embedded video would take more than half of the budget,
+            each chunk embeds its own windows instead; when not even one query's states fit, the decoded windows are
+            encoded again.
         top_k_windows, nms_threshold, max_predictions_before_nms, max_predictions (*optional*): override the config.
         window_scorer ([`RGNetForVideoGrounding`], *optional*): a separate model whose window logits rank the windows
             (a two-stage pipeline: retrieval by one model, grounding by `model`); by default `model` does both, as
@@ -314,29 +354,46 @@ class RGNetGroundingEngine:
             raise ValueError("top_k_windows and max_predictions must be >= 1")
 
     # ---------------------------------------------------------------- sizing
-    def _bytes_per_encoded_row(self, num_frames: int, num_tokens: int) -> int:
-        """Peak activation bytes of one (query, window) row through the encoder (no autograd), measured on CPU
-        (resident set growth, benchmarks/bench_memory.py): the frame-wise tensors (the feed-forward's inner states
-        dominate), the text states, and the self-attention's additive bias; the eager attention also holds its
-        weights (two `heads x sequence^2` tensors at a time)."""
+    def _bytes_per_encoded_row(self, num_frames: int, num_tokens: int, video_embedding: str) -> int:
+        """Peak activation bytes of one (query, window) row through the encoder (no autograd), from the live tensors
+        of each path, checked against measured peaks on CPU (benchmarks/bench_memory.py)."""
         config = self.model.config
         element = torch.finfo(self.model.dtype).bits // 8
         sequence = num_frames + 1
-        attention = 3 * sequence * max(sequence, num_tokens)
+        hidden = config.hidden_size
+        if video_embedding == "per_row":
+            # the default path: the feed-forward's inner states over all frames dominate
+            attention = 3 * sequence * max(sequence, num_tokens)
+            if config._attn_implementation == "eager":
+                attention += 2 * config.num_attention_heads * sequence * max(sequence, num_tokens)
+            activations = (
+                num_frames * (config.video_feature_size + 8 * hidden + 5 * config.intermediate_size // 2)
+                + num_tokens * (config.text_feature_size + 2 * hidden)
+                + attention
+            )
+            return activations * element
+        # fast inference: about ten frame-by-hidden tensors live at once and the self-attention bias; the
+        # feed-forward's inner states are one tile per chunk (`_bytes_per_chunk`)
+        activations = 10 * sequence * hidden + sequence * sequence + 2 * num_tokens * hidden
         if config._attn_implementation == "eager":
-            attention += 2 * config.num_attention_heads * sequence * max(sequence, num_tokens)
-        activations = (
-            num_frames * (config.video_feature_size + 8 * config.hidden_size + 5 * config.intermediate_size // 2)
-            + num_tokens * (config.text_feature_size + 2 * config.hidden_size)
-            + attention
-        )
+            activations += 2 * config.num_attention_heads * sequence * max(sequence, num_tokens)
+        if video_embedding == "per_chunk":
+            activations += num_frames * (config.video_feature_size + 2 * hidden)
         return activations * element
+
+    def _bytes_per_chunk(self, video_embedding: str) -> int:
+        """Bytes a chunk holds whatever its rows: the tiled feed-forward's buffer of inner states."""
+        if video_embedding == "per_row":
+            return 0
+        config = self.model.config
+        element = torch.finfo(self.model.dtype).bits // 8
+        tile_rows = FEED_FORWARD_TILE_ROWS[self.model.device.type == "cuda"]
+        return tile_rows * config.intermediate_size * element
 
     def _bytes_per_kept_row(self, num_frames: int) -> int:
         element = torch.finfo(self.model.dtype).bits // 8
         return (num_frames + 2) * self.model.config.hidden_size * element
 
-    # ---------------------------------------------------------------- validation
     def _validate(
         self,
         video_features: torch.Tensor,
@@ -444,16 +501,14 @@ class RGNetGroundingEngine:
         device, dtype = self.model.device, self.model.dtype
         grid = WindowGrid.for_video(video_features.shape[0], config.window_length, config.window_stride, device, dtype)
         num_queries = text_features.shape[0]
-        rows_per_chunk, keep_states, group_size = self._plan_chunks(grid, text_features.shape[1], num_queries)
+        plan = self._plan_chunks(grid, text_features.shape[1], num_queries)
+        rows_per_chunk, keep_states, group_size = plan.rows_per_chunk, plan.keep_states, plan.queries_per_group
         video = _to_device(video_features, device, dtype)
         text_features, text_mask = _to_device(text_features, device, dtype), _to_device(text_mask, device, dtype)
-        frames_per_chunk = rows_per_chunk * grid.window_length
-        inputs = self._encoder_inputs(self.model, grid, video, text_features, text_mask, frames_per_chunk)
+        inputs = self._encoder_inputs(self.model, grid, video, text_features, text_mask, plan)
         scorer_inputs = inputs
         if self.window_scorer is not None:
-            scorer_inputs = self._encoder_inputs(
-                self.window_scorer, grid, video, text_features, text_mask, frames_per_chunk
-            )
+            scorer_inputs = self._encoder_inputs(self.window_scorer, grid, video, text_features, text_mask, plan)
         del video
 
         if max_queries_per_group is not None:
@@ -484,31 +539,43 @@ class RGNetGroundingEngine:
         video: torch.Tensor,
         text_features: torch.Tensor,
         text_mask: torch.Tensor,
-        frames_per_chunk: int,
+        plan: _ChunkPlan,
     ) -> _EncoderInputs:
         num_frames, padded_length = video.shape[0], grid.padded_length()
-        if not self.share_video_work:
+        if plan.video_embedding == "per_row":
             padded = F.pad(video, (0, 0, 0, padded_length - num_frames))
-            return _EncoderInputs(grid.cut(padded), None, text_features, text_mask, embedded=False)
+            return _EncoderInputs("per_row", grid.cut(padded), None, text_features, text_mask)
+        padding_state = model.model.embed_video(video.new_zeros(1, video.shape[1]))[0]
+        text = model.model.embed_text(text_features)
+        if plan.video_embedding == "per_chunk":
+            return _EncoderInputs("per_chunk", video, padding_state, text, text_mask)
         # The whole video embedded once, in chunks (the projection's inner states stay within a chunk's budget),
         # into one buffer whose padded tail holds the state of a padded frame.
-        padding_state = model.model.embed_video(video.new_zeros(1, video.shape[1]))[0]
+        frames_per_chunk = plan.rows_per_chunk * grid.window_length
         embedded = padding_state.new_empty(padded_length, padding_state.shape[0])
         for start in range(0, num_frames, frames_per_chunk):
             end = min(start + frames_per_chunk, num_frames)
             embedded[start:end] = model.model.embed_video(video[start:end])
         embedded[num_frames:] = padding_state
-        text = model.model.embed_text(text_features)
-        return _EncoderInputs(grid.cut(embedded), padding_state, text, text_mask, embedded=True)
+        return _EncoderInputs("shared", grid.cut(embedded), padding_state, text, text_mask)
 
-    def _plan_chunks(self, grid: WindowGrid, num_tokens: int, num_queries: int) -> tuple[int, bool, int]:
-        """Rows per encoder chunk, whether the scoring pass keeps its states for decoding, and queries per group,
-        so that the embedded video, one chunk's activations and the kept states fit the memory budget."""
+    def _plan_chunks(self, grid: WindowGrid, num_tokens: int, num_queries: int) -> _ChunkPlan:
+        """Rows per encoder chunk, whether the scoring pass keeps its states for decoding, queries per group and how
+        the video is embedded, so that the embedded video, one chunk's activations and the kept states fit the
+        memory budget. The video is embedded once when that takes at most half of the budget, else per chunk."""
         element = torch.finfo(self.model.dtype).bits // 8
         num_models = 1 if self.window_scorer is None else 2
-        video_bytes = num_models * grid.padded_length() * self.model.config.hidden_size * element
-        budget = self.memory_budget_bytes - (video_bytes if self.share_video_work else 0)
-        row_bytes = self._bytes_per_encoded_row(grid.window_length, num_tokens)
+        budget = self.memory_budget_bytes
+        if not self.share_video_work:
+            video_embedding = "per_row"
+        else:
+            video_bytes = num_models * grid.padded_length() * self.model.config.hidden_size * element
+            video_embedding = "shared" if video_bytes <= budget // 2 else "per_chunk"
+            if video_embedding == "shared":
+                budget -= video_bytes
+        headroom = CPU_ALLOCATOR_HEADROOM if self.model.device.type == "cpu" else 1.0
+        budget -= int(headroom * self._bytes_per_chunk(video_embedding))
+        row_bytes = int(headroom * self._bytes_per_encoded_row(grid.window_length, num_tokens, video_embedding))
         kept_per_query = grid.num_windows * self._bytes_per_kept_row(grid.window_length)
         keep_states = self.window_scorer is None and kept_per_query + row_bytes <= budget
         group_size = num_queries
@@ -519,7 +586,7 @@ class RGNetGroundingEngine:
             )
         chunk_budget = budget - group_size * kept_per_query if keep_states else budget
         rows_per_chunk = max(1, chunk_budget // row_bytes)
-        return int(rows_per_chunk), keep_states, int(group_size)
+        return _ChunkPlan(int(rows_per_chunk), keep_states, int(group_size), video_embedding)
 
     def _ground_group(
         self,

@@ -392,6 +392,7 @@ class RGNetTextToVideoLayer(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         attended = self.cross_attention(video_states + frame_positions, text_states, text_states, text_bias)
         hidden_states = video_states + self.dropout1(attended)
+        del attended  # frame-sized temporaries are released as soon as they are read (long windows, many rows)
         normalized = self.norm1(hidden_states)
         # Official quirk: the feed-forward reads the normalised sum but its output is added to the raw sum.
         residual = hidden_states if self.residual_from_unnormalized else normalized
@@ -436,7 +437,9 @@ class RGNetEncoderLayer(GradientCheckpointingLayer):
             query, residual = query_key[:, :num_output_tokens], hidden_states[:, :num_output_tokens]
             attention_bias = attention_bias[:, :, :num_output_tokens]
         attended = self.self_attention(query, query_key, hidden_states, attention_bias)
+        del query, query_key  # frame-sized temporaries are released as soon as they are read
         hidden_states = self.norm1(residual + self.dropout1(attended))
+        del attended, residual
         if fast_inference:
             return self.feed_forward.residual_norm_in_tiles(hidden_states, hidden_states, self.norm2)
         return self.norm2(hidden_states + self.dropout2(self.feed_forward(hidden_states)))
@@ -914,6 +917,7 @@ class RGNetModel(RGNetPreTrainedModel):
             video_states = layer(video_states, frame_positions, text_states, text_bias, fast_inference)
 
         tokens = torch.cat([self.retrieval_token.to(dtype).expand(batch_size, 1, -1), video_states], dim=1)
+        del video_states
         positions = self._token_positions(frame_positions)
         sampler_logits, sampler_noisy_logits, selection = self.frame_sampler(tokens)
         attention_bias = self._sampler_attention_bias(selection, video_mask, dtype, fast_inference)
