@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU session (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
-# baseline, exact, bf16, compile), the memory budget, training-step cost in fp32 and bf16.
+# baseline, exact, bf16, compile), the tiled feed-forward, the memory budget, training-step cost in fp32 and bf16.
 # Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
 #   benchmarks/device_check.sh            # on the GPU
 #   benchmarks/device_check.sh --cpu      # dry run on CPU at small sizes (checks the script, not the speed)
@@ -30,6 +30,7 @@ step() { local limit=$(( $1 * SCALE )); shift; echo "== $*" >&2; local t0=$(date
 step 45 $PYTHON benchmarks/gpu_parity.py --device $DEVICE > "$OUT/parity.json" 2>> "$OUT/log.txt"
 step 110 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset mad $MAD --compile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 40 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset ego4d $EGO >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 20 $PYTHON benchmarks/bench_feed_forward.py --device $DEVICE >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 45 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 grep -h "rc=\|Error\|error" "$OUT/log.txt" | tail -20
