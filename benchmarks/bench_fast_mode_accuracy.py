@@ -73,13 +73,11 @@ def engine_for_mode(model: RGNetForVideoGrounding, mode: str, **engine_kwargs: A
 
 def query_record(result, reference: list[float], gt_windows: list[int]) -> dict[str, Any]:
     """What the comparison reads of one query's [`VideoGroundingResult`]: the ranked moments, the window order, each
-    window's score (indexed by window, not by rank) and the ground truth."""
-    scores = np.empty(len(result.window_order), dtype=np.float64)
-    scores[result.window_order] = result.window_scores
+    window's score (indexed by window, as the result holds them) and the ground truth."""
     return {
         "moments": np.asarray(result.moments, dtype=np.float64),
         "window_order": np.asarray(result.window_order),
-        "window_scores": scores,
+        "window_scores": np.asarray(result.window_scores, dtype=np.float64),
         "reference": [float(t) for t in reference],
         "gt_windows": list(gt_windows),
     }

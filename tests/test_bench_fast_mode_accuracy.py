@@ -93,6 +93,8 @@ def test_mode_engines_leave_the_float32_model_alone(bench):
         return engine, [bench.query_record(r, [1.0, 3.0], [0]) for r in results]
 
     exact_engine, exact = records("exact")
+    for record in exact:  # scores are indexed by window: read in window order they never increase
+        assert (np.diff(record["window_scores"][record["window_order"]]) <= 0).all()
     bf16_engine, fast = records("bf16")
     assert exact_engine.model.dtype == model.dtype == torch.float32 and bf16_engine.model.dtype == torch.bfloat16
     assert exact_engine.model is not model
