@@ -21,7 +21,14 @@ points (%), the difference to the exact mode in points, whether every R@K (momen
 `--goal-points`, and agreement figures: best window equal, decoded window set equal, top-1 moment IoU with the exact
 mode's, rank correlation of the window scores, queries whose hit at some (K, IoU) changed. One query moves a recall
 by `points_per_query` = 100 / queries, so on these sizes a recall is within 0.1 point only if no hit changed.
-Prints one JSON object; the training log goes to stderr.
+Prints one JSON object (`within_goal`: per benchmark and mode); the training log goes to stderr.
+
+Measured durations on the 2-core CPU with `--threads 1` (no native bfloat16): the fixtures take under 10 s (about
+1 minute more with --compile); the demo preset writes its data in 1 s, trains in about 5 minutes (282 s) and grounds
+its 96 test queries in 4 s (exact), 23 s (bf16), 39 s (compile) and 58 s (bf16_compile), compilation included.
+`--model outputs/fast_mode_accuracy/run/final` reuses the trained model. The standard preset (600 test queries on
+20 to 30 minute videos, 512-d features) is meant for a GPU: on CPU its training alone takes tens of minutes, and
+`--max-test-videos` limits the evaluation.
 """
 
 from __future__ import annotations
@@ -255,7 +262,7 @@ def benchmark_report(
         if mode != "exact":
             report["modes"][mode] = compare_modes(exact, mode_records, preset, goal_points, top_k_windows)
         report["modes"][mode]["seconds"] = seconds[mode]
-    report["within_goal"] = all(entry.get("within_goal", True) for entry in report["modes"].values())
+    report["within_goal"] = {mode: entry["within_goal"] for mode, entry in report["modes"].items() if mode != "exact"}
     return report
 
 
