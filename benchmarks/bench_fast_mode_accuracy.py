@@ -24,8 +24,9 @@ by `points_per_query` = 100 / queries, so on these sizes a recall is within 0.1 
 Prints one JSON object (`within_goal`: per benchmark and mode); the training log goes to stderr.
 
 Measured durations on the 2-core CPU with `--threads 1` (no native bfloat16): the fixtures take under 10 s (about
-1 minute more with --compile); the demo preset writes its data in 1 s, trains in about 5 minutes (282 s) and grounds
-its 96 test queries in 4 s (exact), 23 s (bf16), 39 s (compile) and 58 s (bf16_compile), compilation included.
+30 s more with --compile); the demo preset writes its data in 1 s, trains in about 5 minutes (282 s) and grounds
+its 96 test queries in 4 s (exact) and 25 s (bf16). The compiled modes compile again for every test video whose
+number of rows differs (about 100 s per video on this CPU), so `--compile` with the demo preset takes over 20 minutes.
 `--model outputs/fast_mode_accuracy/run/final` reuses the trained model. The standard preset (600 test queries on
 20 to 30 minute videos, 512-d features) is meant for a GPU: on CPU its training alone takes tens of minutes, and
 `--max-test-videos` limits the evaluation.
