@@ -14,14 +14,14 @@ long-video simulation, 4 queries with ground-truth moments; a model with random 
 agreement between the modes, not quality (`ego4d_pretrain_tiny` has the same weights, video and options as
 `ego4d_tiny`, so it is not repeated).
 
-Modes: `exact` (float32, the default engine: the reference of the comparison), `bf16` (`model.to(torch.bfloat16)`,
-on CUDA with TF32 for the float32 leftovers), with --compile also `compile` (float32, `compile=True`) and
-`bf16_compile`. For each mode and benchmark: every R@K at IoU of the official metric, mIoU and window recall in
-points (%), the difference to the exact mode in points, whether every R@K (moment and window) is within
+Modes: `exact` (float32, the default engine: the reference of the comparison), `bf16` (`model.to(torch.bfloat16)`, on
+CUDA with TF32 for the float32 leftovers), `fp16` (`model.to(torch.float16)`), with --compile also `compile` (float32,
+`compile=True`) and `bf16_compile`. For each mode and benchmark: every R@K at IoU of the official metric, mIoU and
+window recall in points (%), the difference to the exact mode in points, whether every R@K (moment and window) is within
 `--goal-points`, and agreement figures: best window equal, decoded window set equal, top-1 moment IoU with the exact
-mode's, rank correlation of the window scores, queries whose hit at some (K, IoU) changed. One query moves a recall
-by `points_per_query` = 100 / queries, so on these sizes a recall is within 0.1 point only if no hit changed.
-Prints one JSON object (`within_goal`: per benchmark and mode); the training log goes to stderr.
+mode's, rank correlation of the window scores, queries whose hit at some (K, IoU) changed. One query moves a recall by
+`points_per_query` = 100 / queries, so on these sizes a recall is within 0.1 point only if no hit changed. Prints one
+JSON object (`within_goal`: per benchmark and mode); the training log goes to stderr.
 
 Measured durations on the 2-core CPU with `--threads 1` (no native bfloat16): the fixtures take under 10 s (about
 30 s more with --compile); the demo preset writes its data in 1 s, trains in about 5 minutes (282 s) and grounds
@@ -62,7 +62,8 @@ from rgnet_hf.windowing import ground_truth_windows
 REPOSITORY = Path(__file__).resolve().parent.parent
 FIXTURES = REPOSITORY / "tests" / "fixtures"
 FIXTURE_NAMES = ("mad_tiny", "ego4d_tiny")
-MODES = ("exact", "bf16", "compile", "bf16_compile")
+MODES = ("exact", "bf16", "fp16", "compile", "bf16_compile")
+REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -70,12 +71,13 @@ MODES = ("exact", "bf16", "compile", "bf16_compile")
 
 
 def engine_for_mode(model: RGNetForVideoGrounding, mode: str, **engine_kwargs: Any) -> RGNetGroundingEngine:
-    """The engine of one mode on a copy of the float32 `model` (the copy is bfloat16 for the bf16 modes)."""
+    """The engine of one mode on a copy of the float32 `model` (bfloat16 for the bf16 modes, float16 for fp16)."""
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
     copied = copy.deepcopy(model).eval()
-    if mode.startswith("bf16"):
-        copied = copied.to(torch.bfloat16)
+    dtype = REDUCED_DTYPES.get(mode.removesuffix("_compile"))
+    if dtype is not None:
+        copied = copied.to(dtype)
     return RGNetGroundingEngine(copied, compile=mode.endswith("compile"), **engine_kwargs)
 
 
@@ -416,6 +418,7 @@ def main() -> None:
     parser.add_argument("--output", default="outputs/fast_mode_accuracy", help="data and training run go here")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (demo: 18, standard: 4)")
     parser.add_argument("--max-test-videos", type=int, default=None)
+    parser.add_argument("--modes", default="bf16,fp16", help="modes compared with exact (bf16, fp16)")
     parser.add_argument("--compile", action="store_true", help="add the compile and bf16_compile modes")
     parser.add_argument("--goal-points", type=float, default=0.1, help="largest R@K difference allowed, in points")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -427,7 +430,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    modes = ["exact", "bf16"] + (["compile", "bf16_compile"] if args.compile else [])
+    modes = ["exact"] + [m for m in args.modes.split(",") if m and m != "exact"]
+    modes += ["compile", "bf16_compile"] if args.compile else []
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"unknown modes {unknown}; choose from {MODES}")
     report: dict[str, Any] = {
         "benchmark": "fast_mode_accuracy",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

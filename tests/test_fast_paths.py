@@ -262,3 +262,21 @@ def test_compile_falls_back_cleanly(monkeypatch, caplog):
     assert "torch.compile failed (backend failed)" in caplog.text and engine._encode.compiled is None
     for a, b in zip(expected, results):
         np.testing.assert_allclose(b.rankings["fused"], a.rankings["fused"], rtol=0, atol=1e-6)
+
+
+def test_fast_inference_encoder_traces_without_graph_breaks():
+    """`compile=True` compiles the fast-inference encoder as one graph: no data-dependent branch, and the tiled
+    feed-forward gives way to the compiler's own fusion (a loop over tiles would specialise every row count)."""
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(_tiny_preset("mad")).eval()
+    batch = _padded_batch(model.config)
+    inputs = (batch["video_features"], batch["video_mask"], batch["text_features"], batch["text_mask"])
+
+    def encode(*args):
+        return model.model.encode(*args, retrieval_only=True, fast_inference=True).retrieval_embedding
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(encode)(*inputs)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1

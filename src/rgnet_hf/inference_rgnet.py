@@ -33,7 +33,8 @@ class VideoGroundingResult:
         rankings (`dict[str, np.ndarray]`): rows `[start, end, proposal, matching, fused]` of the `"fused"`,
             `"proposal"` and `"matching"` rankings after NMS.
         window_order (`np.ndarray` of shape `(W,)`): every window of the video, best retrieval score first.
-        window_scores (`np.ndarray` of shape `(W,)`): `sigmoid(window_logit)` of each window, in window order.
+        window_scores (`np.ndarray` of shape `(W,)`): `sigmoid(window_logit)` of window `w` at index `w` (not sorted;
+            `window_scores[window_order]` is best first).
         window_bounds (`np.ndarray` of shape `(W, 2)`): `[start, end)` frames of each window.
         window_predictions (`np.ndarray` of shape `(k, num_queries, 4)`): rows `[start, end, proposal, matching]` of
             each decoded window (window-rank order, rows sorted by proposal score, rounded to 4 decimals).

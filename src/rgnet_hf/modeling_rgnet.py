@@ -354,6 +354,9 @@ class RGNetFeedForward(nn.Module):
         Returns:
             `(..., hidden_size)`.
         """
+        if torch.compiler.is_compiling():
+            # a compiler fuses the block itself; a loop over a data-dependent number of tiles would specialise it
+            return norm(residual + self(normalized))
         shape = residual.shape
         normalized = normalized.reshape(-1, shape[-1])
         residual = residual.reshape(-1, shape[-1])
@@ -1007,10 +1010,7 @@ class RGNetModel(RGNetPreTrainedModel):
         not_selected[:, 0] = False
         padding = torch.cat([video_mask.new_zeros(batch_size, 1).bool(), ~video_mask.bool()], dim=1)
         if fast_inference and self.config.sampler_attention_mode == "additive":
-            bias = torch.zeros(batch_size, 1, sequence_length, sequence_length, dtype=dtype, device=selection.device)
-            padded_rows = padding.any(1).nonzero().flatten()
-            if len(padded_rows):
-                bias[padded_rows] = key_padding_bias(padding[padded_rows], dtype).expand(-1, 1, sequence_length, -1)
+            bias = key_padding_bias(padding, dtype).expand(batch_size, 1, sequence_length, sequence_length).contiguous()
             bias.diagonal(dim1=-2, dim2=-1).sub_(not_selected[:, None].to(dtype))
             return bias
         bias = key_padding_bias(padding, dtype).expand(batch_size, 1, sequence_length, sequence_length)
