@@ -8,6 +8,7 @@ Modes (same random weights, same random features):
     baseline   the same rows with the sdpa attention: the engine as it was before the shared video work;
     exact      the default engine: sdpa, float32, query-independent work once per video, retrieval-only scoring;
     bf16       the exact mode's engine on a bfloat16 model (on CUDA also TF32 matmuls for what stays float32);
+    fp16       the exact mode's engine on a float16 model (closer to float32 than bf16: see bench_fast_mode_accuracy);
     compile    the exact mode with `torch.compile` (only with --compile).
 
 Repeats are interleaved (mode after mode) so that a busy machine slows every mode alike; the best repeat counts.
@@ -32,7 +33,8 @@ import torch
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
 
-MODES = ("reference", "baseline", "exact", "bf16", "compile")
+MODES = ("reference", "baseline", "exact", "bf16", "fp16", "compile")
+REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class PeakResidentMemory:
@@ -75,7 +77,7 @@ def build_engines(config: RGNetConfig, modes: list[str], device: torch.device, b
     for mode in modes:
         model = RGNetForVideoGrounding(copy.deepcopy(config)).eval()
         model.load_state_dict(base.state_dict())
-        model = model.to(device=device, dtype=torch.bfloat16 if mode == "bf16" else torch.float32)
+        model = model.to(device=device, dtype=REDUCED_DTYPES.get(mode, torch.float32))
         model.set_attn_implementation("eager" if mode == "reference" else "sdpa")
         engines[mode] = RGNetGroundingEngine(
             model,

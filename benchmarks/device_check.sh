@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU session (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
-# baseline, exact, bf16, compile), the tiled feed-forward, the memory budget, training-step cost in fp32 and bf16.
+# baseline, exact, bf16, compile), the tiled feed-forward, fast-mode accuracy on the parity fixtures, the memory
+# budget, training-step cost in fp32 and bf16.
 # Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
 #   benchmarks/device_check.sh            # on the GPU
 #   benchmarks/device_check.sh --cpu      # dry run on CPU at small sizes (checks the script, not the speed)
@@ -20,17 +21,19 @@ if [ "${1:-}" = "--cpu" ]; then
   SCALE=20  # a CPU is far slower: the dry run checks that every step runs, not how fast
   echo "cpu dry run" | tee "$OUT/gpu.txt"
 else
-  DEVICE=cuda; MAD="--minutes 120 --queries 32 --repeats 2"; EGO="--minutes 8 --queries 64 --repeats 2"
+  DEVICE=cuda; MAD="--minutes 120 --queries 32 --repeats 2 --modes reference,baseline,exact,bf16,fp16"
+  EGO="--minutes 8 --queries 64 --repeats 2 --modes reference,baseline,exact,bf16,fp16"
   MEMORY="--minutes 120 --queries 8 --budgets-mib 64,256,1024,4096"; TRAIN=""
   SCALE=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 fi
 $PYTHON -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)" 2>&1 | tee "$OUT/versions.txt"
 step() { local limit=$(( $1 * SCALE )); shift; echo "== $*" >&2; local t0=$(date +%s); timeout "$limit" "$@"; echo "== rc=$? in $(( $(date +%s) - t0 )) s" >&2; }
-step 45 $PYTHON benchmarks/gpu_parity.py --device $DEVICE > "$OUT/parity.json" 2>> "$OUT/log.txt"
-step 110 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset mad $MAD --compile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 35 $PYTHON benchmarks/gpu_parity.py --device $DEVICE > "$OUT/parity.json" 2>> "$OUT/log.txt"
+step 95 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset mad $MAD --compile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 40 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset ego4d $EGO >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 20 $PYTHON benchmarks/bench_feed_forward.py --device $DEVICE >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 45 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 15 $PYTHON benchmarks/bench_feed_forward.py --device $DEVICE >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 20 $PYTHON benchmarks/bench_fast_mode_accuracy.py --device $DEVICE --skip-synthetic --modes bf16,fp16 >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 40 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 grep -h "rc=\|Error\|error" "$OUT/log.txt" | tail -20
