@@ -25,8 +25,8 @@ JSON object (`within_goal`: per benchmark and mode); the training log goes to st
 
 Measured durations on the 2-core CPU with `--threads 1` (no native bfloat16): the fixtures take under 10 s (about
 30 s more with --compile); the demo preset writes its data in 1 s, trains in about 5 minutes (282 s) and grounds
-its 96 test queries in 4 s (exact) and 25 s (bf16). The compiled modes compile again for every test video whose
-number of rows differs (about 100 s per video on this CPU), so `--compile` with the demo preset takes over 20 minutes.
+its 96 test queries in 4 s (exact), 25 s (bf16) and 24 s (fp16); with `--compile` the compiled float32 and bf16
+engines take 40 s and 50 s, compilation included (about 3 minutes for the whole run with a trained model).
 `--model outputs/fast_mode_accuracy/run/final` reuses the trained model. The standard preset (600 test queries on
 20 to 30 minute videos, 512-d features) is meant for a GPU: on CPU its training alone takes tens of minutes, and
 `--max-test-videos` limits the evaluation.
