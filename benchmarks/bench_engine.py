@@ -9,6 +9,9 @@ Modes (same random weights, same random features):
     exact      the default engine: sdpa, float32, query-independent work once per video, retrieval-only scoring;
     bf16       the exact mode's engine on a bfloat16 model (on CUDA also TF32 matmuls for what stays float32);
     fp16       the exact mode's engine on a float16 model (closer to float32 than bf16: see bench_fast_mode_accuracy);
+    bf16_rescored, fp16_rescored
+               a bfloat16 / float16 copy scores every window, the float32 model re-scores the best top-k + 10 and
+               decodes the best top-k (`RGNetGroundingEngine.with_reduced_precision_scoring`): float32's moments;
     compile    the exact mode with `torch.compile` (only with --compile).
 
 Repeats are interleaved (mode after mode) so that a busy machine slows every mode alike; the best repeat counts.
@@ -33,7 +36,7 @@ import torch
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
 
-MODES = ("reference", "baseline", "exact", "bf16", "fp16", "compile")
+MODES = ("reference", "baseline", "exact", "bf16", "fp16", "bf16_rescored", "fp16_rescored", "compile")
 REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -77,8 +80,13 @@ def build_engines(config: RGNetConfig, modes: list[str], device: torch.device, b
     for mode in modes:
         model = RGNetForVideoGrounding(copy.deepcopy(config)).eval()
         model.load_state_dict(base.state_dict())
-        model = model.to(device=device, dtype=REDUCED_DTYPES.get(mode, torch.float32))
         model.set_attn_implementation("eager" if mode == "reference" else "sdpa")
+        if mode.endswith("_rescored"):
+            engines[mode] = RGNetGroundingEngine.with_reduced_precision_scoring(
+                model.to(device), REDUCED_DTYPES[mode.split("_")[0]], memory_budget_bytes=budget
+            )
+            continue
+        model = model.to(device=device, dtype=REDUCED_DTYPES.get(mode, torch.float32))
         engines[mode] = RGNetGroundingEngine(
             model,
             memory_budget_bytes=budget,
@@ -126,7 +134,7 @@ def main() -> None:
 
     def run(mode: str):
         engine = engines[mode]
-        torch.backends.cuda.matmul.allow_tf32 = mode == "bf16"
+        torch.backends.cuda.matmul.allow_tf32 = mode == "bf16"  # the rescored modes' float32 work stays exact
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)

@@ -21,8 +21,8 @@ if [ "${1:-}" = "--cpu" ]; then
   SCALE=20  # a CPU is far slower: the dry run checks that every step runs, not how fast
   echo "cpu dry run" | tee "$OUT/gpu.txt"
 else
-  DEVICE=cuda; MAD="--minutes 120 --queries 32 --repeats 2 --modes reference,baseline,exact,bf16,fp16"
-  EGO="--minutes 8 --queries 64 --repeats 2 --modes reference,baseline,exact,bf16,fp16"
+  DEVICE=cuda; MAD="--minutes 120 --queries 32 --repeats 1 --modes reference,baseline,exact,bf16,fp16,bf16_rescored,fp16_rescored"
+  EGO="--minutes 8 --queries 64 --repeats 2 --modes reference,baseline,exact,bf16,fp16,bf16_rescored,fp16_rescored"
   MEMORY="--minutes 120 --queries 8 --budgets-mib 64,256,1024,4096"; TRAIN=""
   SCALE=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -33,7 +33,7 @@ step 35 $PYTHON benchmarks/gpu_parity.py --device $DEVICE > "$OUT/parity.json" 2
 step 95 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset mad $MAD --compile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 40 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset ego4d $EGO >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 15 $PYTHON benchmarks/bench_feed_forward.py --device $DEVICE >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
-step 20 $PYTHON benchmarks/bench_fast_mode_accuracy.py --device $DEVICE --skip-synthetic --modes bf16,fp16 >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+step 20 $PYTHON benchmarks/bench_fast_mode_accuracy.py --device $DEVICE --skip-synthetic >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 40 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 grep -h "rc=\|Error\|error" "$OUT/log.txt" | tail -20

@@ -280,3 +280,32 @@ def test_fast_inference_encoder_traces_without_graph_breaks():
         explanation = torch._dynamo.explain(encode)(*inputs)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
+
+
+def test_reduced_precision_scoring_with_float32_rescoring_keeps_the_exact_results():
+    """A bfloat16 copy scores the windows, the float32 model scores the best ones again and decodes: with every
+    window re-scored the results are the float32 engine's; with a float32 copy as the scorer and only the top-k
+    re-scored, too. `rescore_windows` needs a scorer and at least top_k_windows windows."""
+    torch.manual_seed(0)
+    model = RGNetForVideoGrounding(_tiny_preset("mad")).eval()
+    video, text, text_mask, sentence = _engine_inputs(model.config, 313)
+    exact = RGNetGroundingEngine(model).ground(video, text, text_mask, sentence)
+    num_windows = len(exact[0].window_order)
+    top_k = model.config.top_k_windows
+    engines = (
+        RGNetGroundingEngine.with_reduced_precision_scoring(model, torch.bfloat16, extra_windows=num_windows),
+        RGNetGroundingEngine(model, window_scorer=copy.deepcopy(model), rescore_windows=top_k),
+    )
+    assert engines[0].window_scorer.dtype == torch.bfloat16 and model.dtype == torch.float32
+    for engine in engines:
+        for a, b in zip(exact, engine.ground(video, text, text_mask, sentence)):
+            np.testing.assert_array_equal(b.window_order[:top_k], a.window_order[:top_k])
+            np.testing.assert_allclose(
+                b.window_scores[a.window_order[:top_k]], a.window_scores[a.window_order[:top_k]], rtol=1e-5, atol=1e-6
+            )
+            for name in ("fused", "proposal", "matching"):
+                np.testing.assert_allclose(b.rankings[name], a.rankings[name], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="rescore_windows"):
+        RGNetGroundingEngine(model, rescore_windows=top_k)
+    with pytest.raises(ValueError, match="rescore_windows"):
+        RGNetGroundingEngine(model, window_scorer=model, rescore_windows=top_k - 1)

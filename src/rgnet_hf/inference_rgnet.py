@@ -3,6 +3,7 @@ into moments, scores fused and suppressed exactly as the official inference does
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from collections.abc import Callable
@@ -324,6 +325,11 @@ class RGNetGroundingEngine:
         window_scorer ([`RGNetForVideoGrounding`], *optional*): a separate model whose window logits rank the windows
             (a two-stage pipeline: retrieval by one model, grounding by `model`); by default `model` does both, as
             RGNet does.
+        rescore_windows (`int`, *optional*): with a `window_scorer`, its `rescore_windows` best windows of each query
+            are scored again by `model`, whose scores rank them (ahead of the others) and weight their moments; the
+            best `top_k_windows` of them are decoded. With a reduced-precision copy of `model` as the scorer
+            ([`RGNetGroundingEngine.with_reduced_precision_scoring`]) the moments equal the float32 engine's whenever
+            its top-k windows are among the scorer's best `rescore_windows`.
         share_video_work (`bool`, defaults to `True`): see above.
         compile (`bool`, defaults to `False`): run the encoder through `torch.compile`, falling back to eager
             execution (with a warning) where compilation is unavailable or fails.
@@ -340,10 +346,12 @@ class RGNetGroundingEngine:
         window_scorer: RGNetForVideoGrounding | None = None,
         share_video_work: bool = True,
         compile: bool = False,
+        rescore_windows: int | None = None,
     ):
         config = model.config
         self.model = model
         self.window_scorer = window_scorer
+        self.rescore_windows = rescore_windows
         self.memory_budget_bytes = int(memory_budget_bytes)
         self.top_k_windows = top_k_windows or config.top_k_windows
         self.nms_threshold = config.nms_threshold if nms_threshold is None else nms_threshold
@@ -353,6 +361,26 @@ class RGNetGroundingEngine:
         self._encode = _MaybeCompiled(_EncoderInputs.encode, compile)
         if self.top_k_windows < 1 or self.max_predictions < 1:
             raise ValueError("top_k_windows and max_predictions must be >= 1")
+        if rescore_windows is not None and (window_scorer is None or rescore_windows < self.top_k_windows):
+            raise ValueError(
+                f"rescore_windows ({rescore_windows}) needs a window_scorer and at least top_k_windows "
+                f"({self.top_k_windows}) windows"
+            )
+
+    @classmethod
+    def with_reduced_precision_scoring(
+        cls,
+        model: RGNetForVideoGrounding,
+        dtype: torch.dtype = torch.float16,
+        extra_windows: int = 10,
+        **engine_kwargs: Any,
+    ) -> RGNetGroundingEngine:
+        """A fast mode that keeps the float32 results: a `dtype` copy of `model` scores every window, `model` scores
+        again its `top_k_windows + extra_windows` best windows of each query and decodes the best `top_k_windows`
+        of those (see `rescore_windows`). The window order past the re-scored windows is the copy's."""
+        scorer = copy.deepcopy(model).to(dtype).eval()
+        top_k = engine_kwargs.get("top_k_windows") or model.config.top_k_windows
+        return cls(model, window_scorer=scorer, rescore_windows=top_k + extra_windows, **engine_kwargs)
 
     # ---------------------------------------------------------------- sizing
     def _bytes_per_encoded_row(self, num_frames: int, num_tokens: int, video_embedding: str) -> int:
@@ -543,6 +571,8 @@ class RGNetGroundingEngine:
         plan: _ChunkPlan,
     ) -> _EncoderInputs:
         num_frames, padded_length = video.shape[0], grid.padded_length()
+        # a window scorer may run in another precision than the grounding model
+        video, text_features, text_mask = (tensor.to(model.dtype) for tensor in (video, text_features, text_mask))
         if plan.video_embedding == "per_row":
             padded = F.pad(video, (0, 0, 0, padded_length - num_frames))
             return _EncoderInputs("per_row", grid.cut(padded), None, text_features, text_mask)
@@ -609,8 +639,10 @@ class RGNetGroundingEngine:
             group, grid, scorer_inputs, rows_per_chunk, keep_states, retrieval_only
         )
         ranking = rank_windows(window_logits.view(len(group.query_ids), grid.num_windows), top_k)
-        decoded_windows = ranking.order if decode_all_windows else ranking.order[:, :top_k]
         offsets = torch.arange(len(group.query_ids))[:, None] * grid.num_windows
+        if self.rescore_windows is not None:
+            window_logits, ranking = self._rescore_windows(group, grid, inputs, window_logits, ranking, rows_per_chunk)
+        decoded_windows = ranking.order if decode_all_windows else ranking.order[:, :top_k]
         decoded_rows = (offsets + decoded_windows.cpu()).flatten()
         logits, spans = self._decode_rows(group, grid, inputs, decoded_rows, kept, rows_per_chunk)
         window_scores = torch.sigmoid(window_logits[decoded_rows.to(window_logits.device)])
@@ -629,6 +661,37 @@ class RGNetGroundingEngine:
         return self._rank_moments(window_rows, ranking, top_k, grid)
 
     # ---------------------------------------------------------------- steps
+    def _rescore_windows(
+        self,
+        group: _QueryGroup,
+        grid: WindowGrid,
+        inputs: _EncoderInputs,
+        window_logits: torch.Tensor,
+        ranking: WindowRanking,
+        rows_per_chunk: int,
+    ) -> tuple[torch.Tensor, WindowRanking]:
+        """The scorer's best `rescore_windows` windows of each query scored again by `model`: their logits replace
+        the scorer's, and they lead the window order, sorted as `rank_windows` sorts (score, then window index)."""
+        num_queries, num_windows = ranking.order.shape
+        candidates = ranking.order[:, : min(self.rescore_windows, num_windows)].sort(dim=1).values
+        rows = (torch.arange(num_queries, device=candidates.device)[:, None] * num_windows + candidates).flatten()
+        rows = rows.to(window_logits.device)
+        window_logits = window_logits.clone()
+        for start in range(0, len(rows), rows_per_chunk):
+            chunk = rows[start : start + rows_per_chunk].cpu()
+            queries, windows = group.query_index[chunk], group.window_index[chunk]
+            encoded = self._encode(
+                inputs, self.model, grid, queries.to(self.model.device), windows.to(self.model.device), True
+            )
+            window_logits[rows[start : start + rows_per_chunk]] = self.model.window_logits_from(
+                encoded.retrieval_embedding
+            ).float()
+        logits = window_logits.view(num_queries, num_windows)
+        candidate_scores = torch.sigmoid(logits.gather(1, candidates.to(logits.device)))
+        within = candidate_scores.sort(dim=1, descending=True, stable=True).indices.to(candidates.device)
+        order = torch.cat([candidates.gather(1, within), ranking.order[:, candidates.shape[1] :]], dim=1)
+        return window_logits, WindowRanking(order, torch.sigmoid(logits), ranking.num_kept)
+
     def _score_windows(
         self,
         group: _QueryGroup,
