@@ -15,14 +15,16 @@ else
 fi
 PYTHON=${PYTHON:-python3}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+MODES=reference,baseline,exact,bf16,fp16,bf16_rescored,fp16_rescored  # the engine benchmark's modes (Ego4D)
+MAD_MODES=reference,baseline,exact,bf16,fp16_rescored  # MAD adds compile; fewer modes fit its time limit
 if [ "${1:-}" = "--cpu" ]; then
-  DEVICE=cpu; MAD="--minutes 3 --queries 1 --repeats 1"; EGO="--minutes 2 --queries 2 --repeats 1"
+  DEVICE=cpu; MAD="--minutes 3 --queries 1 --repeats 1 --modes $MAD_MODES"; EGO="--minutes 2 --queries 2 --repeats 1 --modes $MODES"
   MEMORY="--minutes 3 --queries 1 --budgets-mib 64"; TRAIN="--batch-size 2 --steps 1 --recipe ego4d"
   SCALE=20  # a CPU is far slower: the dry run checks that every step runs, not how fast
   echo "cpu dry run" | tee "$OUT/gpu.txt"
 else
-  DEVICE=cuda; MAD="--minutes 120 --queries 32 --repeats 1 --modes reference,baseline,exact,bf16,fp16,bf16_rescored,fp16_rescored"
-  EGO="--minutes 8 --queries 64 --repeats 2 --modes reference,baseline,exact,bf16,fp16,bf16_rescored,fp16_rescored"
+  DEVICE=cuda; MAD="--minutes 120 --queries 32 --repeats 1 --modes $MAD_MODES"
+  EGO="--minutes 8 --queries 64 --repeats 2 --modes $MODES"
   MEMORY="--minutes 120 --queries 8 --budgets-mib 64,256,1024,4096"; TRAIN=""
   SCALE=1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
