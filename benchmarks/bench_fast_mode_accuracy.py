@@ -51,7 +51,6 @@ import torch
 from scipy import stats
 
 from rgnet_hf import RGNetForVideoGrounding, RGNetGroundingEngine
-from rgnet_hf.feature_extraction_rgnet import pad_sequences
 from rgnet_hf.grounding_metrics import (
     EVALUATION_PRESETS,
     compute_grounding_metrics,
@@ -59,7 +58,7 @@ from rgnet_hf.grounding_metrics import (
     temporal_iou,
     window_recall,
 )
-from rgnet_hf.windowing import ground_truth_windows
+from rgnet_hf.training import ground_evaluation_video
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 FIXTURES = REPOSITORY / "tests" / "fixtures"
@@ -101,21 +100,10 @@ def query_record(result, reference: list[float], gt_windows: list[int]) -> dict[
 def ground_videos(engine: RGNetGroundingEngine, videos, max_videos: int | None = None) -> list[dict[str, Any]]:
     """Ground every query of an [`EvaluationVideoDataset`] as `rgnet_hf.training.evaluate_model` does; one record per
     query, in video order."""
-    config = engine.model.config
     records = []
     for index in range(len(videos) if max_videos is None else min(max_videos, len(videos))):
         video = videos[index]
-        text_features, text_mask = pad_sequences(video["text_features"], "text_features")
-        results = engine.ground(video["video_features"], text_features, text_mask, video["sentence_features"])
-        num_windows = len(results[0].window_order)
-        for result, timestamps in zip(results, video["timestamps"]):
-            windows = ground_truth_windows(
-                float(timestamps[0]),
-                float(timestamps[1]),
-                config.seconds_per_feature,
-                config.window_stride,
-                num_windows,
-            )
+        for (result, windows), timestamps in zip(ground_evaluation_video(engine, video), video["timestamps"]):
             records.append(query_record(result, timestamps, windows))
     return records
 

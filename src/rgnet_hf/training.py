@@ -301,6 +301,28 @@ def _evaluation_cost(videos, index: int, stride: int) -> float:
     return float(num_windows(max(num_frames, 1), stride) * num_queries)
 
 
+def ground_evaluation_video(engine: RGNetGroundingEngine, video: dict[str, Any]) -> list[tuple[Any, list[int]]]:
+    """Ground every query of one [`EvaluationVideoDataset`] item: per query, the engine's
+    [`VideoGroundingResult`] and the windows its ground-truth moment overlaps (for window recall)."""
+    config = engine.model.config
+    text_features, text_mask = pad_sequences(video["text_features"], "text_features")
+    results = engine.ground(video["video_features"], text_features, text_mask, video["sentence_features"])
+    num_video_windows = len(results[0].window_order)
+    return [
+        (
+            result,
+            ground_truth_windows(
+                float(timestamps[0]),
+                float(timestamps[1]),
+                config.seconds_per_feature,
+                config.window_stride,
+                num_video_windows,
+            ),
+        )
+        for result, timestamps in zip(results, video["timestamps"])
+    ]
+
+
 @torch.no_grad()
 def evaluate_model(
     model: RGNetForVideoGrounding,
@@ -336,18 +358,9 @@ def evaluate_model(
         video = videos[index]
         if video["timestamps"] is None:
             raise ValueError(f"video {video['video_id']} has no ground truth: evaluate on an annotated split")
-        text_features, text_mask = pad_sequences(video["text_features"], "text_features")
-        results = engine.ground(video["video_features"], text_features, text_mask, video["sentence_features"])
-        num_video_windows = len(results[0].window_order)
-        windows_done += num_video_windows * len(results)
-        for query_id, result, timestamps in zip(video["query_ids"], results, video["timestamps"]):
-            windows = ground_truth_windows(
-                float(timestamps[0]),
-                float(timestamps[1]),
-                config.seconds_per_feature,
-                config.window_stride,
-                num_video_windows,
-            )
+        grounded = ground_evaluation_video(engine, video)
+        windows_done += len(grounded[0][0].window_order) * len(grounded)
+        for query_id, (result, windows), timestamps in zip(video["query_ids"], grounded, video["timestamps"]):
             records.append(
                 {
                     "video_index": index,
@@ -913,6 +926,7 @@ __all__ = [
     "enable_gradient_checkpointing",
     "evaluate_model",
     "evaluation_metric_names",
+    "ground_evaluation_video",
     "load_data_from_spec",
     "selection_score",
     "train",
