@@ -45,7 +45,7 @@ def write_video(path: Path, seconds: float, fps: int, width: int, height: int) -
 
 
 def build_encoder(name: str | None, device: str, dtype: torch.dtype | None, batch_size: int):
-    from rgnet_hf.feature_encoders import CLIPVideoTextEncoder, load_feature_encoder
+    from rgnet_hf.video_text_encoders import CLIPVideoTextEncoder, load_feature_encoder
 
     if name is not None:
         return load_feature_encoder(name, device=device, dtype=dtype, batch_size=batch_size)

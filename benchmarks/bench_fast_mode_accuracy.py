@@ -5,10 +5,10 @@ exact float32 engine, scored with the official metric, on the synthetic benchmar
         [--compile] [--goal-points 0.1] [--threads N] [--device cpu] [--max-test-videos N] [--skip-synthetic]
         [--skip-fixtures]
 
-Synthetic benchmark: writes the preset's benchmark (`rgnet_hf.synthetic_benchmark`, reused when `--data` already
+Synthetic benchmark: writes the preset's benchmark (`rgnet_hf.synthetic.benchmark`, reused when `--data` already
 holds it), trains the model of `rgnet-hf demo` on it with the demo's recipe (`--preset standard`: the reduced model
 of benchmarks/synthetic_comparison.py, `--epochs` 4 by default) unless `--model` names a trained model folder, then
-grounds every test query with each mode. The exact mode is also checked against `rgnet_hf.training.evaluate_model`.
+grounds every test query with each mode. The exact mode is also checked against `rgnet_hf.evaluation.evaluate_model`.
 Parity fixtures (tests/fixtures): the converted official model of `mad_tiny` and `ego4d_tiny` on each fixture's
 long-video simulation, 4 queries with ground-truth moments; a model with random weights, so the recalls measure
 agreement between the modes, not quality (`ego4d_pretrain_tiny` has the same weights, video and options as
@@ -51,14 +51,14 @@ import torch
 from scipy import stats
 
 from rgnet_hf import RGNetForVideoGrounding, RGNetGroundingEngine
-from rgnet_hf.grounding_metrics import (
+from rgnet_hf.evaluation import ground_evaluation_video
+from rgnet_hf.evaluation.metrics import (
     EVALUATION_PRESETS,
     compute_grounding_metrics,
     per_query_hits,
     temporal_iou,
     window_recall,
 )
-from rgnet_hf.training import ground_evaluation_video
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 FIXTURES = REPOSITORY / "tests" / "fixtures"
@@ -98,7 +98,7 @@ def query_record(result, reference: list[float], gt_windows: list[int]) -> dict[
 
 
 def ground_videos(engine: RGNetGroundingEngine, videos, max_videos: int | None = None) -> list[dict[str, Any]]:
-    """Ground every query of an [`EvaluationVideoDataset`] as `rgnet_hf.training.evaluate_model` does; one record per
+    """Ground every query of an [`EvaluationVideoDataset`] as `rgnet_hf.evaluation.evaluate_model` does; one record per
     query, in video order."""
     records = []
     for index in range(len(videos) if max_videos is None else min(max_videos, len(videos))):
@@ -267,7 +267,7 @@ def benchmark_report(
 
 
 def _trained_model(args, dataset, data_config, output: Path) -> tuple[RGNetForVideoGrounding, dict[str, Any]]:
-    from rgnet_hf.demo import DEMO_MODEL, DEMO_TRAINING
+    from rgnet_hf.apps.demo import DEMO_MODEL, DEMO_TRAINING
     from rgnet_hf.training import TrainingConfig, train
 
     if args.model:
@@ -301,14 +301,14 @@ def _trained_model(args, dataset, data_config, output: Path) -> tuple[RGNetForVi
 
 def synthetic_benchmark(args, modes: list[str], device: torch.device) -> dict[str, Any]:
     from rgnet_hf.data import EvaluationVideoDataset
-    from rgnet_hf.synthetic_benchmark import (
+    from rgnet_hf.evaluation import evaluate_model
+    from rgnet_hf.synthetic.benchmark import (
         SyntheticMADConfig,
         load_synthetic_mad,
         make_synthetic_mad,
         read_synthetic_config,
         synthetic_mad_paths,
     )
-    from rgnet_hf.training import evaluate_model
 
     output = Path(args.output)
     data_dir = Path(args.data) if args.data else output / f"data_{args.preset}"
@@ -356,7 +356,7 @@ def synthetic_benchmark(args, modes: list[str], device: torch.device) -> dict[st
 
 def fixture_model(fixture: dict) -> RGNetForVideoGrounding:
     """The converted official model of a parity fixture (rows independent of the batch, as the engine needs)."""
-    from rgnet_hf.convert_original_checkpoint import config_from_official_options, convert_state_dict
+    from rgnet_hf.hub.convert_original_checkpoint import config_from_official_options, convert_state_dict
 
     config = config_from_official_options(fixture["meta"]["opt"], text_to_video_mask_batch_mixing=False)
     state_dict, _ = convert_state_dict(fixture["state_dict"], config)

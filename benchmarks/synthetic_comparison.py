@@ -21,16 +21,17 @@ from pathlib import Path
 import torch
 
 from rgnet_hf import RGNetForVideoGrounding
-from rgnet_hf.baselines import evaluate_zero_shot
+from rgnet_hf.apps.demo import DEMO_MODEL
 from rgnet_hf.data import EvaluationVideoDataset
-from rgnet_hf.demo import DEMO_MODEL
-from rgnet_hf.synthetic_benchmark import (
+from rgnet_hf.evaluation import evaluate_model
+from rgnet_hf.evaluation.baselines import evaluate_zero_shot
+from rgnet_hf.synthetic.benchmark import (
     load_synthetic_mad,
     make_synthetic_mad,
     read_synthetic_config,
     synthetic_mad_paths,
 )
-from rgnet_hf.training import TrainingConfig, evaluate_model, train
+from rgnet_hf.training import TrainingConfig, train
 
 # A reduced RGNet for 512-d features: 30-second windows (150 features at 5 fps), hidden size 128, 3 decoder layers.
 MODEL = {

@@ -6,7 +6,7 @@
     python dataset_scripts/make_mini_release.py --kind cone-ego4d --output-dir /tmp/mini_cone_ego4d
 
 The data are random; the layout, the field names and the oddities of the real files are not
-(see rgnet_hf.data.mini_releases).
+(see rgnet_hf.synthetic.mini_releases).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rgnet_hf.data.mini_releases import make_cone_release, make_ego4d_release, make_mad_release
+from rgnet_hf.synthetic.mini_releases import make_cone_release, make_ego4d_release, make_mad_release
 
 
 def main(argv: list[str] | None = None) -> dict:

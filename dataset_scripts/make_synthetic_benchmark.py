@@ -30,7 +30,7 @@ from pathlib import Path
 from _common import setup_logging
 
 from rgnet_hf.data import format_summary, summarize
-from rgnet_hf.synthetic_benchmark import (
+from rgnet_hf.synthetic.benchmark import (
     SYNTHETIC_PRESETS,
     SyntheticMADConfig,
     load_synthetic_mad,
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     (args.output / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
 
     if args.zero_shot is not None:
-        from rgnet_hf.baselines import evaluate_zero_shot
+        from rgnet_hf.evaluation.baselines import evaluate_zero_shot
 
         print()
         for split in args.zero_shot or ["test"]:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for key in ("R@1 IoU=0.3", "R@1 IoU=0.5", "R@5 IoU=0.3", "R@5 IoU=0.5")
             )
             print(f"zero-shot cosine baseline, {split} ({metrics['num_queries']} queries): {values}")
-    print(f"\nload it with: rgnet_hf.synthetic_benchmark.load_synthetic_mad({str(args.output)!r})")
+    print(f"\nload it with: rgnet_hf.synthetic.benchmark.load_synthetic_mad({str(args.output)!r})")
     return summary
 
 

@@ -17,7 +17,8 @@ from accelerate import Accelerator
 
 from rgnet_hf import RGNetForVideoGrounding
 from rgnet_hf.data import EvaluationVideoDataset
-from rgnet_hf.training import evaluate_model, load_data_from_spec
+from rgnet_hf.evaluation import evaluate_model
+from rgnet_hf.training import load_data_from_spec
 
 
 def main(argv: list[str] | None = None) -> int:

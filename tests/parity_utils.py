@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rgnet_hf import RGNetForVideoGrounding
-from rgnet_hf.convert_original_checkpoint import _rename, config_from_official_options, convert_state_dict
+from rgnet_hf.hub.convert_original_checkpoint import _rename, config_from_official_options, convert_state_dict
 
 
 def converted_model(fixture: dict, **config_overrides) -> RGNetForVideoGrounding:

@@ -15,6 +15,8 @@ from parity_utils import assert_close_to_scale, converted_model, gradient_floor
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, inference_rgnet, modeling_rgnet
 
 EXACT = {"rtol": 1e-5, "atol": 1e-6}
+# Encoder states of magnitude ~1 after several layers of tiled sums: fp32 rounding reaches ~1e-6 on some CPUs.
+STATES = {"rtol": 1e-5, "atol": 1e-5}
 
 
 def _tiny_preset(preset: str, **overrides) -> RGNetConfig:
@@ -111,11 +113,11 @@ def test_fast_inference_encoder_and_decoder_equal_the_reference(preset, sampler_
         assert torch.equal(fast.sampler_selection, reference.sampler_selection)
         assert 0 < reference.sampler_selection.sum() < reference.sampler_selection.numel()  # the bias is not uniform
         for name in ("retrieval_embedding", "video_memory", "sampler_logits"):
-            torch.testing.assert_close(fast[name], reference[name], **EXACT, msg=name)
+            torch.testing.assert_close(fast[name], reference[name], **STATES, msg=name)
         partial = backbone.encode(*inputs, retrieval_only=True, fast_inference=True)
         completed = backbone.complete_encoding(partial, mask, fast_inference=True)
-        torch.testing.assert_close(partial.retrieval_embedding, reference.retrieval_embedding, **EXACT)
-        torch.testing.assert_close(completed.video_memory, reference.video_memory, **EXACT)
+        torch.testing.assert_close(partial.retrieval_embedding, reference.retrieval_embedding, **STATES)
+        torch.testing.assert_close(completed.video_memory, reference.video_memory, **STATES)
 
         memory, positions = reference.video_memory, reference.frame_position_embeddings
         expected = backbone.decode(memory, positions, mask)

@@ -13,8 +13,8 @@ import torch
 from conftest import tiny_config
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, RGNetProcessor, save_model_folder
-from rgnet_hf.cli import main as cli_main
-from rgnet_hf.convert_original_checkpoint import main as convert_main
+from rgnet_hf.apps.cli import main as cli_main
+from rgnet_hf.hub.convert_original_checkpoint import main as convert_main
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,7 @@ def test_losses_and_gradients_match_official(parity_fixtures, name):
 
 
 def model_rename(model, key):
-    from rgnet_hf.convert_original_checkpoint import _rename
+    from rgnet_hf.hub.convert_original_checkpoint import _rename
 
     return _rename(key, model.config)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgnet_hf.grounding_metrics import temporal_iou
+from rgnet_hf.evaluation.metrics import temporal_iou
 from rgnet_hf.post_processing import (
     collapse_repeated_spans,
     format_window_predictions,

@@ -1,12 +1,12 @@
 """Long-video temporal grounding metric (R@K at temporal-IoU thresholds, top-1 mIoU) as an `evaluate` module.
 
-The implementation lives in `rgnet_hf.grounding_metrics`; this module only wraps it for `evaluate.load`.
+The implementation lives in `rgnet_hf.evaluation.metrics`; this module only wraps it for `evaluate.load`.
 """
 
 import datasets
 import evaluate
 
-from rgnet_hf.grounding_metrics import EVALUATION_PRESETS, compute_grounding_metrics
+from rgnet_hf.evaluation.metrics import EVALUATION_PRESETS, compute_grounding_metrics
 
 _DESCRIPTION = """
 Recall at K at temporal-IoU thresholds (R@K, IoU=t) and top-1 mean IoU for temporal grounding in long videos, with
@@ -65,7 +65,7 @@ _CONFIG_ALIASES = {"default": "mad"}
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class LongVideoGrounding(evaluate.Metric):
-    """R@K at temporal-IoU thresholds and top-1 mIoU for MAD and Ego4D-NLQ (see `rgnet_hf.grounding_metrics`)."""
+    """R@K at temporal-IoU thresholds and top-1 mIoU for MAD and Ego4D-NLQ (see `rgnet_hf.evaluation.metrics`)."""
 
     def _info(self):
         preset_name = _CONFIG_ALIASES.get(self.config_name, self.config_name)

@@ -8,8 +8,8 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_rgnet import RGNetConfig
 from .feature_extraction_rgnet import RGNetFeatureExtractor
+from .hub.model_folder import push_model_folder_to_hub, save_model_folder
 from .inference_rgnet import RGNetGroundingEngine, VideoGroundingResult
-from .model_folder import push_model_folder_to_hub, save_model_folder
 from .modeling_rgnet import (
     RGNetEncoderOutput,
     RGNetForVideoGrounding,

@@ -147,7 +147,7 @@ class VideoGroundingPipeline(Pipeline):
     @property
     def feature_encoder(self):
         """The [`VideoTextEncoder`] of raw inputs, loaded on first use and checked to fit the model."""
-        from .feature_encoders import VideoTextEncoder, feature_encoder_for_model, load_feature_encoder
+        from .video_text_encoders import VideoTextEncoder, feature_encoder_for_model, load_feature_encoder
 
         if not isinstance(self._feature_encoder, VideoTextEncoder):
             options = {"device": self.device, "dtype": self._feature_encoder_dtype}
@@ -178,8 +178,8 @@ class VideoGroundingPipeline(Pipeline):
         """Encode `video` and `text`; -> (feature inputs, video duration or None, query texts or None)."""
         if "video" not in inputs and "text" not in inputs:
             return inputs, None, None
-        from .feature_encoders import FeatureEncoderError
         from .feature_extraction_rgnet import l2_normalize
+        from .video_text_encoders import FeatureEncoderError
 
         inputs = dict(inputs)
         duration = None

@@ -381,7 +381,7 @@ def rank_windows(window_logits: torch.Tensor, top_k: int, window_mask: torch.Ten
     """
     Window retrieval: score each window with `sigmoid(logit)`, sort descending (stable, so ties keep window order),
     and keep the top `top_k` (30 for MAD, 20 for Ego4D, fewer when the video has fewer windows). The full order is
-    the window ranking that window recall ([`rgnet_hf.grounding_metrics.window_recall`]) scores.
+    the window ranking that window recall ([`rgnet_hf.evaluation.metrics.window_recall`]) scores.
 
     Args:
         window_logits (`torch.Tensor` of shape `(Q, W)` or `(W,)`): the window-retrieval logits.

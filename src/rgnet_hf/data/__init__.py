@@ -10,7 +10,7 @@
 from .annotations import DROP_REASONS, FIX_REASONS, AnnotationError, DataReport, SplitReport, training_filter_reason
 from .collator import RGNetTrainingCollator
 from .evaluation_dataset import EvaluationVideoDataset, iter_evaluation_videos
-from .features import FeatureError, FeatureSources, LazyVideoFeatures, l2_normalize
+from .feature_stores import FeatureError, FeatureSources, LazyVideoFeatures, l2_normalize
 from .loaders import (
     GroundingDatasetDict,
     attach_features,

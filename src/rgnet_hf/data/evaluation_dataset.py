@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import torch
 
-from .features import FeatureSources, l2_normalize
+from .feature_stores import FeatureSources, l2_normalize
 from .loaders import get_feature_sources
 
 __all__ = ["EvaluationVideoDataset", "iter_evaluation_videos"]

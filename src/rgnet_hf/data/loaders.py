@@ -35,7 +35,7 @@ from .annotations import (
     parse_ego4d_nlq,
     parse_mad,
 )
-from .features import FeatureError, FeatureSources, LazyVideoFeatures
+from .feature_stores import FeatureError, FeatureSources, LazyVideoFeatures
 
 logger = logging.getLogger("rgnet_hf.data")
 

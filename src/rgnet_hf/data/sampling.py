@@ -31,7 +31,7 @@ import torch
 from ..windowing import moment_windows, window_span
 from ..windowing import num_windows as count_windows
 from ..windowing import resolve_window_stride as resolve_stride
-from .features import FeatureSources, l2_normalize
+from .feature_stores import FeatureSources, l2_normalize
 from .loaders import get_feature_sources
 
 __all__ = [

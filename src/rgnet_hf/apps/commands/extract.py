@@ -1,0 +1,82 @@
+"""`rgnet-hf extract`: encode video files into a frame-feature cache (resumable; data-parallel under accelerate)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import (
+    check_device,
+    check_seconds_per_feature,
+)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "extract",
+        help="encode video files into a frame-feature HDF5 file in MAD's layout (resumable; accelerate launch ok)",
+    )
+    parser.add_argument(
+        "--encoder", default=None, help="CLIP or SigLIP Hub id or folder, e.g. openai/clip-vit-base-patch32"
+    )
+    parser.add_argument("--model", default=None, help="an RGNet folder: use its config's feature_encoder and rate")
+    parser.add_argument("--video", required=True, help="a video file or a folder of video files")
+    parser.add_argument("--output", required=True, help="the .h5 file to create or complete (one entry per stem)")
+    parser.add_argument(
+        "--seconds-per-feature", type=float, default=None, help="sampling interval (default: the model's, or 0.2)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
+    parser.add_argument("--device", default=None, help="default: this process's accelerate device")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from accelerate import PartialState
+
+    from ...data.feature_cache import extract_video_features, list_videos
+    from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
+
+    if (args.encoder is None) == (args.model is None):
+        raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    check_seconds_per_feature(args.seconds_per_feature)
+    check_device(args.device)
+    from accelerate.utils import parse_flag_from_env
+
+    # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    videos = list_videos(args.video)
+    device = args.device or state.device
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
+    seconds_per_feature = args.seconds_per_feature
+    if args.model is not None:
+        from ...configuration_rgnet import RGNetConfig
+
+        config = RGNetConfig.from_pretrained(args.model)
+        encoder = feature_encoder_for_model(config, device=device, dtype=dtype, batch_size=args.batch_size)
+        seconds_per_feature = seconds_per_feature or config.seconds_per_feature
+    else:
+        encoder = load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
+    report = extract_video_features(
+        encoder,
+        videos,
+        args.output,
+        seconds_per_feature or 0.2,
+        process_index=state.process_index,
+        num_processes=state.num_processes,
+        progress=not args.no_progress and state.is_local_main_process,
+        barrier=state.wait_for_everyone,
+    )
+    prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
+    print(
+        f"{prefix}{report.output}: {len(report.written)} video(s) encoded, {len(report.skipped)} already done, "
+        f"{len(report.failed)} failed"
+    )
+    for key, message in report.failed.items():
+        print(f"{prefix}failed {key}: {message}", file=sys.stderr)
+    return 1 if report.failed else 0

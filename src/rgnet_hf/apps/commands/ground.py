@@ -1,0 +1,113 @@
+"""`rgnet-hf ground`: queries in, ranked moments of a video file or of its features out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import (
+    FEATURE_SUFFIXES,
+    check_device,
+    check_seconds_per_feature,
+    format_table,
+    load_array,
+    looks_like_a_path,
+)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("ground", help="ground queries in a video file or in its pre-extracted features")
+    parser.add_argument("--model", required=True, help="a saved RGNet folder or Hub id")
+    parser.add_argument("--video", default=None, help="a video file, or its features (T, D) as .npy, .npz, .pt or .h5")
+    parser.add_argument("--video-key", default=None, help="entry of the feature file to read (npz / pt dict / h5)")
+    parser.add_argument(
+        "--features",
+        default=None,
+        help="a frame-feature cache (.h5, as written by `rgnet-hf extract`): read the video's entry (its file stem or "
+        "--video-key); with --video, a missing entry is encoded and added",
+    )
+    parser.add_argument("--query", action="append", default=None, help="a query sentence (repeat for several)")
+    parser.add_argument("--text", default=None, help="query token features (Lq, Dt) or (Q, Lq, Dt), instead of --query")
+    parser.add_argument("--text-key", default=None)
+    parser.add_argument("--sentence", default=None, help="sentence features (Dc,) or (Q, Dc), for the matching score")
+    parser.add_argument("--sentence-key", default=None)
+    parser.add_argument("--seconds-per-feature", type=float, default=None)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar while a video is encoded")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _video_inputs(args: argparse.Namespace, pipe) -> dict:
+    """`--video` (a video file, or a feature file as before) and `--features` (a cache) -> the pipeline's video key."""
+    video_is_features = args.video is not None and Path(args.video).suffix.lower() in FEATURE_SUFFIXES
+    if args.features is None:
+        if args.video is None:
+            raise ValueError("give --video (a video file or a feature file) or --features")
+        if video_is_features:
+            return {"video_features": load_array(args.video, args.video_key)}
+        return {"video": args.video}
+    if video_is_features:
+        raise ValueError("--features is the feature file; give --video a video file (or leave it out)")
+    key = args.video_key or (Path(args.video).stem if args.video else None)
+    features = Path(args.features)
+    if key is not None and args.video is not None and features.suffix.lower() in (".h5", ".hdf5"):
+        import h5py
+
+        cached = False
+        if features.exists():
+            with h5py.File(features, "r") as handle:
+                cached = key in handle
+        if not cached:
+            # Encode the video once and keep it in the cache for the next queries.
+            from ...data.feature_cache import extract_video_features
+
+            spf = args.seconds_per_feature or pipe.model.config.seconds_per_feature
+            report = extract_video_features(
+                pipe.feature_encoder, [args.video], features, spf, progress=not args.no_progress
+            )
+            if report.failed:
+                raise ValueError(report.failed[key])
+    return {"video_features": load_array(features, key)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from transformers import pipeline
+    from transformers.utils import logging as transformers_logging
+
+    import rgnet_hf  # noqa: F401 - registers the pipeline
+
+    transformers_logging.disable_progress_bar()
+
+    if args.top_k <= 0:
+        raise ValueError(f"--top-k must be > 0, got {args.top_k}")
+    if (args.text is None) == (not args.query):
+        raise ValueError("give the queries as text (--query, repeatable) or as token features (--text)")
+    check_seconds_per_feature(args.seconds_per_feature)
+    check_device(args.device)
+    if looks_like_a_path(args.model) and not Path(args.model).is_dir():
+        raise FileNotFoundError(f"--model {args.model}: no such model folder")
+    pipe = pipeline("video-grounding", model=args.model, device=args.device, progress=not args.no_progress)
+    inputs = _video_inputs(args, pipe)
+    if args.query:
+        inputs["text"] = args.query if len(args.query) > 1 else args.query[0]
+        many, names = len(args.query) > 1, list(args.query)
+    else:
+        text = load_array(args.text, args.text_key)
+        inputs["text_features"] = list(text) if text.ndim == 3 else text
+        many = text.ndim == 3
+        names = [f"query {index}" for index in range(len(text) if many else 1)]
+        if args.sentence:
+            inputs["sentence_features"] = load_array(args.sentence, args.sentence_key)
+    if args.seconds_per_feature is not None:
+        inputs["seconds_per_feature"] = args.seconds_per_feature
+    result = pipe(inputs, top_k=args.top_k)
+    rankings = result if many else [result]
+    if args.json:
+        print(json.dumps(rankings if many else rankings[0], indent=2))
+    else:
+        print(format_table(rankings, names))
+    return 0

@@ -1,0 +1,409 @@
+"""`rgnet-hf app`: a Gradio web app that grounds typed sentences in a video and plays the moments it finds.
+
+The grounding goes through the `video-grounding` pipeline on the raw video (`{"video": path, "text": [...]}`), so the
+model folder's config must name a `feature_encoder`. The page shows each query's ranked moments on a timeline of the
+whole video, and plays the moment chosen in a list: the clip is cut from the video with PyAV into a short H.264 mp4.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+# Clips are re-encoded for the browser; bounding their height keeps cutting fast for 1080p and 4K sources.
+CLIP_MAX_HEIGHT = 480
+MAX_TOP_K = 20
+LANE_PX = 16  # height of one moment's lane on the timeline
+KEPT_CLIPS = 16
+
+# Grounding errors a user can cause (bad file, empty query, a model that cannot read videos): shown in the page.
+USER_ERRORS = (ValueError, KeyError, OSError)
+
+CSS = """
+.rgnet-timeline { font-size: 14px; }
+.rgnet-query { margin: 0 0 18px 0; }
+.rgnet-query-text { font-weight: 600; margin-bottom: 4px; }
+.rgnet-track { position: relative; background: #e5e7eb; border-radius: 4px; overflow: hidden; }
+.rgnet-moment { position: absolute; min-width: 3px; background: #ea580c; border-radius: 3px; color: #fff;
+  font-size: 11px; text-align: center; overflow: hidden; }
+.rgnet-axis { display: flex; justify-content: space-between; color: #6b7280; font-size: 11px; margin-top: 2px; }
+.rgnet-table { border-collapse: collapse; margin-top: 6px; font-size: 13px; }
+.rgnet-table th, .rgnet-table td { padding: 2px 10px; text-align: right; border-bottom: 1px solid #e5e7eb; }
+.rgnet-notice { padding: 8px 12px; border-radius: 6px; background: #fef3c7; color: #92400e; }
+"""
+
+
+@dataclass
+class GroundingResult:
+    """What one submission found: the video, its length and, per query, the ranked moments (best first)."""
+
+    video: str
+    duration: float
+    queries: list[str]
+    rankings: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    def moment_choices(self) -> list[tuple[str, str]]:
+        """`(label, "query_index:rank_index")` for every moment, in query then rank order."""
+        choices = []
+        for query_index, (query, moments) in enumerate(zip(self.queries, self.rankings)):
+            for rank_index, moment in enumerate(moments):
+                label = f"Q{query_index + 1} #{rank_index + 1}: {moment['start']:.2f}-{moment['end']:.2f} s ({query})"
+                choices.append((label[:120], f"{query_index}:{rank_index}"))
+        return choices
+
+    def moment(self, choice: str) -> dict[str, Any]:
+        query_index, rank_index = (int(part) for part in choice.split(":"))
+        return self.rankings[query_index][rank_index]
+
+
+def parse_queries(text: str | None) -> list[str]:
+    """One query per non-blank line; an error when there is none."""
+    queries = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not queries:
+        raise ValueError("Type at least one query (one sentence per line).")
+    return queries
+
+
+def video_duration(path: str | Path) -> float | None:
+    """The video's length in seconds as its container declares it (None when it does not say)."""
+    from ..video_decoding import probe_video
+
+    return probe_video(path).duration
+
+
+def cut_clip(
+    video: str | Path, start: float, end: float, output: str | Path, max_height: int = CLIP_MAX_HEIGHT
+) -> Path:
+    """Write the frames of `video` shown during `[start, end)` seconds to `output` as an H.264 mp4 a browser plays.
+
+    Times count from the video's first frame. The clip starts with the frame on screen at `start` (so a moment
+    shorter than a frame still gives one frame), is silent, at most `max_height` pixels high (aspect ratio kept) and
+    upright. Frames are decoded and encoded one at a time: memory does not grow with the moment's length.
+    """
+    import av
+
+    output = Path(output)
+    with av.open(str(video)) as source:
+        if not source.streams.video:
+            raise ValueError(f"{Path(video).name} has no video stream")
+        stream = source.streams.video[0]
+        stream.thread_type = "AUTO"
+        clip_rate = Fraction(stream.average_rate or stream.guessed_rate or 25).limit_denominator(100000)
+        sink = encoder = None
+        try:
+            for index, frame in enumerate(_frames_shown(source, stream, start, end)):
+                frame = _upright(frame)
+                if encoder is None:
+                    width, height = frame.width, frame.height
+                    if height > max_height:
+                        width, height = round(width * max_height / height), max_height
+                    sink = av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"})
+                    encoder = sink.add_stream("libx264", rate=clip_rate)
+                    # yuv420p, the pixel format browsers decode, needs even sides.
+                    encoder.width, encoder.height = max(2, width - width % 2), max(2, height - height % 2)
+                    encoder.pix_fmt = "yuv420p"
+                    encoder.options = {"preset": "veryfast", "crf": "23"}
+                picture = frame.reformat(width=encoder.width, height=encoder.height, format="yuv420p")
+                picture.pts, picture.time_base = index, 1 / clip_rate
+                for packet in encoder.encode(picture):
+                    sink.mux(packet)
+            if encoder is None:
+                raise ValueError(f"no frame of {Path(video).name} is shown during [{start:.2f}, {end:.2f}] s")
+            for packet in encoder.encode():
+                sink.mux(packet)
+        finally:
+            if sink is not None:
+                sink.close()
+    return output
+
+
+def _frames_shown(source, stream, start: float, end: float):
+    """The decoded frames on screen during `[start, end)` seconds (from the first frame), in order."""
+    # Moments count from the first frame, whatever timestamp the container gives it.
+    offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    if start > 0:
+        # The keyframe at or before the start; decoding runs forward from there.
+        source.seek(int((start + offset) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    on_screen = None  # the last frame at or before `start`
+    for frame in source.decode(stream):
+        if frame.time is None:
+            continue
+        time = frame.time - offset
+        if time <= start:
+            on_screen = frame
+            continue
+        if on_screen is not None:
+            yield on_screen
+            on_screen = None
+        if time >= end:
+            return
+        yield frame
+    if on_screen is not None:
+        yield on_screen
+
+
+def _upright(frame):
+    """The frame turned by its display rotation (phone videos), since the re-encoded clip carries no rotation."""
+    quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+    if not quarter_turns:
+        return frame
+    import av
+    import numpy as np
+
+    image = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), k=quarter_turns))
+    return av.VideoFrame.from_ndarray(image, format="rgb24")
+
+
+def render_timeline(result: GroundingResult) -> str:
+    """HTML: per query, the whole video as a bar with the ranked moments on it (one lane per rank, best on top), and a
+    table of the moments.
+
+    Each moment carries `data-rank`, `data-start`, `data-end` and `data-score` so that it can be read back from
+    the page.
+    """
+    duration = max(result.duration, 1e-6)
+    parts = [f'<div class="rgnet-timeline" data-duration="{result.duration:.4f}">']
+    for query_index, (query, moments) in enumerate(zip(result.queries, result.rankings)):
+        count = len(moments)
+        parts.append(f'<div class="rgnet-query" data-query-index="{query_index}" data-query="{html.escape(query)}">')
+        parts.append(f'<div class="rgnet-query-text">Q{query_index + 1}. {html.escape(query)}</div>')
+        # One lane per rank, best on top: overlapping moments stay readable.
+        parts.append(f'<div class="rgnet-track" style="height:{count * LANE_PX + 4}px">')
+        for rank_index, moment in enumerate(moments):
+            left = 100 * min(max(moment["start"] / duration, 0.0), 1.0)
+            width = 100 * min(max((moment["end"] - moment["start"]) / duration, 0.0), 1.0 - left / 100)
+            opacity = 1.0 - 0.6 * rank_index / max(count - 1, 1)
+            parts.append(
+                f'<div class="rgnet-moment" data-rank="{rank_index + 1}" data-start="{moment["start"]:.4f}" '
+                f'data-end="{moment["end"]:.4f}" data-score="{moment["score"]:.6f}" '
+                f'title="#{rank_index + 1}: {moment["start"]:.2f}-{moment["end"]:.2f} s, score {moment["score"]:.3f}" '
+                f'style="left:{left:.3f}%;width:{width:.3f}%;top:{2 + rank_index * LANE_PX}px;height:{LANE_PX - 2}px;'
+                f'line-height:{LANE_PX - 2}px;opacity:{opacity:.2f}">{rank_index + 1}</div>'
+            )
+        parts.append("</div>")
+        parts.append(
+            f'<div class="rgnet-axis"><span>0:00</span><span>{_clock(result.duration / 2)}</span>'
+            f"<span>{_clock(result.duration)}</span></div>"
+        )
+        parts.append(
+            '<table class="rgnet-table"><tr><th>rank</th><th>start (s)</th><th>end (s)</th><th>score</th></tr>'
+        )
+        for rank_index, moment in enumerate(moments):
+            parts.append(
+                f"<tr><td>{rank_index + 1}</td><td>{moment['start']:.2f}</td><td>{moment['end']:.2f}</td>"
+                f"<td>{moment['score']:.3f}</td></tr>"
+            )
+        parts.append("</table></div>")
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+def _short_name(model: str) -> str:
+    """A local folder's own name (its full path is long and says little on the page); Hub ids as they are."""
+    return Path(model).name if Path(model).is_dir() else model
+
+
+def example_videos(paths: Sequence[str | Path] | None) -> list[Path]:
+    """Video files named directly or found (not recursively) in the given folders, in name order."""
+    videos = []
+    for path in paths or ():
+        path = Path(path)
+        if path.is_dir():
+            videos += sorted(item for item in path.iterdir() if item.suffix.lower() in VIDEO_SUFFIXES)
+        elif path.is_file():
+            videos.append(path)
+        else:
+            raise FileNotFoundError(f"No such example video or folder: {path}")
+    return [video.resolve() for video in videos]
+
+
+class GroundingApp:
+    """The app's logic, independent of the page: a `video-grounding` pipeline, grounding and clip cutting.
+
+    Args:
+        model: a saved RGNet folder or Hub id whose config names a `feature_encoder`.
+        device: where the pipeline runs (`"cpu"`, `"cuda"`, ...); default: the pipeline's choice.
+        examples: example video files or folders of videos shown under the upload box.
+        pipe: an already built `video-grounding` pipeline (then `model` and `device` are ignored).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        device: str | None = None,
+        examples: Sequence[str | Path] | None = None,
+        pipe=None,
+    ):
+        if pipe is None:
+            if model is None:
+                raise ValueError("give a model folder (or Hub id) or a pipeline")
+            from transformers import pipeline
+
+            import rgnet_hf  # noqa: F401 - registers the pipeline
+
+            pipe = pipeline("video-grounding", model=str(model), device=device)
+        self.pipe = pipe
+        self.model_name = str(model) if model is not None else getattr(pipe.model, "name_or_path", "model")
+        self.examples = example_videos(examples)
+        self.clip_folder = Path(tempfile.mkdtemp(prefix="rgnet-app-clips-"))
+        self.clips_cut = 0
+
+    @property
+    def feature_encoder(self) -> str | None:
+        return getattr(self.pipe.model.config, "feature_encoder", None)
+
+    def encoder_problem(self) -> str | None:
+        """Why this model cannot ground a video file, or None when it can."""
+        if self.feature_encoder:
+            return None
+        return (
+            f"The model {self.model_name} names no feature encoder (`feature_encoder` in its config is empty), so "
+            "it cannot turn a video and sentences into features. Use a model whose config names one (the MAD "
+            "presets use openai/clip-vit-base-patch32), or ground pre-extracted features with `rgnet-hf ground`."
+        )
+
+    def ground(self, video: str | Path | None, queries_text: str | None, top_k: int = 5) -> GroundingResult:
+        """Ground every query (one per line of `queries_text`) in `video` with the pipeline."""
+        if not video:
+            raise ValueError("Choose an example video or upload one first.")
+        queries = parse_queries(queries_text)
+        problem = self.encoder_problem()
+        if problem:
+            raise ValueError(problem)
+        top_k = int(top_k)
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ValueError(f"The number of moments per query must be between 1 and {MAX_TOP_K}, got {top_k}.")
+        video = str(video)
+        duration = video_duration(video)  # also rejects a file that is not a video before any work
+        rankings = self.pipe({"video": video, "text": queries}, top_k=top_k)
+        if len(rankings) != len(queries):
+            raise RuntimeError(f"the pipeline answered {len(rankings)} queries for {len(queries)}")
+        # The pipeline clips moments to the decoded length, which a container's declared duration may undercut.
+        last_end = max((moment["end"] for moments in rankings for moment in moments), default=0.0)
+        duration = max(duration or 0.0, last_end)
+        return GroundingResult(video=video, duration=duration, queries=queries, rankings=rankings)
+
+    def clip(self, result: GroundingResult, choice: str) -> Path:
+        """Cut the chosen moment (`"query_index:rank_index"`) into a new mp4 in the app's clip folder."""
+        moment = result.moment(choice)
+        # Gradio serves a copy of each clip, so only the newest few are kept here (names start with a counter).
+        older = sorted(self.clip_folder.glob("*.mp4"))
+        for path in older[: max(len(older) - (KEPT_CLIPS - 1), 0)]:
+            path.unlink(missing_ok=True)
+        self.clips_cut += 1
+        name = f"{self.clips_cut:08d}-moment-{moment['start']:.2f}-{moment['end']:.2f}.mp4"
+        return cut_clip(result.video, moment["start"], moment["end"], self.clip_folder / name)
+
+    def build(self):
+        """The Gradio page."""
+        import gradio as gr
+
+        def submit(video, queries_text, top_k, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's API
+            try:
+                progress(0, desc="Reading and encoding the video")
+                result = self.ground(video, queries_text, top_k)
+                choices = result.moment_choices()
+                progress(0.95, desc="Cutting the best moment's clip")
+                clip = str(self.clip(result, choices[0][1])) if choices else None
+            except USER_ERRORS as error:
+                raise gr.Error(str(error), print_exception=False) from error
+            count = len(result.queries)
+            status = f"{count} {'query' if count == 1 else 'queries'} grounded in a {result.duration:.1f} s video."
+            dropdown = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, interactive=True)
+            return render_timeline(result), dropdown, clip, status, result
+
+        def play(choice, result):
+            if not choice or result is None:
+                return None
+            try:
+                return str(self.clip(result, choice))
+            except USER_ERRORS as error:
+                raise gr.Error(str(error), print_exception=False) from error
+
+        # A long-running server drops uploads and clips from Gradio's cache after a day.
+        with gr.Blocks(title="RGNet video grounding", analytics_enabled=False, delete_cache=(3600, 86400)) as page:
+            gr.Markdown(
+                "## RGNet: find moments in a video\n"
+                "Choose a video, type one or more sentences (one per line) and press **Find moments**. "
+                "Every query gets its ranked moments on a timeline of the whole video; pick a moment to play it.\n\n"
+                f"Model: `{_short_name(self.model_name)}`, feature encoder: "
+                f"`{_short_name(self.feature_encoder) if self.feature_encoder else 'none'}`."
+            )
+            problem = self.encoder_problem()
+            if problem:
+                gr.HTML(f'<div class="rgnet-notice">{html.escape(problem)}</div>')
+            result_state = gr.State(None)
+            with gr.Row():
+                with gr.Column(scale=1):
+                    video = gr.Video(label="Video", sources=["upload"], height=300, elem_id="rgnet-video")
+                    if self.examples:
+                        gr.Examples(examples=[[str(path)] for path in self.examples], inputs=[video], label="Examples")
+                    queries = gr.Textbox(
+                        label="Queries (one per line)",
+                        lines=3,
+                        placeholder="a man opens the door\nthe car drives away",
+                        elem_id="rgnet-queries",
+                    )
+                    top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Moments per query", elem_id="rgnet-top-k")
+                    button = gr.Button("Find moments", variant="primary", elem_id="rgnet-submit")
+                    status = gr.Markdown(elem_id="rgnet-status")
+                with gr.Column(scale=1):
+                    timeline = gr.HTML(label="Moments", elem_id="rgnet-timeline")
+                    moment = gr.Dropdown(label="Play a moment", choices=[], elem_id="rgnet-moment")
+                    clip = gr.Video(label="Moment clip", interactive=False, height=300, elem_id="rgnet-clip")
+            button.click(
+                submit,
+                inputs=[video, queries, top_k],
+                outputs=[timeline, moment, clip, status, result_state],
+                concurrency_limit=1,
+            )
+            moment.input(play, inputs=[moment, result_state], outputs=[clip])
+        return page
+
+
+def launch(
+    app: GroundingApp,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    block: bool = True,
+    quiet: bool = False,
+):
+    """Build the page and serve it; with `block=False` return the running `gr.Blocks` (close it with `.close()`)."""
+    import gradio as gr
+
+    # System fonts: the page renders the same offline and requests nothing from font services.
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    page = app.build()
+    page.queue(default_concurrency_limit=1)
+    page.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        prevent_thread_lock=not block,
+        quiet=quiet,
+        show_error=True,
+        ssr_mode=False,
+        theme=theme,
+        css=CSS,
+        allowed_paths=sorted({str(path.parent) for path in app.examples}),
+    )
+    return page
+
+
+__all__ = ["GroundingApp", "GroundingResult", "cut_clip", "launch", "parse_queries", "render_timeline"]

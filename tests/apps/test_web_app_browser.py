@@ -1,0 +1,209 @@
+"""The web app end to end in a real headless browser: Debian's chromium driven by Selenium through chromedriver.
+
+The app serves a tiny random RGNet (with a tiny random CLIP as its feature encoder) on 127.0.0.1. The test uploads a
+generated video, submits without a query (an error must show), then with two queries, reads the moments from the
+page and checks them against the pipeline run directly on the same inputs, plays the best moment's clip and then
+another one chosen in the list. It saves a screenshot of the page: to `$RGNET_APP_SCREENSHOT` when set (the docs'
+picture, docs/images/app.png, is made that way), else into the test's temporary folder.
+
+Nothing is downloaded: Selenium gets the system chromedriver's path, so it never runs Selenium Manager.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or CHROMEDRIVER is None:
+    pytest.skip(
+        "no headless browser: the web app's browser test needs Debian's chromium and chromedriver "
+        "(apt-get install -y chromium chromium-driver)",
+        allow_module_level=True,
+    )
+pytest.importorskip("gradio", reason="the web app needs the app extra (gradio)")
+pytest.importorskip("selenium", reason="the browser test needs selenium (dev extra)")
+
+from conftest import free_port  # noqa: E402
+from raw_video_utils import PALETTE, build_tiny_clip, build_tiny_rgnet, make_test_video  # noqa: E402
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from rgnet_hf.apps.web_app import GroundingApp, launch  # noqa: E402
+
+WAIT_S = 30  # every wait on the page is bounded
+QUERIES = ["a man opens the door.", "the car drives down the street at night."]
+TOP_K = 4
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """The app on 127.0.0.1 (shut down afterwards), its logic object and the test video."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    root = tmp_path_factory.mktemp("app_browser")
+    clip = build_tiny_clip(root / "clip")
+    model = build_tiny_rgnet(root / "rgnet", clip)
+    video = make_test_video(root / "street.mp4", colors=PALETTE[:8], fps=10, size=(160, 96))
+    # Ten minutes at 2 frames per second: 1200 features to encode, long enough to watch the progress.
+    long_video = make_test_video(root / "long.mp4", colors=PALETTE * 6, seconds_per_color=10, fps=2, size=(64, 48))
+    app = GroundingApp(model, device="cpu", examples=[video])
+    page = launch(app, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    try:
+        yield app, page.local_url, video, long_video
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1250",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+    ):
+        options.add_argument(argument)
+    # With the driver's path given, Selenium skips Selenium Manager: nothing is looked up or downloaded.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    driver.set_script_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _clip_state(driver) -> dict | None:
+    return driver.execute_script(
+        "const v = document.querySelector('#rgnet-clip video');"
+        "return v ? {src: v.src, ready: v.readyState, duration: v.duration, error: v.error && v.error.code} : null;"
+    )
+
+
+def _moments_on_page(driver) -> list[list[dict]]:
+    rankings = []
+    for query in driver.find_elements(By.CSS_SELECTOR, "#rgnet-timeline .rgnet-query"):
+        moments = [
+            {name: float(bar.get_attribute(f"data-{name}")) for name in ("rank", "start", "end", "score")}
+            for bar in query.find_elements(By.CSS_SELECTOR, ".rgnet-moment")
+        ]
+        rankings.append((query.get_attribute("data-query"), sorted(moments, key=lambda moment: moment["rank"])))
+    return rankings
+
+
+def test_app_in_a_browser(served_app, browser, tmp_path):
+    app, url, video, _ = served_app
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-video input[type=file]").send_keys(str(video))
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-video video")))
+
+    # No query yet: the page says so instead of grounding.
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-submit").click()
+    toast = wait.until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=toast-body]")))
+    assert "at least one query" in toast.text
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=toast-close]").click()
+    assert not browser.find_elements(By.CSS_SELECTOR, "#rgnet-timeline .rgnet-moment")
+
+    queries = browser.find_element(By.CSS_SELECTOR, "#rgnet-queries textarea")
+    queries.send_keys(QUERIES[0] + Keys.ENTER + QUERIES[1])
+    top_k = browser.find_element(By.CSS_SELECTOR, "#rgnet-top-k input[type=number]")
+    top_k.send_keys(Keys.CONTROL, "a")
+    top_k.send_keys(str(TOP_K) + Keys.TAB)
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-submit").click()
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-timeline .rgnet-moment")))
+
+    duration = float(browser.find_element(By.CSS_SELECTOR, ".rgnet-timeline").get_attribute("data-duration"))
+    assert duration == pytest.approx(8.0, abs=1e-3)
+    on_page = _moments_on_page(browser)
+    direct = app.pipe({"video": str(video), "text": QUERIES}, top_k=TOP_K)
+    assert [query for query, _ in on_page] == QUERIES
+    for (_, moments), reference in zip(on_page, direct):
+        assert 1 <= len(moments) <= TOP_K
+        assert len(moments) == len(reference)
+        assert [moment["rank"] for moment in moments] == list(range(1, len(moments) + 1))
+        scores = [moment["score"] for moment in moments]
+        assert scores == sorted(scores, reverse=True)
+        for moment, expected in zip(moments, reference):
+            assert 0.0 <= moment["start"] <= moment["end"] <= duration
+            # The page rounds seconds to 4 decimals and scores to 6.
+            assert moment["start"] == pytest.approx(expected["start"], abs=6e-5)
+            assert moment["end"] == pytest.approx(expected["end"], abs=6e-5)
+            assert moment["score"] == pytest.approx(expected["score"], abs=6e-7)
+
+    # The best moment of the first query plays: a clip the browser decodes, about as long as the moment.
+    wait.until(lambda driver: (_clip_state(driver) or {}).get("ready", 0) >= 2)
+    first = _clip_state(browser)
+    best = on_page[0][1][0]
+    assert first["error"] is None
+    assert first["duration"] == pytest.approx(max(best["end"] - best["start"], 0.1), abs=0.25)
+
+    # Another moment, chosen in the list, replaces the clip.
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-moment input").click()
+    options = wait.until(
+        expected_conditions.visibility_of_all_elements_located((By.CSS_SELECTOR, "[data-testid=dropdown-option]"))
+    )
+    assert len(options) == sum(len(moments) for _, moments in on_page)
+    options[len(on_page[0][1])].click()  # the second query's best moment
+    wait.until(lambda driver: (_clip_state(driver) or {}).get("src") not in (None, first["src"]))
+    wait.until(lambda driver: (_clip_state(driver) or {}).get("ready", 0) >= 2)
+    second = _clip_state(browser)
+    other = on_page[1][1][0]
+    assert second["error"] is None
+    assert second["duration"] == pytest.approx(max(other["end"] - other["start"], 0.1), abs=0.25)
+
+    browser.execute_script("window.scrollTo(0, 0); document.activeElement.blur();")
+    screenshot = Path(os.environ.get("RGNET_APP_SCREENSHOT") or tmp_path / "app.png")
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(screenshot))
+    assert screenshot.stat().st_size > 10_000
+
+
+# Records every progress text the page shows, however briefly, from the moment it is installed.
+WATCH_PROGRESS = """
+window.rgnetProgress = [];
+new MutationObserver(() => {
+  for (const element of document.querySelectorAll('.progress-text, .meta-text, .meta-text-center')) {
+    const text = element.textContent.trim();
+    if (text && !window.rgnetProgress.includes(text)) window.rgnetProgress.push(text);
+  }
+}).observe(document.body, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_long_video_shows_encoding_progress(served_app, browser):
+    _, url, _, long_video = served_app
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-video input[type=file]").send_keys(str(long_video))
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-video video")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-queries textarea").send_keys(QUERIES[0])
+    browser.execute_script(WATCH_PROGRESS)
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-submit").click()
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-timeline .rgnet-moment")))
+    shown = browser.execute_script("return window.rgnetProgress")
+    # The encoder's progress bar, relayed by Gradio: "done/total frame" counts part way through the video.
+    counts = [re.match(r"([\d.]+k?)/([\d.]+k?) frame", text) for text in shown]
+    partial = [match.groups() for match in counts if match and match.group(1) != match.group(2)]
+    assert partial, f"no encoding progress was shown; the page showed {shown}"
+    duration = float(browser.find_element(By.CSS_SELECTOR, ".rgnet-timeline").get_attribute("data-duration"))
+    assert duration == pytest.approx(600.0, abs=1e-3)
