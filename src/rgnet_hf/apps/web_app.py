@@ -401,7 +401,9 @@ def launch(
         ssr_mode=False,
         theme=theme,
         css=CSS,
-        allowed_paths=sorted({str(path.parent) for path in app.examples}),
+        # The example files themselves, never their folders: a folder would serve every file beside an example.
+        # Clips and uploads live in Gradio's own cache, which it serves without being told.
+        allowed_paths=sorted({str(Path(path).resolve()) for path in app.examples}),
     )
     return page
 
