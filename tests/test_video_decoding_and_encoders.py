@@ -461,3 +461,31 @@ def test_bf16_encoder_and_extract_command_options(assets, encoders, tmp_path, ca
     missing = ["extract", "--video", str(tmp_path / "none"), "--output", str(output), "--encoder", str(assets["clip"])]
     assert cli_main(missing) == 2
     assert "No such video file or folder" in capsys.readouterr().err
+
+
+def test_a_cache_at_another_rate_or_encoder_is_refused(assets, tmp_path, capsys):
+    """A cache made at 0.2 s per feature read by a 0.5 s model would put moments 2.5x too late: refused, named."""
+    cache = tmp_path / "other_rate.h5"
+    video = str(assets["long_video"])
+    extract = ["extract", "--video", video, "--output", str(cache), "--no-progress"]
+    assert cli_main(extract + ["--encoder", str(assets["clip"])]) == 0  # the encoder's default rate, 0.2 s
+    capsys.readouterr()
+    ground = ["ground", "--model", str(assets["rgnet"]), "--features", str(cache), "--query", "a door", "--json"]
+    for arguments in (ground, ground + ["--video", video]):
+        assert cli_main(arguments) == 2
+        error = capsys.readouterr().err
+        assert "0.2 s per feature" in error and "0.5 s per" in error and "rgnet-hf extract --model" in error
+    other_encoder = tmp_path / "other_encoder.h5"
+    assert (
+        cli_main(
+            ["extract", "--video", video, "--output", str(other_encoder), "--no-progress"]
+            + ["--encoder", str(assets["siglip"]), "--seconds-per-feature", "0.5"]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert cli_main(["ground", "--model", str(assets["rgnet"]), "--features", str(other_encoder), "--query", "a"]) == 2
+    assert "encoder" in capsys.readouterr().err
+    # --model fixes the rate: another --seconds-per-feature is refused rather than silently written.
+    assert cli_main(extract[:-1] + ["--model", str(assets["rgnet"]), "--seconds-per-feature", "2.0"]) == 2
+    assert "differs from the model's 0.5" in capsys.readouterr().err

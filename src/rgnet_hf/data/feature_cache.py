@@ -33,7 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["VIDEO_EXTENSIONS", "ExtractionReport", "list_videos", "extract_video_features", "merge_parts"]
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "ExtractionReport",
+    "check_cache_entry_fits",
+    "extract_video_features",
+    "list_videos",
+    "merge_parts",
+]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 
@@ -219,3 +226,46 @@ def extract_video_features(
     if merge and process_index == 0:
         merge_parts(output, name, seconds_per_feature)
     return report
+
+
+def check_cache_entry_fits(path: str | os.PathLike, key: str, config, seconds_per_feature: float | None = None) -> None:
+    """
+    Refuse a cache entry made for another model: another feature rate, encoder or feature size.
+
+    Reading features at the wrong rate puts every moment at the wrong time (a 0.2 s cache read as 0.5 s per feature
+    reports moments 2.5x too late), so a mismatch is an error that says which command makes a fitting cache.
+
+    Args:
+        path: the HDF5 cache written by `rgnet-hf extract`.
+        key: the video's entry.
+        config ([`RGNetConfig`]): the model that will read the features.
+        seconds_per_feature (`float`, *optional*): the rate the caller asks for; defaults to the model's.
+    """
+    import h5py
+
+    path = Path(path)
+    expected_rate = float(seconds_per_feature or config.seconds_per_feature)
+    with h5py.File(path, "r") as handle:
+        if key not in handle:
+            raise KeyError(f"{path} has no entry {key!r}")
+        entry = handle[key]
+        rate = entry.attrs.get("seconds_per_feature", handle.attrs.get("seconds_per_feature"))
+        encoder = entry.attrs.get("encoder", handle.attrs.get("encoder"))
+        size = int(entry.shape[-1]) if entry.ndim == 2 else None
+    remedy = "make a fitting cache with `rgnet-hf extract --model MODEL --video VIDEO --output NEW.h5`"
+    if rate is not None and not np.isclose(float(rate), expected_rate):
+        raise ValueError(
+            f"{path} [{key}] holds features at {float(rate)} s per feature, but the model reads {expected_rate} s per "
+            f"feature: its moments would be at wrong times; {remedy}"
+        )
+    model_encoder = getattr(config, "feature_encoder", None)
+    if encoder is not None and model_encoder and str(encoder) != str(model_encoder):
+        raise ValueError(
+            f"{path} [{key}] holds features of encoder {str(encoder)!r}, but the model was trained on "
+            f"{str(model_encoder)!r} features; {remedy}"
+        )
+    if size is not None and size != config.video_feature_size:
+        raise ValueError(
+            f"{path} [{key}] holds {size}-d features, but the model reads {config.video_feature_size}-d video "
+            f"features; {remedy}"
+        )

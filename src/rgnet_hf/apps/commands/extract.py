@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .common import (
@@ -59,6 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
         config = RGNetConfig.from_pretrained(args.model)
         encoder = feature_encoder_for_model(config, device=device, dtype=dtype, batch_size=args.batch_size)
+        if seconds_per_feature is not None and not math.isclose(seconds_per_feature, config.seconds_per_feature):
+            raise ValueError(
+                f"--seconds-per-feature {seconds_per_feature} differs from the model's {config.seconds_per_feature} s "
+                "per feature: the model would read these features at wrong times; leave the option out, or give "
+                "--encoder instead of --model for a cache at another rate"
+            )
         seconds_per_feature = seconds_per_feature or config.seconds_per_feature
     else:
         encoder = load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)

@@ -71,6 +71,17 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
             )
             if report.failed:
                 raise ValueError(report.failed[key])
+    if features.suffix.lower() in (".h5", ".hdf5") and features.is_file():
+        import h5py
+
+        from ...data.feature_cache import check_cache_entry_fits
+
+        if key is None:
+            with h5py.File(features, "r") as handle:
+                names = list(handle.keys())
+            key = names[0] if len(names) == 1 else None
+        if key is not None:
+            check_cache_entry_fits(features, key, pipe.model.config, args.seconds_per_feature)
     return {"video_features": load_array(features, key)}
 
 
