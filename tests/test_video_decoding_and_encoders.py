@@ -489,3 +489,37 @@ def test_a_cache_at_another_rate_or_encoder_is_refused(assets, tmp_path, capsys)
     # --model fixes the rate: another --seconds-per-feature is refused rather than silently written.
     assert cli_main(extract[:-1] + ["--model", str(assets["rgnet"]), "--seconds-per-feature", "2.0"]) == 2
     assert "differs from the model's 0.5" in capsys.readouterr().err
+
+
+def test_a_truncated_file_or_a_still_image_is_refused(assets, tmp_path, capsys):
+    """Frames that stop long before the container's declared duration (an interrupted download) are an error, and
+    the extract command stores nothing for that file; a still image is not taken for a one-frame video."""
+    from PIL import Image
+
+    from rgnet_hf.video_decoding import VideoDecodingError, iter_sampled_frames
+
+    whole = make_test_video(tmp_path / "whole.mkv", PALETTE, seconds_per_color=2.0, fps=5)
+    assert sum(1 for _ in iter_sampled_frames(whole, 0.5)) == 40
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    with pytest.raises(VideoDecodingError, match="truncated: its container declares 20.0 s"):
+        list(iter_sampled_frames(cut, 0.5))
+    output = tmp_path / "cache.h5"
+    extract = [
+        "extract",
+        "--video",
+        str(cut),
+        "--output",
+        str(output),
+        "--no-progress",
+        "--model",
+        str(assets["rgnet"]),
+    ]
+    assert cli_main(extract) == 1
+    assert "truncated" in capsys.readouterr().err
+    assert not output.exists() or "cut" not in h5py.File(output, "r")
+    still = tmp_path / "still.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(still)
+    with pytest.raises(VideoDecodingError, match="still image"):
+        list(iter_sampled_frames(still, 0.5))

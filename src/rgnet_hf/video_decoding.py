@@ -228,5 +228,36 @@ def iter_sampled_frames(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The frames of a video file at the feature rate: `(feature_index, (H, W, 3) uint8 RGB)`, upright.
 
-    See [`sample_frames`] for `report`."""
-    return sample_frames(decode_frames(path), seconds_per_feature, source=os.fspath(path), report=report)
+    See [`sample_frames`] for `report`. Raises [`VideoDecodingError`] for a still image, and, once the frames run
+    out, for a truncated file: one whose frames stop more than `max(1 s, 2 %)` before the duration its container
+    declares (an interrupted download or copy), so that its features are never taken for the whole video."""
+    declared = _declared_duration(path)
+    report = report if report is not None else {}
+    yield from sample_frames(decode_frames(path), seconds_per_feature, source=os.fspath(path), report=report)
+    decoded = report.get("duration")
+    if declared is not None and decoded is not None and declared - decoded > max(1.0, 0.02 * declared):
+        raise VideoDecodingError(
+            f"{os.fspath(path)} is truncated: its container declares {declared:.1f} s but its frames stop at "
+            f"{decoded:.1f} s (an interrupted download or copy?); fetch or copy the file again"
+        )
+
+
+# Demuxers of single pictures and picture sequences: PyAV opens them as one-frame "videos".
+IMAGE_FORMATS = ("image2", "image2pipe")
+
+
+def _declared_duration(path: str | os.PathLike) -> float | None:
+    """The duration the container declares, in seconds; refuses still images."""
+    container = _open(path)
+    try:
+        names = set((container.format.name or "").split(","))
+        if names & set(IMAGE_FORMATS) or any(name.endswith("_pipe") for name in names):
+            raise VideoDecodingError(
+                f"{os.fspath(path)} is a still image ({container.format.name}), not a video; give a video file"
+            )
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return container.duration / 1_000_000 if container.duration is not None else None
+    finally:
+        container.close()
