@@ -523,3 +523,26 @@ def test_a_truncated_file_or_a_still_image_is_refused(assets, tmp_path, capsys):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(still)
     with pytest.raises(VideoDecodingError, match="still image"):
         list(iter_sampled_frames(still, 0.5))
+
+
+def test_a_frame_repeated_by_a_timestamp_gap_is_encoded_once(assets, encoders, tmp_path, monkeypatch):
+    """A small file whose last frame is stamped an hour in gives 7,201 features at 0.5 s that show 4 distinct frames
+    (at 0, 0.5, 0.9 and 3600 s): the encoder runs on those 4, not on 7,201 copies, and each feature equals the
+    encoding of the frame it shows."""
+    gap = make_test_video(tmp_path / "gap.mp4", PALETTE[:2], frame_times=[i / 10 for i in range(10)] + [3600.0])
+    encoder = encoders["clip"]
+    encoded_rows = []
+    original = encoder._encode_pixels
+
+    def counting(pixels):
+        encoded_rows.append(len(pixels))
+        return original(pixels)
+
+    monkeypatch.setattr(encoder, "_encode_pixels", counting)
+    video = encoder.encode_video(gap, 0.5, progress=False)
+    assert video.features.shape[0] == 7201 and sum(encoded_rows) == 4
+    monkeypatch.setattr(encoder, "_encode_pixels", original)
+    frames = dict(iter_sampled_frames(gap, 0.5))
+    for index in (0, 1, 2, 1000, 7200):
+        expected = encoder.encode_frames([(0, frames[index])], progress=False)[0]
+        np.testing.assert_allclose(video.features[index], expected, rtol=1e-5, atol=1e-5)

@@ -240,33 +240,45 @@ class VideoTextEncoder:
     ) -> np.ndarray:
         """Encode `(feature_index, frame)` pairs (indices 0, 1, ... in order) in batches of `batch_size`.
 
-        Each frame goes through the image processor as it arrives (a frame repeated for consecutive indices only
-        once), so what is held is at most `batch_size` processed frames (e.g. 3 x 224 x 224 floats each), whatever
-        the video's resolution and length. Returns `(T, video_feature_size)` float32.
+        Each distinct frame goes through the image processor and the encoder once: a frame repeated for consecutive
+        indices (a still scene, or a gap in the timestamps, where one frame covers hours) is encoded once and its
+        features copied. What is held is at most `batch_size` processed frames (e.g. 3 x 224 x 224 floats each),
+        whatever the video's resolution and length. Returns `(T, video_feature_size)` float32.
         """
+        from array import array
+
         from tqdm.auto import tqdm
 
         chunks: list[np.ndarray] = []
         batch: list[torch.Tensor] = []
-        previous = previous_pixels = None
+        rows = array("q")  # feature index -> row among the distinct frames
+        previous = None
+        distinct = -1
+        pending = 0
         with tqdm(total=total, desc=description, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
             for expected, (index, frame) in enumerate(frames):
                 if index != expected:
                     raise ValueError(f"frame indices must run 0, 1, ...: got {index} at position {expected}")
                 if frame is not previous:
                     previous = frame
-                    previous_pixels = self.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0]
-                batch.append(previous_pixels)
-                if len(batch) == self.batch_size:
-                    chunks.append(self._encode_pixels(torch.stack(batch)).numpy())
-                    bar.update(len(batch))
-                    batch = []
+                    distinct += 1
+                    batch.append(self.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
+                    if len(batch) == self.batch_size:
+                        chunks.append(self._encode_pixels(torch.stack(batch)).numpy())
+                        batch = []
+                        bar.update(pending)
+                        pending = 0
+                rows.append(distinct)
+                pending += 1
             if batch:
                 chunks.append(self._encode_pixels(torch.stack(batch)).numpy())
-                bar.update(len(batch))
+            bar.update(pending)
         if not chunks:
             return np.zeros((0, self.video_feature_size), dtype=np.float32)
-        return np.concatenate(chunks).astype(np.float32, copy=False)
+        distinct_features = np.concatenate(chunks).astype(np.float32, copy=False)
+        if len(rows) == len(distinct_features):
+            return distinct_features
+        return distinct_features[np.frombuffer(rows, dtype=np.int64)]
 
     def encode_video(
         self, path: str | os.PathLike, seconds_per_feature: float, *, progress: bool = True
