@@ -546,3 +546,26 @@ def test_a_frame_repeated_by_a_timestamp_gap_is_encoded_once(assets, encoders, t
     for index in (0, 1, 2, 1000, 7200):
         expected = encoder.encode_frames([(0, frames[index])], progress=False)[0]
         np.testing.assert_allclose(video.features[index], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_two_videos_with_one_stem_never_share_a_cache_entry(assets, tmp_path, capsys):
+    """dirA/movie.mp4 then dirB/movie.mp4 into one cache: the second is refused, named, not served dirA's features."""
+    for folder in ("dirA", "dirB"):
+        (tmp_path / folder).mkdir()
+    first = make_test_video(tmp_path / "dirA" / "movie.mp4", PALETTE[:2], fps=5)
+    second = make_test_video(tmp_path / "dirB" / "movie.mp4", PALETTE[2:6], fps=5)
+    cache = tmp_path / "cache.h5"
+    extract = ["extract", "--output", str(cache), "--no-progress", "--model", str(assets["rgnet"])]
+    assert cli_main(extract + ["--video", str(first.parent)]) == 0
+    capsys.readouterr()
+    assert cli_main(extract + ["--video", str(second.parent)]) == 1
+    error = capsys.readouterr().err
+    assert "from another file" in error and str(first.resolve()) in error
+    ground = ["ground", "--model", str(assets["rgnet"]), "--features", str(cache), "--query", "a door"]
+    assert cli_main(ground + ["--video", str(second)]) == 2
+    assert "from another file" in capsys.readouterr().err
+    with h5py.File(cache, "r") as handle:
+        assert handle["movie"].attrs["source_path"] == str(first.resolve())
+    # The same file again is simply done already.
+    assert cli_main(extract + ["--video", str(first)]) == 0
+    assert "1 already done" in capsys.readouterr().out

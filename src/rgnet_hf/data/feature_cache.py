@@ -37,6 +37,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "ExtractionReport",
     "check_cache_entry_fits",
+    "entry_source_problem",
     "extract_video_features",
     "list_videos",
     "merge_parts",
@@ -99,20 +100,46 @@ def _check_settings(path: Path, encoder: str, seconds_per_feature: float) -> Non
         )
 
 
-def _done_keys(output: Path, encoder: str, seconds_per_feature: float) -> set[str]:
+def _done_keys(output: Path, encoder: str, seconds_per_feature: float) -> dict[str, dict]:
+    """Keys already extracted (in the output or in a part) -> the attributes recorded with them."""
     import h5py
 
-    done: set[str] = set()
+    done: dict[str, dict] = {}
     if output.exists():
         _check_settings(output, encoder, seconds_per_feature)
         with h5py.File(output, "r") as handle:
-            done.update(handle.keys())
+            done.update({key: dict(handle[key].attrs) for key in handle.keys()})
     parts = _parts_dir(output)
     if parts.is_dir():
         for part in parts.glob("*.h5"):
             _check_settings(part, encoder, seconds_per_feature)
-            done.add(part.stem)
+            with h5py.File(part, "r") as handle:
+                done[part.stem] = dict(handle[part.stem].attrs) if part.stem in handle else {}
     return done
+
+
+def _source_attributes(video: Path) -> dict:
+    """Where an entry came from: its file's absolute path, size and modification time."""
+    stat = video.stat()
+    return {"source_path": str(video.resolve()), "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
+def entry_source_problem(video: Path, recorded: dict) -> str | None:
+    """Why an existing entry of the same key must not stand for `video` (None: it may)."""
+    if "source_path" not in recorded:
+        return None  # written before sources were recorded: nothing to compare
+    current = _source_attributes(video)
+    if str(recorded["source_path"]) != current["source_path"]:
+        return (
+            f"the cache already holds {video.stem!r} from another file, {recorded['source_path']} (two videos with the "
+            "same stem): write this one to another --output"
+        )
+    if (
+        int(recorded.get("source_size", -1)) != current["source_size"]
+        or int(recorded.get("source_mtime_ns", -1)) != current["source_mtime_ns"]
+    ):
+        return f"{video} changed since its features were extracted: remove its entry or write to another --output"
+    return None
 
 
 def _write_part(parts: Path, key: str, features: np.ndarray, attrs: dict) -> None:
@@ -202,7 +229,14 @@ def extract_video_features(
     keys = [Path(video).stem for video in videos]
     if len(set(keys)) != len(keys):
         raise ValueError("two videos share a file stem (the key of their features)")
-    report = ExtractionReport(output=output, skipped=[key for key in keys if key in done])
+    report = ExtractionReport(output=output)
+    for video, key in zip(videos, keys):
+        if key in done:
+            problem = entry_source_problem(Path(video), done[key])
+            if problem is None:
+                report.skipped.append(key)
+            elif process_index == 0:
+                report.failed[key] = problem
     parts = _parts_dir(output)
     parts.mkdir(exist_ok=True)
     # Shares are cut from the full list, so they do not depend on when each process looked at the parts.
@@ -218,6 +252,7 @@ def extract_video_features(
             "seconds_per_feature": seconds_per_feature,
             "duration": encoded.duration,
             "source": video.name,
+            **_source_attributes(video),
         }
         _write_part(parts, video.stem, encoded.features, attrs)
         report.written.append(video.stem)

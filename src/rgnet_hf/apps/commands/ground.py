@@ -61,6 +61,13 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
         if features.exists():
             with h5py.File(features, "r") as handle:
                 cached = key in handle
+                recorded = dict(handle[key].attrs) if cached else {}
+            if cached:
+                from ...data.feature_cache import entry_source_problem
+
+                problem = entry_source_problem(Path(args.video), recorded)
+                if problem is not None:
+                    raise ValueError(f"{features}: {problem}")
         if not cached:
             # Encode the video once and keep it in the cache for the next queries.
             from ...data.feature_cache import extract_video_features
