@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
+# The GPU check (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
 # baseline, exact, bf16, compile), the tiled feed-forward, fast-mode accuracy on the parity fixtures, the memory
 # budget, training-step cost in fp32 and bf16.
 # Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
