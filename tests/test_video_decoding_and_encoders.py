@@ -438,6 +438,8 @@ def test_ground_command_on_a_video_file_and_a_cache(assets, pipe, tmp_path, caps
     assert "No such video file" in capsys.readouterr().err
     assert cli_main(arguments + ["--video", video]) == 2
     assert "--query" in capsys.readouterr().err
+    assert cli_main(arguments + ["--video", str(tmp_path), "--query", "a door"]) == 2
+    assert "is a folder, not a video file" in capsys.readouterr().err
 
 
 def test_bf16_encoder_and_extract_command_options(assets, encoders, tmp_path, capsys):

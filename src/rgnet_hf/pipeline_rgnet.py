@@ -162,6 +162,11 @@ class VideoGroundingPipeline(Pipeline):
         if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"`video` must be a path to a video file, got {type(path).__name__}")
         path = os.path.abspath(os.fspath(path))
+        if os.path.isdir(path):
+            raise ValueError(
+                f"{path} is a folder, not a video file: ground one video file at a time (`rgnet-hf extract` takes a "
+                "folder and writes a feature cache for all its videos)"
+            )
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No such video file: {path}")
         stat = os.stat(path)
