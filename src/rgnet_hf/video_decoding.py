@@ -94,11 +94,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     container = _open(path)
     try:
         stream = container.streams.video[0]
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
+        duration = _container_duration(container, stream)
         rotation = 0
         for frame in _frames_of(container, stream, os.fspath(path)):
             rotation = int(frame.rotation or 0)
@@ -255,9 +251,13 @@ def _declared_duration(path: str | os.PathLike) -> float | None:
             raise VideoDecodingError(
                 f"{os.fspath(path)} is a still image ({container.format.name}), not a video; give a video file"
             )
-        stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        return container.duration / 1_000_000 if container.duration is not None else None
+        return _container_duration(container, container.streams.video[0])
     finally:
         container.close()
+
+
+def _container_duration(container, stream) -> float | None:
+    """The duration the video stream (else the container) declares, in seconds; None when neither does."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1_000_000 if container.duration is not None else None
