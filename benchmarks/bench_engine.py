@@ -26,47 +26,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import platform
-import threading
 import time
 
 import numpy as np
 import torch
 
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
+from rgnet_hf.evaluation.resources import PeakResidentMemory
 
 MODES = ("reference", "baseline", "exact", "bf16", "fp16", "bf16_rescored", "fp16_rescored", "compile")
 REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class PeakResidentMemory:
-    """Peak growth of this process's resident set (bytes) while the block runs, sampled every millisecond."""
-
-    def __init__(self) -> None:
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.peak = 0
-
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * self.page
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self.start)
-            time.sleep(0.001)
-
-    def __enter__(self) -> PeakResidentMemory:
-        self.start, self.peak = self._rss(), 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss() - self.start)
 
 
 def _device_name(device: torch.device) -> str:

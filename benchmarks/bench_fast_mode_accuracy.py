@@ -278,11 +278,10 @@ def _trained_model(args, dataset, data_config, output: Path) -> tuple[RGNetForVi
         if args.epochs is not None:
             recipe["num_epochs"] = args.epochs
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from synthetic_comparison import MODEL
+        from rgnet_hf.synthetic.benchmark import COMPARISON_MODEL
 
         epochs = args.epochs or 4
-        model_config = dict(MODEL)
+        model_config = dict(COMPARISON_MODEL)
         recipe = dict(DEMO_TRAINING, num_epochs=epochs, lr_drop_epochs=[max(1, epochs - 1)])
     model_config.update(
         video_feature_size=data_config.video_feature_size,

@@ -7,7 +7,8 @@ Each budget runs in a fresh process (so that one run's freed memory does not hid
 inputs are built first, then the peak growth during `engine.ground` is measured (CPU: resident set, sampled every
 millisecond; CUDA: allocated bytes). Prints one JSON object per budget with the measured peak, the budget and their
 ratio (the goal: within 25 % of the budget, never far above it), and the engine's plan (rows per chunk, whether the
-encoder states are kept for decoding, queries per group).
+encoder states are kept for decoding, queries per group), as `engine.memory_planner` (a `GroundingMemoryPlanner`)
+makes it.
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 CHILD = """
-import gc, json, sys, torch
-sys.path.insert(0, {benchmarks!r})
-from bench_engine import PeakResidentMemory
-from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
-from rgnet_hf.inference_rgnet import WindowGrid
+import gc, json, torch
+from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, WindowGrid
+from rgnet_hf.evaluation.resources import PeakResidentMemory
 torch.manual_seed(0)
 device = torch.device({device!r})
 config = RGNetConfig.from_preset({preset!r})
@@ -36,7 +34,7 @@ text = torch.nn.functional.normalize(
 sentence = torch.nn.functional.normalize(torch.randn({queries}, config.sentence_feature_size, device=device), dim=-1)
 engine = RGNetGroundingEngine(model, memory_budget_bytes={budget})
 grid = WindowGrid.for_video(frames, config.window_length, config.window_stride, device, model.dtype)
-plan = engine._plan_chunks(grid, config.max_text_length, {queries})
+plan = engine.memory_planner.plan(grid, config.max_text_length, {queries})
 gc.collect()
 if device.type == "cuda":
     torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); before = torch.cuda.memory_allocated()
@@ -57,10 +55,8 @@ def main() -> None:
     parser.add_argument("--budgets-mib", default="64,128,256,512,1024")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    benchmarks = str(Path(__file__).resolve().parent)
     for budget_mib in [int(b) for b in args.budgets_mib.split(",")]:
         script = CHILD.format(
-            benchmarks=benchmarks,
             device=args.device,
             preset=args.preset,
             minutes=args.minutes,

@@ -31,7 +31,7 @@ else
 fi
 $PYTHON -c "import torch, transformers, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'accelerate', accelerate.__version__)" 2>&1 | tee "$OUT/versions.txt"
 step() { local limit=$(( $1 * SCALE )); shift; echo "== $*" >&2; local t0=$(date +%s); timeout "$limit" "$@"; echo "== rc=$? in $(( $(date +%s) - t0 )) s" >&2; }
-step 35 $PYTHON benchmarks/gpu_parity.py --device $DEVICE > "$OUT/parity.json" 2>> "$OUT/log.txt"
+step 35 $PYTHON tests/gpu_parity.py --device $DEVICE > "$OUT/parity.json" 2>> "$OUT/log.txt"
 step 95 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset mad $MAD --compile >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 40 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset ego4d $EGO >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 15 $PYTHON benchmarks/bench_feed_forward.py --device $DEVICE >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"

@@ -26,6 +26,7 @@ from rgnet_hf.data import EvaluationVideoDataset
 from rgnet_hf.evaluation import evaluate_model
 from rgnet_hf.evaluation.baselines import evaluate_zero_shot
 from rgnet_hf.synthetic.benchmark import (
+    COMPARISON_MODEL,
     load_synthetic_mad,
     make_synthetic_mad,
     read_synthetic_config,
@@ -33,16 +34,6 @@ from rgnet_hf.synthetic.benchmark import (
 )
 from rgnet_hf.training import TrainingConfig, train
 
-# A reduced RGNet for 512-d features: 30-second windows (150 features at 5 fps), hidden size 128, 3 decoder layers.
-MODEL = {
-    "hidden_size": 128,
-    "num_attention_heads": 4,
-    "intermediate_size": 256,
-    "window_length": 150,
-    "num_decoder_layers": 3,
-    "input_dropout": 0.1,
-    "top_k_windows": 20,
-}
 NO_GROUNDING = {
     "span_loss_coefficient": 0.0,
     "giou_loss_coefficient": 0.0,
@@ -83,7 +74,7 @@ def main() -> None:
     if not synthetic_mad_paths(data_dir)["config"].is_file():
         make_synthetic_mad(data_dir, args.preset)
     dataset = load_synthetic_mad(data_dir)
-    model_config = dict(DEMO_MODEL) if args.model == "demo" else dict(MODEL)
+    model_config = dict(DEMO_MODEL) if args.model == "demo" else dict(COMPARISON_MODEL)
     synthetic = read_synthetic_config(data_dir)
     sizes = {
         "video_feature_size": synthetic.video_feature_size,

@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_SIZES, tiny_config
 from parity_utils import assert_close_to_scale, converted_model, gradient_floor
 
-from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, inference_rgnet, modeling_rgnet
+from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine, modeling_rgnet
 
 EXACT = {"rtol": 1e-5, "atol": 1e-6}
 # Encoder states of magnitude ~1 after several layers of tiled sums: fp32 rounding reaches ~1e-6 on some CPUs.
@@ -191,27 +191,12 @@ def test_engine_fast_path_without_kept_states_and_with_a_window_scorer():
         RGNetGroundingEngine(sdpa, memory_budget_bytes=1),
         RGNetGroundingEngine(sdpa, window_scorer=eager),
     ):
-        plan = engine._plan_chunks(
-            inference_rgnet.WindowGrid.for_video(200, 40, 20, torch.device("cpu"), torch.float32), 7, 3
-        )
+        plan = engine.memory_planner.plan_for_video(200, 7, 3)
         assert not plan.keep_states
         assert plan.video_embedding == ("per_chunk" if engine.memory_budget_bytes == 1 else "shared")
         for a, b in zip(reference, engine.ground(video, text, text_mask, sentence)):
             np.testing.assert_array_equal(b.window_order, a.window_order)
             np.testing.assert_allclose(b.rankings["fused"], a.rankings["fused"], rtol=1e-5, atol=1e-5)
-
-
-def test_window_grid_views_share_memory():
-    grid = inference_rgnet.WindowGrid.for_video(310, 40, 20, torch.device("cpu"), torch.float32)
-    frames = torch.randn(grid.padded_length(), 3)
-    views = grid.cut(frames)
-    assert views.untyped_storage().data_ptr() == frames.untyped_storage().data_ptr()
-    assert grid.num_windows == 17 and grid.distinct_masks.shape[0] == len(torch.unique(grid.lengths))
-    for window, (start, end) in enumerate(grid.bounds.tolist()):
-        row = views[grid.view_index[window]]
-        torch.testing.assert_close(row[: end - start], frames[start:end], rtol=0, atol=0)
-        assert grid.mask[window].sum() == end - start
-        assert torch.equal(grid.distinct_masks[grid.length_index[window]], grid.mask[window])
 
 
 def test_bf16_engine_ranks_like_fp32_on_the_fixtures(parity_fixtures):

@@ -19,6 +19,7 @@ FLAT_CORE = {
     "processing_rgnet",
     "windowing",
     "inference_rgnet",
+    "memory_planning",
     "post_processing",
     "pipeline_rgnet",
     "video_text_encoders",

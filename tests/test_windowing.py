@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rgnet_hf.windowing import (
+    WindowGrid,
     default_window_stride,
     frames_to_seconds,
     ground_truth_window_mask,
@@ -199,3 +200,16 @@ def test_moment_to_window_target():
     assert moment_to_window_target(120.0, 110.0, 6, 40, 310) == pytest.approx((0.375, 0.25))
     with pytest.raises(ValueError, match="window_index"):
         moment_to_window_target(1.0, 2.0, 17, 40, 310)
+
+
+def test_window_grid_views_share_memory():
+    grid = WindowGrid.for_video(310, 40, 20, torch.device("cpu"), torch.float32)
+    frames = torch.randn(grid.padded_length(), 3)
+    views = grid.cut(frames)
+    assert views.untyped_storage().data_ptr() == frames.untyped_storage().data_ptr()
+    assert grid.num_windows == 17 and grid.distinct_masks.shape[0] == len(torch.unique(grid.lengths))
+    for window, (start, end) in enumerate(grid.bounds.tolist()):
+        row = views[grid.view_index[window]]
+        torch.testing.assert_close(row[: end - start], frames[start:end], rtol=0, atol=0)
+        assert grid.mask[window].sum() == end - start
+        assert torch.equal(grid.distinct_masks[grid.length_index[window]], grid.mask[window])

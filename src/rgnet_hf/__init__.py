@@ -10,6 +10,7 @@ from .configuration_rgnet import RGNetConfig
 from .feature_extraction_rgnet import RGNetFeatureExtractor
 from .hub.model_folder import push_model_folder_to_hub, save_model_folder
 from .inference_rgnet import RGNetGroundingEngine, VideoGroundingResult
+from .memory_planning import GroundingMemoryPlan, GroundingMemoryPlanner
 from .modeling_rgnet import (
     RGNetEncoderOutput,
     RGNetForVideoGrounding,
@@ -21,6 +22,7 @@ from .modeling_rgnet import (
 )
 from .pipeline_rgnet import VideoGroundingPipeline
 from .processing_rgnet import RGNetProcessor
+from .windowing import WindowGrid
 
 __version__ = "0.1.0"
 
@@ -53,6 +55,9 @@ __all__ = [
     "RGNetProcessor",
     "RGNetGroundingEngine",
     "VideoGroundingResult",
+    "GroundingMemoryPlan",
+    "GroundingMemoryPlanner",
+    "WindowGrid",
     "VideoGroundingPipeline",
     "push_model_folder_to_hub",
     "save_model_folder",

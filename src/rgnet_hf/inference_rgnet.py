@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .modeling_rgnet import FEED_FORWARD_TILE_ROWS, RGNetEncoderOutput, RGNetForVideoGrounding
+from .memory_planning import GroundingMemoryPlan, GroundingMemoryPlanner
+from .modeling_rgnet import RGNetEncoderOutput, RGNetForVideoGrounding
 from .post_processing import WindowRanking, format_window_predictions, post_process_query_all_rankings, rank_windows
-from .windowing import _check_seconds_per_feature, cut_windows, window_bounds, window_spans_to_seconds
+from .windowing import WindowGrid, _check_seconds_per_feature, cut_windows, window_spans_to_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -115,74 +116,6 @@ def _in_eval_mode(ground):
 
 
 @dataclass
-class WindowGrid:
-    """The official window grid of one video, and the windows as views of its zero-padded frames.
-
-    Window `i >= 1` starts at frame `(i - 1) * stride`; window 0, the leading half window, covers the first frames
-    of window 1 (same row, shorter mask). [`WindowGrid.cut`] therefore returns `W - 1` strided views and
-    `view_index` maps each window to its view.
-
-    Attributes:
-        bounds (`torch.LongTensor` of shape `(W, 2)`): `[start, end)` frames of each window (CPU).
-        window_length (`int`): frames per window row, `min(config.window_length, T)`.
-        stride (`int`): frames between consecutive window starts.
-        mask (`torch.Tensor` of shape `(W, window_length)`): 1 = valid frame (on the model's device, in its dtype).
-        view_index (`torch.LongTensor` of shape `(W,)`): the view of [`WindowGrid.cut`] holding each window.
-        length_index (`torch.LongTensor` of shape `(W,)`): each window's row in `distinct_masks`.
-        distinct_masks (`torch.Tensor` of shape `(U, window_length)`): one mask per distinct valid length (a long
-            video has only 2 or 3: full windows, the leading half window and the cut last ones).
-    """
-
-    bounds: torch.Tensor
-    window_length: int
-    stride: int
-    mask: torch.Tensor
-    view_index: torch.Tensor
-    length_index: torch.Tensor
-    distinct_masks: torch.Tensor
-
-    @classmethod
-    def for_video(
-        cls, num_frames: int, window_length: int, stride: int, device: torch.device, dtype: torch.dtype
-    ) -> WindowGrid:
-        bounds = window_bounds(num_frames, window_length, stride)
-        lengths = bounds[:, 1] - bounds[:, 0]
-        row_length = int(min(window_length, num_frames))
-        mask = (torch.arange(row_length)[None] < lengths[:, None]).to(dtype)
-        distinct_lengths, length_index = torch.unique(lengths, return_inverse=True)
-        distinct_masks = (torch.arange(row_length)[None] < distinct_lengths[:, None]).to(dtype)
-        view_index = (torch.arange(len(bounds)) - 1).clamp(min=0)
-        return cls(
-            bounds=bounds,
-            window_length=row_length,
-            stride=stride,
-            mask=mask.to(device),
-            view_index=view_index,
-            length_index=length_index.to(device),
-            distinct_masks=distinct_masks.to(device),
-        )
-
-    @property
-    def num_windows(self) -> int:
-        return self.bounds.shape[0]
-
-    @property
-    def starts(self) -> torch.Tensor:
-        return self.bounds[:, 0]
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return self.bounds[:, 1] - self.bounds[:, 0]
-
-    def padded_length(self) -> int:
-        return max((self.num_windows - 2) * self.stride + self.window_length, self.window_length)
-
-    def cut(self, padded_frames: torch.Tensor) -> torch.Tensor:
-        """`(padded_length, D)` frames, zero-padded at the end -> `(W - 1, window_length, D)` views (no copy)."""
-        return padded_frames.unfold(0, self.window_length, self.stride).transpose(1, 2)
-
-
-@dataclass
 class _EncoderInputs:
     """What one model's encoder reads for the rows of a video, and how the rows' frames are embedded:
 
@@ -237,23 +170,6 @@ class _EncoderInputs:
             frames = model.model.embed_video(raw_frames)
         frames[~mask.bool()] = self.padding_state
         return frames
-
-
-# On CPU the process's resident set exceeds the live tensors of a chunk: the C allocator keeps freed blocks of the
-# chunk's many short-lived, mid-sized temporaries for reuse. Measured (benchmarks/bench_memory.py, glibc, MAD): up to
-# about 1.5x the live peak. Chunk activations are planned with this factor; long-lived buffers (the embedded video,
-# kept states) are single allocations and need none. GPU budgets count allocated bytes.
-CPU_ALLOCATOR_HEADROOM = 1.5
-
-
-@dataclass(frozen=True)
-class _ChunkPlan:
-    """How one video's work is cut to the memory budget."""
-
-    rows_per_chunk: int  # (query, window) rows encoded at once
-    keep_states: bool  # the scoring pass keeps the encoder states the decoding reads
-    queries_per_group: int  # queries whose kept states are held at once
-    video_embedding: str  # see `_EncoderInputs`
 
 
 @dataclass
@@ -320,7 +236,7 @@ class RGNetGroundingEngine:
             inputs: the embedded video, one encoder chunk's activations (estimated) and the encoder states kept for
             the decoding of a group of queries. When the embedded video would take more than half of the budget,
             each chunk embeds its own windows instead; when not even one query's states fit, the decoded windows are
-            encoded again.
+            encoded again. The plan is made by `engine.memory_planner`, a [`GroundingMemoryPlanner`].
         top_k_windows, nms_threshold, max_predictions_before_nms, max_predictions (*optional*): override the config.
         window_scorer ([`RGNetForVideoGrounding`], *optional*): a separate model whose window logits rank the windows
             (a two-stage pipeline: retrieval by one model, grounding by `model`); by default `model` does both, as
@@ -352,13 +268,19 @@ class RGNetGroundingEngine:
         self.model = model
         self.window_scorer = window_scorer
         self.rescore_windows = rescore_windows
-        self.memory_budget_bytes = int(memory_budget_bytes)
         self.top_k_windows = top_k_windows or config.top_k_windows
         self.nms_threshold = config.nms_threshold if nms_threshold is None else nms_threshold
         self.max_predictions_before_nms = max_predictions_before_nms or config.max_predictions_before_nms
         self.max_predictions = max_predictions or config.max_predictions
         self.share_video_work = share_video_work
         self._encode = _MaybeCompiled(_EncoderInputs.encode, compile)
+        self.memory_planner = GroundingMemoryPlanner(
+            model,
+            memory_budget_bytes,
+            share_video_work=share_video_work,
+            num_models=1 if window_scorer is None else 2,
+            can_keep_states=window_scorer is None,
+        )
         if self.top_k_windows < 1 or self.max_predictions < 1:
             raise ValueError("top_k_windows and max_predictions must be >= 1")
         if rescore_windows is not None and (window_scorer is None or rescore_windows < self.top_k_windows):
@@ -366,6 +288,14 @@ class RGNetGroundingEngine:
                 f"rescore_windows ({rescore_windows}) needs a window_scorer and at least top_k_windows "
                 f"({self.top_k_windows}) windows"
             )
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return self.memory_planner.memory_budget_bytes
+
+    @memory_budget_bytes.setter
+    def memory_budget_bytes(self, value: int) -> None:
+        self.memory_planner.memory_budget_bytes = int(value)
 
     @classmethod
     def with_reduced_precision_scoring(
@@ -381,47 +311,6 @@ class RGNetGroundingEngine:
         scorer = copy.deepcopy(model).to(dtype).eval()
         top_k = engine_kwargs.get("top_k_windows") or model.config.top_k_windows
         return cls(model, window_scorer=scorer, rescore_windows=top_k + extra_windows, **engine_kwargs)
-
-    # ---------------------------------------------------------------- sizing
-    def _bytes_per_encoded_row(self, num_frames: int, num_tokens: int, video_embedding: str) -> int:
-        """Peak activation bytes of one (query, window) row through the encoder (no autograd), from the live tensors
-        of each path, checked against measured peaks on CPU (benchmarks/bench_memory.py)."""
-        config = self.model.config
-        element = torch.finfo(self.model.dtype).bits // 8
-        sequence = num_frames + 1
-        hidden = config.hidden_size
-        if video_embedding == "per_row":
-            # the default path: the feed-forward's inner states over all frames dominate
-            attention = 3 * sequence * max(sequence, num_tokens)
-            if config._attn_implementation == "eager":
-                attention += 2 * config.num_attention_heads * sequence * max(sequence, num_tokens)
-            activations = (
-                num_frames * (config.video_feature_size + 8 * hidden + 5 * config.intermediate_size // 2)
-                + num_tokens * (config.text_feature_size + 2 * hidden)
-                + attention
-            )
-            return activations * element
-        # fast inference: about ten frame-by-hidden tensors live at once and the self-attention bias; the
-        # feed-forward's inner states are one tile per chunk (`_bytes_per_chunk`)
-        activations = 10 * sequence * hidden + sequence * sequence + 2 * num_tokens * hidden
-        if config._attn_implementation == "eager":
-            activations += 2 * config.num_attention_heads * sequence * max(sequence, num_tokens)
-        if video_embedding == "per_chunk":
-            activations += num_frames * (config.video_feature_size + 2 * hidden)
-        return activations * element
-
-    def _bytes_per_chunk(self, video_embedding: str) -> int:
-        """Bytes a chunk holds whatever its rows: the tiled feed-forward's buffer of inner states."""
-        if video_embedding == "per_row":
-            return 0
-        config = self.model.config
-        element = torch.finfo(self.model.dtype).bits // 8
-        tile_rows = FEED_FORWARD_TILE_ROWS[self.model.device.type == "cuda"]
-        return tile_rows * config.intermediate_size * element
-
-    def _bytes_per_kept_row(self, num_frames: int) -> int:
-        element = torch.finfo(self.model.dtype).bits // 8
-        return (num_frames + 2) * self.model.config.hidden_size * element
 
     def _validate(
         self,
@@ -530,7 +419,7 @@ class RGNetGroundingEngine:
         device, dtype = self.model.device, self.model.dtype
         grid = WindowGrid.for_video(video_features.shape[0], config.window_length, config.window_stride, device, dtype)
         num_queries = text_features.shape[0]
-        plan = self._plan_chunks(grid, text_features.shape[1], num_queries)
+        plan = self.memory_planner.plan(grid, text_features.shape[1], num_queries)
         rows_per_chunk, keep_states, group_size = plan.rows_per_chunk, plan.keep_states, plan.queries_per_group
         video = _to_device(video_features, device, dtype)
         text_features, text_mask = _to_device(text_features, device, dtype), _to_device(text_mask, device, dtype)
@@ -568,7 +457,7 @@ class RGNetGroundingEngine:
         video: torch.Tensor,
         text_features: torch.Tensor,
         text_mask: torch.Tensor,
-        plan: _ChunkPlan,
+        plan: GroundingMemoryPlan,
     ) -> _EncoderInputs:
         num_frames, padded_length = video.shape[0], grid.padded_length()
         # a window scorer may run in another precision than the grounding model
@@ -589,35 +478,6 @@ class RGNetGroundingEngine:
             embedded[start:end] = model.model.embed_video(video[start:end])
         embedded[num_frames:] = padding_state
         return _EncoderInputs("shared", grid.cut(embedded), padding_state, text, text_mask)
-
-    def _plan_chunks(self, grid: WindowGrid, num_tokens: int, num_queries: int) -> _ChunkPlan:
-        """Rows per encoder chunk, whether the scoring pass keeps its states for decoding, queries per group and how
-        the video is embedded, so that the embedded video, one chunk's activations and the kept states fit the
-        memory budget. The video is embedded once when that takes at most half of the budget, else per chunk."""
-        element = torch.finfo(self.model.dtype).bits // 8
-        num_models = 1 if self.window_scorer is None else 2
-        budget = self.memory_budget_bytes
-        if not self.share_video_work:
-            video_embedding = "per_row"
-        else:
-            video_bytes = num_models * grid.padded_length() * self.model.config.hidden_size * element
-            video_embedding = "shared" if video_bytes <= budget // 2 else "per_chunk"
-            if video_embedding == "shared":
-                budget -= video_bytes
-        headroom = CPU_ALLOCATOR_HEADROOM if self.model.device.type == "cpu" else 1.0
-        budget -= int(headroom * self._bytes_per_chunk(video_embedding))
-        row_bytes = int(headroom * self._bytes_per_encoded_row(grid.window_length, num_tokens, video_embedding))
-        kept_per_query = grid.num_windows * self._bytes_per_kept_row(grid.window_length)
-        keep_states = self.window_scorer is None and kept_per_query + row_bytes <= budget
-        group_size = num_queries
-        if keep_states:
-            # Kept states take at most half of the budget (one query's always fit), the chunks get the rest.
-            group_size = max(
-                1, min(num_queries, (budget // 2) // kept_per_query, (budget - row_bytes) // kept_per_query)
-            )
-        chunk_budget = budget - group_size * kept_per_query if keep_states else budget
-        rows_per_chunk = max(1, chunk_budget // row_bytes)
-        return _ChunkPlan(int(rows_per_chunk), keep_states, int(group_size), video_embedding)
 
     def _ground_group(
         self,
@@ -846,4 +706,4 @@ def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -
     return tensor.to(device=device, dtype=dtype)
 
 
-__all__ = ["RGNetGroundingEngine", "VideoGroundingResult", "WindowGrid", "matching_scores"]
+__all__ = ["RGNetGroundingEngine", "VideoGroundingResult", "matching_scores"]

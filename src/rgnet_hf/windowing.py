@@ -9,6 +9,7 @@ conversions that the data, training and inference code share:
 - the window grid ([`window_bounds`]): stride `window_length // 2` by default, `W = ceil(T / stride) + 1` windows,
   window `i` covering `[max((i - 1) * stride, 0), min((i - 1) * stride + window_length, T))`, so window 0 is a half
   window and the last one or two windows are short but never empty;
+- the grid of one video as views of its zero-padded frames ([`WindowGrid`]), which the grounding engine encodes;
 - the windows that overlap a ground-truth moment ([`ground_truth_windows`]): `floor(s / stride) ... ceil(e / stride)`
   inclusive, with `s` and `e` in frames, as the official window-recall evaluation and training loader compute them;
 - a window's predicted (centre, width) spans -> seconds in the video ([`window_spans_to_seconds`]), and a moment ->
@@ -22,11 +23,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 __all__ = [
+    "WindowGrid",
     "cut_windows",
     "default_window_stride",
     "frames_to_seconds",
@@ -367,3 +370,71 @@ def moment_to_window_target(
     normalised_start = (max(nominal_start, lower) - window_first) / valid_length
     normalised_end = (min(nominal_start + window_length, upper) - window_first) / valid_length
     return (normalised_start + normalised_end) / 2, normalised_end - normalised_start
+
+
+@dataclass
+class WindowGrid:
+    """The official window grid of one video, and the windows as views of its zero-padded frames.
+
+    Window `i >= 1` starts at frame `(i - 1) * stride`; window 0, the leading half window, covers the first frames
+    of window 1 (same row, shorter mask). [`WindowGrid.cut`] therefore returns `W - 1` strided views and
+    `view_index` maps each window to its view.
+
+    Attributes:
+        bounds (`torch.LongTensor` of shape `(W, 2)`): `[start, end)` frames of each window (CPU).
+        window_length (`int`): frames per window row, `min(config.window_length, T)`.
+        stride (`int`): frames between consecutive window starts.
+        mask (`torch.Tensor` of shape `(W, window_length)`): 1 = valid frame (on the model's device, in its dtype).
+        view_index (`torch.LongTensor` of shape `(W,)`): the view of [`WindowGrid.cut`] holding each window.
+        length_index (`torch.LongTensor` of shape `(W,)`): each window's row in `distinct_masks`.
+        distinct_masks (`torch.Tensor` of shape `(U, window_length)`): one mask per distinct valid length (a long
+            video has only 2 or 3: full windows, the leading half window and the cut last ones).
+    """
+
+    bounds: torch.Tensor
+    window_length: int
+    stride: int
+    mask: torch.Tensor
+    view_index: torch.Tensor
+    length_index: torch.Tensor
+    distinct_masks: torch.Tensor
+
+    @classmethod
+    def for_video(
+        cls, num_frames: int, window_length: int, stride: int, device: torch.device, dtype: torch.dtype
+    ) -> WindowGrid:
+        bounds = window_bounds(num_frames, window_length, stride)
+        lengths = bounds[:, 1] - bounds[:, 0]
+        row_length = int(min(window_length, num_frames))
+        mask = (torch.arange(row_length)[None] < lengths[:, None]).to(dtype)
+        distinct_lengths, length_index = torch.unique(lengths, return_inverse=True)
+        distinct_masks = (torch.arange(row_length)[None] < distinct_lengths[:, None]).to(dtype)
+        view_index = (torch.arange(len(bounds)) - 1).clamp(min=0)
+        return cls(
+            bounds=bounds,
+            window_length=row_length,
+            stride=stride,
+            mask=mask.to(device),
+            view_index=view_index,
+            length_index=length_index.to(device),
+            distinct_masks=distinct_masks.to(device),
+        )
+
+    @property
+    def num_windows(self) -> int:
+        return self.bounds.shape[0]
+
+    @property
+    def starts(self) -> torch.Tensor:
+        return self.bounds[:, 0]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.bounds[:, 1] - self.bounds[:, 0]
+
+    def padded_length(self) -> int:
+        return max((self.num_windows - 2) * self.stride + self.window_length, self.window_length)
+
+    def cut(self, padded_frames: torch.Tensor) -> torch.Tensor:
+        """`(padded_length, D)` frames, zero-padded at the end -> `(W - 1, window_length, D)` views (no copy)."""
+        return padded_frames.unfold(0, self.window_length, self.stride).transpose(1, 2)

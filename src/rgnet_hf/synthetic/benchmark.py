@@ -48,6 +48,7 @@ import numpy as np
 from ..configuration_rgnet import MAD_SECONDS_PER_FEATURE
 
 __all__ = [
+    "COMPARISON_MODEL",
     "SYNTHETIC_PRESETS",
     "SyntheticMADConfig",
     "SyntheticWorld",
@@ -77,6 +78,19 @@ _SIGNAL_BIAS_STD = 0.5  # std of g's hidden bias
 _EXT_MIN_SECONDS = 2.0  # ext_timestamps stretch moments shorter than this (as MAD's ext_timestamps are said to)
 _DISTRACTOR_TRIES = 20  # placements tried per distractor before giving up on it
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in "aeiou"]
+
+
+# The RGNet that the synthetic comparisons train (benchmarks/synthetic_comparison.py): a reduced model for 512-d
+# features: 30-second windows (150 features at 5 fps), hidden size 128, 3 decoder layers.
+COMPARISON_MODEL = {
+    "hidden_size": 128,
+    "num_attention_heads": 4,
+    "intermediate_size": 256,
+    "window_length": 150,
+    "num_decoder_layers": 3,
+    "input_dropout": 0.1,
+    "top_k_windows": 20,
+}
 
 
 def _range(value: float | tuple[float, float] | list[float], name: str) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """The parity fixtures on a GPU: eval outputs, losses and the long-video engine, fp32, against the official values.
 
-    python benchmarks/gpu_parity.py [--device cuda]
+    python tests/gpu_parity.py [--device cuda]
 
 Prints one JSON object with the largest absolute difference of each output (fp32 on a GPU is not bit-identical to
 the CPU: expect around 1e-6 to 1e-5) and whether the discrete decisions (sampler, matcher, window ranking, final
@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from parity_utils import converted_model, model_inputs, training_inputs
+
+from rgnet_hf import RGNetGroundingEngine
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from parity_utils import converted_model, model_inputs, training_inputs  # noqa: E402
-
-from rgnet_hf import RGNetGroundingEngine  # noqa: E402
 
 
 def main() -> None:
