@@ -208,6 +208,7 @@ PROCESSOR_CODE = {"feature_extraction_rgnet.py", "processing_rgnet.py"}
 PIPELINE_CODE = {
     "pipeline_rgnet.py",
     "inference_rgnet.py",
+    "memory_planning.py",
     "post_processing.py",
     "video_text_encoders.py",
     "video_decoding.py",
