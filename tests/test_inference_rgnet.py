@@ -336,7 +336,7 @@ def test_processor_round_trip_and_post_processing(parity_fixtures, tmp_path):
     raw = simulation["raw_model_outputs"]
     expected_score = raw["pred_logits"][:17].softmax(-1)[..., 0] * torch.sigmoid(raw["prob_soft"][:17])
     assert moments[5][0]["score"] == pytest.approx(float(expected_score[5].max()), rel=1e-5)
-    with pytest.raises(ValueError, match="raw text"):
+    with pytest.raises(ValueError, match="no feature encoder for raw inputs"):
         reloaded(text="a person opens the door")
     with pytest.raises(ValueError, match="dimensions"):
         reloaded(video_features=np.zeros((10, 5)))

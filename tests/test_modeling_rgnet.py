@@ -204,7 +204,7 @@ def test_convert_cli_reports_bad_files(tmp_path, capsys):
 
 
 MODEL_CODE = {"configuration_rgnet.py", "modeling_rgnet.py", "loss_rgnet.py", "windowing.py"}
-PROCESSOR_CODE = {"feature_extraction_rgnet.py", "processing_rgnet.py"}
+PROCESSOR_CODE = {"feature_extraction_rgnet.py", "processing_rgnet.py", "video_text_encoders.py", "video_decoding.py"}
 PIPELINE_CODE = {
     "pipeline_rgnet.py",
     "inference_rgnet.py",

@@ -361,7 +361,7 @@ def test_pipeline_on_a_video_file_and_texts(assets, encoders, pipe, monkeypatch)
     monkeypatch.setattr(
         type(encoder), "encode_video", lambda self, *a, **k: calls.append(a[0]) or original(self, *a, **k)
     )
-    pipe._video_cache = None
+    pipe.processor._video_cache = None
     both = pipe({"video": str(assets["long_video"]), "text": queries}, top_k=100)
     assert len(calls) == 1  # decoded and encoded once for both queries
     one = pipe({"video": str(assets["long_video"]), "text": queries[0]}, top_k=100)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .feature_extraction_rgnet import pad_sequences
 from .memory_planning import GroundingMemoryPlan, GroundingMemoryPlanner
 from .modeling_rgnet import RGNetEncoderOutput, RGNetForVideoGrounding
 from .post_processing import WindowRanking, format_window_predictions, post_process_query_all_rankings, rank_windows
@@ -368,7 +369,7 @@ class RGNetGroundingEngine:
     def ground(
         self,
         video_features: torch.Tensor | np.ndarray,
-        text_features: torch.Tensor | np.ndarray,
+        text_features: torch.Tensor | np.ndarray | list[torch.Tensor | np.ndarray],
         text_mask: torch.Tensor | np.ndarray | None = None,
         sentence_features: torch.Tensor | np.ndarray | None = None,
         appearance_features: torch.Tensor | np.ndarray | None = None,
@@ -381,8 +382,9 @@ class RGNetGroundingEngine:
 
         Args:
             video_features (`(T, video_feature_size)`): the whole video's features (un-normalised, as extracted).
-            text_features (`(Q, Lq, text_feature_size)`): token features of each query, zero-padded.
-            text_mask (`(Q, Lq)`, *optional*): 1 = valid token; all valid when omitted.
+            text_features (`(Q, Lq, text_feature_size)`, or a list of `Q` arrays `(Lq_i, text_feature_size)`): token
+                features of each query, zero-padded to one length, or unpadded (a list, padded here).
+            text_mask (`(Q, Lq)`, *optional*): 1 = valid token; all valid when omitted (and for a list).
             sentence_features (`(Q, sentence_feature_size)`, *optional*): sentence features for the feature-matching
                 score. Without them the matching score is 0 everywhere and the fused ranking follows the proposal
                 score alone.
@@ -398,6 +400,12 @@ class RGNetGroundingEngine:
         """
         config = self.model.config
         video_features = torch.as_tensor(video_features)
+        if isinstance(text_features, (list, tuple)):
+            if len(text_features) == 0:
+                raise ValueError("no query given (`text_features` is an empty list)")
+            if text_mask is not None:
+                raise ValueError("`text_mask` is for padded `text_features`; a list of queries is padded here")
+            text_features, text_mask = pad_sequences(list(text_features), "text_features")
         text_features = torch.as_tensor(text_features)
         if text_features.dim() == 2:
             text_features = text_features.unsqueeze(0)

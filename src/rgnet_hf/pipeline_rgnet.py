@@ -142,7 +142,6 @@ class VideoGroundingPipeline(Pipeline):
         self._feature_encoder = feature_encoder
         self._feature_encoder_dtype = feature_encoder_dtype
         self.progress = progress
-        self._video_cache: tuple[tuple, Any] | None = None
 
     @property
     def feature_encoder(self):
@@ -158,53 +157,30 @@ class VideoGroundingPipeline(Pipeline):
             self._feature_encoder.check_fits(self.model.config)
         return self._feature_encoder
 
-    def _encode_video(self, path, seconds_per_feature: float):
-        if not isinstance(path, (str, os.PathLike)):
-            raise ValueError(f"`video` must be a path to a video file, got {type(path).__name__}")
-        path = os.path.abspath(os.fspath(path))
-        if os.path.isdir(path):
-            raise ValueError(
-                f"{path} is a folder, not a video file: ground one video file at a time (`rgnet-hf extract` takes a "
-                "folder and writes a feature cache for all its videos)"
-            )
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No such video file: {path}")
-        stat = os.stat(path)
-        encoder = self.feature_encoder
-        key = (path, stat.st_mtime_ns, stat.st_size, float(seconds_per_feature), encoder.name, str(encoder.dtype))
-        if self._video_cache is None or self._video_cache[0] != key:
-            self._video_cache = None  # free the previous video's features before encoding the next
-            self._video_cache = (key, encoder.encode_video(path, seconds_per_feature, progress=self.progress))
-        return self._video_cache[1]
-
     def _raw_inputs(
         self, inputs: dict[str, Any], seconds_per_feature: float
     ) -> tuple[dict[str, Any], float | None, list | None]:
-        """Encode `video` and `text`; -> (feature inputs, video duration or None, query texts or None)."""
+        """Encode `video` and `text` with the processor; -> (feature inputs, video duration or None, query texts or
+        None)."""
         if "video" not in inputs and "text" not in inputs:
             return inputs, None, None
-        from .feature_extraction_rgnet import l2_normalize
-        from .video_text_encoders import FeatureEncoderError
-
         inputs = dict(inputs)
-        duration = None
-        if "video" in inputs:
-            encoded = self._encode_video(inputs.pop("video"), seconds_per_feature)
-            inputs["video_features"], duration = encoded.features, encoded.duration
-        names = None
-        if "text" in inputs:
-            text = inputs.pop("text")
-            many = not isinstance(text, str)
-            names = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
-            if not names or not all(isinstance(name, str) for name in names):
-                raise FeatureEncoderError("`text` must be a query string or a non-empty list of query strings")
-            queries = self.feature_encoder.encode_queries(names, lowercase=self.model.config.dataset_name == "ego4d")
-            # The one normalisation of text features on their way into the model, as the data loaders apply it.
-            tokens = [l2_normalize(query.token_features) for query in queries]
-            sentences = l2_normalize(np.stack([query.sentence_features for query in queries]))
-            inputs["text_features"] = tokens if many else tokens[0]
-            inputs["sentence_features"] = sentences if many else sentences[0]
-        return inputs, duration, names
+        text = inputs.pop("text", None)
+        self.processor.feature_encoder = self.feature_encoder
+        raw = self.processor.encode_raw_inputs(
+            video=inputs.pop("video", None),
+            text=text,
+            seconds_per_feature=seconds_per_feature,
+            lowercase=self.model.config.dataset_name == "ego4d",
+            progress=self.progress,
+        )
+        if raw.video_features is not None:
+            inputs["video_features"] = raw.video_features
+        if raw.queries is not None:
+            one = isinstance(text, str)
+            inputs["text_features"] = raw.text_features[0] if one else raw.text_features
+            inputs["sentence_features"] = raw.sentence_features[0] if one else raw.sentence_features
+        return inputs, raw.duration, raw.queries
 
     def _sanitize_parameters(self, top_k: int | None = None, top_k_windows: int | None = None, **kwargs):
         postprocess = {}

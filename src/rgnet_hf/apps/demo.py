@@ -54,7 +54,6 @@ def run_demo(
     output_dir: str | Path = "rgnet-demo", num_epochs: int | None = None, seed: int = 0, num_queries_shown: int = 6
 ) -> dict[str, Any]:
     """Run the demo; returns the paths of the picture and the table and the metrics."""
-    import torch
     from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging as transformers_logging
 
@@ -107,14 +106,8 @@ def run_demo(
     video = test_videos[0]
     shown = slice(0, num_queries_shown)
     engine = RGNetGroundingEngine(model)
-    text = video["text_features"][shown]
-    length = max(len(t) for t in text)
-    padded = torch.zeros(len(text), length, text[0].shape[-1])
-    mask = torch.zeros(len(text), length)
-    for index, tokens in enumerate(text):
-        padded[index, : len(tokens)] = torch.as_tensor(tokens)
-        mask[index, : len(tokens)] = 1
-    results = engine.ground(video["video_features"], padded, mask, video["sentence_features"][shown])
+    text = list(video["text_features"][shown])
+    results = engine.ground(video["video_features"], text, sentence_features=video["sentence_features"][shown])
     picture = plot_timeline(
         output_dir / "timeline.png",
         video["duration"],

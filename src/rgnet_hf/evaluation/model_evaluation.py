@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 
-from ..feature_extraction_rgnet import pad_sequences
 from ..inference_rgnet import RGNetGroundingEngine
 from ..modeling_rgnet import RGNetForVideoGrounding
 from ..windowing import ground_truth_windows, num_windows, resolve_window_stride
@@ -59,8 +58,8 @@ def ground_evaluation_video(engine: RGNetGroundingEngine, video: dict[str, Any])
     """Ground every query of one [`EvaluationVideoDataset`] item: per query, the engine's
     [`VideoGroundingResult`] and the windows its ground-truth moment overlaps (for window recall)."""
     config = engine.model.config
-    text_features, text_mask = pad_sequences(video["text_features"], "text_features")
-    results = engine.ground(video["video_features"], text_features, text_mask, video["sentence_features"])
+    text_features = list(video["text_features"])
+    results = engine.ground(video["video_features"], text_features, sentence_features=video["sentence_features"])
     num_video_windows = len(results[0].window_order)
     return [
         (
