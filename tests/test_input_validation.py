@@ -118,6 +118,65 @@ def test_engine_scalar_sentence_features_are_refused():
         )
 
 
+@pytest.fixture(scope="module")
+def engine():
+    torch.manual_seed(0)
+    return RGNetGroundingEngine(RGNetForVideoGrounding(tiny_config()).eval())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"text_mask": torch.full((2, 5), 2.0)}, "`text_mask` must hold only 0"),
+        ({"text_mask": torch.full((2, 5), 0.5)}, "`text_mask` must hold only 0"),
+        ({"text_mask": -torch.ones(2, 5)}, "`text_mask` must hold only 0"),
+        ({"appearance_features": torch.randn(100)}, r"`appearance_features` must be \(num_frames, D\).*\(100,\)"),
+        ({"appearance_features": torch.randn(100, 24).index_fill(0, torch.tensor([3]), float("nan"))}, "NaN"),
+        ({"max_queries_per_group": 0}, "`max_queries_per_group` must be an int >= 1"),
+        ({"max_queries_per_group": -1}, "`max_queries_per_group` must be an int >= 1"),
+        ({"video_features": [[1.0] * 24, [1.0] * 23]}, "`video_features` is a ragged nested list"),
+        ({"text_features": [[[1.0] * 16, [1.0] * 15]]}, r"`text_features\[0\]` is a ragged nested list"),
+        ({"video_features": [["a"] * 24] * 100}, "`video_features` must hold numbers"),
+    ],
+)
+def test_engine_refuses_bad_masks_appearance_groups_and_lists(engine, changes, message):
+    inputs = {"video_features": torch.randn(100, 24), "text_features": torch.randn(2, 5, 16)}
+    inputs.update(changes)
+    with pytest.raises(ValueError, match=message):
+        engine.ground(**inputs)
+
+
+def test_engine_converts_nested_lists_and_lists_of_tensors(engine):
+    video, text = torch.randn(100, 24), torch.randn(2, 5, 16)
+    reference = engine.ground(video, text, text_mask=torch.ones(2, 5, dtype=torch.bool))
+    for video_input, text_input in [(video.tolist(), text.tolist()), (list(video), list(text))]:
+        for result, expected in zip(engine.ground(video_input, text_input), reference):
+            np.testing.assert_array_equal(result.rankings["fused"], expected.rankings["fused"])
+    single = engine.ground(video, text[0].tolist())
+    np.testing.assert_array_equal(single[0].rankings["fused"], reference[0].rankings["fused"])
+
+
+@pytest.mark.parametrize("scale", ["video", "text"])
+def test_engine_says_when_huge_inputs_overflow_inside_the_model(engine, scale):
+    video, text = torch.randn(100, 24), torch.randn(2, 5, 16)
+    if scale == "video":
+        video = video * 1e30
+    else:
+        text = text * 1e30
+    with pytest.raises(ValueError, match="inputs overflowed inside the model.*un-normalised CLIP"):
+        engine.ground(video, text)
+
+
+@pytest.mark.parametrize("name", ["top_k_windows", "max_predictions", "max_predictions_before_nms"])
+@pytest.mark.parametrize("value", [0, -2])
+def test_engine_refuses_zero_counts_instead_of_the_config_default(engine, name, value):
+    with pytest.raises(ValueError, match=f"`{name}` must be an int >= 1"):
+        RGNetGroundingEngine(engine.model, **{name: value})
+    assert getattr(RGNetGroundingEngine(engine.model, **{name: None}), name) == getattr(engine.model.config, name)
+    with pytest.raises(ValueError, match=f"`{name}` must be an int >= 1"):
+        RGNetGroundingEngine.with_reduced_precision_scoring(engine.model, **{name: value})
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # engine on a model in training mode
 

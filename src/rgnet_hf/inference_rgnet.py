@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,10 +270,13 @@ class RGNetGroundingEngine:
         self.model = model
         self.window_scorer = window_scorer
         self.rescore_windows = rescore_windows
-        self.top_k_windows = top_k_windows or config.top_k_windows
+        # None means the config's value; 0 is refused, not replaced by it.
+        self.top_k_windows = _count_or_default(top_k_windows, config.top_k_windows, "top_k_windows")
         self.nms_threshold = config.nms_threshold if nms_threshold is None else nms_threshold
-        self.max_predictions_before_nms = max_predictions_before_nms or config.max_predictions_before_nms
-        self.max_predictions = max_predictions or config.max_predictions
+        self.max_predictions_before_nms = _count_or_default(
+            max_predictions_before_nms, config.max_predictions_before_nms, "max_predictions_before_nms"
+        )
+        self.max_predictions = _count_or_default(max_predictions, config.max_predictions, "max_predictions")
         self.share_video_work = share_video_work
         self._encode = _MaybeCompiled(_EncoderInputs.encode, compile)
         self.memory_planner = GroundingMemoryPlanner(
@@ -282,8 +286,6 @@ class RGNetGroundingEngine:
             num_models=1 if window_scorer is None else 2,
             can_keep_states=window_scorer is None,
         )
-        if self.top_k_windows < 1 or self.max_predictions < 1:
-            raise ValueError("top_k_windows and max_predictions must be >= 1")
         if rescore_windows is not None and (window_scorer is None or rescore_windows < self.top_k_windows):
             raise ValueError(
                 f"rescore_windows ({rescore_windows}) needs a window_scorer and at least top_k_windows "
@@ -310,7 +312,7 @@ class RGNetGroundingEngine:
         again its `top_k_windows + extra_windows` best windows of each query and decodes the best `top_k_windows`
         of those (see `rescore_windows`). The window order past the re-scored windows is the copy's."""
         scorer = copy.deepcopy(model).to(dtype).eval()
-        top_k = engine_kwargs.get("top_k_windows") or model.config.top_k_windows
+        top_k = _count_or_default(engine_kwargs.get("top_k_windows"), model.config.top_k_windows, "top_k_windows")
         return cls(model, window_scorer=scorer, rescore_windows=top_k + extra_windows, **engine_kwargs)
 
     def _validate(
@@ -347,10 +349,20 @@ class RGNetGroundingEngine:
             raise ValueError(
                 f"`text_mask` has shape {tuple(text_mask.shape)}, expected {tuple(text_features.shape[:2])}"
             )
+        if bool(((text_mask != 0) & (text_mask != 1)).any()):
+            raise ValueError("`text_mask` must hold only 0 (padding) and 1 (valid token)")
         if text_features.shape[1] == 0 or bool((text_mask.sum(1) == 0).any()):
             raise ValueError("a query has no text token (empty text features)")
         if not torch.isfinite(text_features).all():
             raise ValueError("`text_features` contain NaN or infinite values")
+        if appearance_features is not video_features:
+            if appearance_features.dim() != 2 or appearance_features.shape[0] != video_features.shape[0]:
+                raise ValueError(
+                    f"`appearance_features` must be (num_frames, D) with one row per video feature "
+                    f"({video_features.shape[0]}), got shape {tuple(appearance_features.shape)}"
+                )
+            if not _all_finite(appearance_features):
+                raise ValueError("`appearance_features` contain NaN or infinite values")
         if sentence_features is not None:
             expected = (text_features.shape[0], appearance_features.shape[1])
             if tuple(sentence_features.shape) != expected:
@@ -360,8 +372,6 @@ class RGNetGroundingEngine:
                 )
             if not torch.isfinite(sentence_features).all():
                 raise ValueError("`sentence_features` contain NaN or infinite values")
-        if appearance_features.shape[0] != video_features.shape[0]:
-            raise ValueError("`appearance_features` must have one row per video feature")
 
     # ---------------------------------------------------------------- main entry
     @torch.no_grad()
@@ -399,24 +409,29 @@ class RGNetGroundingEngine:
             one [`VideoGroundingResult`] per query.
         """
         config = self.model.config
-        video_features = torch.as_tensor(video_features)
-        if isinstance(text_features, (list, tuple)):
+        if max_queries_per_group is not None:
+            max_queries_per_group = _count_or_default(max_queries_per_group, None, "max_queries_per_group")
+        video_features = _as_tensor(video_features, "video_features")
+        if isinstance(text_features, (list, tuple)) and not _is_one_query(text_features):
             if len(text_features) == 0:
                 raise ValueError("no query given (`text_features` is an empty list)")
             if text_mask is not None:
                 raise ValueError("`text_mask` is for padded `text_features`; a list of queries is padded here")
-            text_features, text_mask = pad_sequences(list(text_features), "text_features")
-        text_features = torch.as_tensor(text_features)
+            queries = [_as_tensor(query, f"text_features[{index}]") for index, query in enumerate(text_features)]
+            text_features, text_mask = pad_sequences(queries, "text_features")
+        text_features = _as_tensor(text_features, "text_features")
         if text_features.dim() == 2:
             text_features = text_features.unsqueeze(0)
         if text_mask is None:
             text_mask = torch.ones(text_features.shape[:2])
-        text_mask = torch.as_tensor(text_mask)
+        text_mask = _as_tensor(text_mask, "text_mask")
         if text_mask.dim() == 1:
             text_mask = text_mask.unsqueeze(0)
-        appearance = video_features if appearance_features is None else torch.as_tensor(appearance_features)
+        appearance = (
+            video_features if appearance_features is None else _as_tensor(appearance_features, "appearance_features")
+        )
         if sentence_features is not None:
-            sentence_features = torch.as_tensor(sentence_features)
+            sentence_features = _as_tensor(sentence_features, "sentence_features")
             if sentence_features.dim() == 1:
                 sentence_features = sentence_features.unsqueeze(0)
         self._validate(video_features, text_features, text_mask, sentence_features, appearance)
@@ -506,6 +521,7 @@ class RGNetGroundingEngine:
         window_logits, kept = self._score_windows(
             group, grid, scorer_inputs, rows_per_chunk, keep_states, retrieval_only
         )
+        _check_model_outputs("window logits", window_logits, self.window_scorer or self.model)
         ranking = rank_windows(window_logits.view(len(group.query_ids), grid.num_windows), top_k)
         offsets = torch.arange(len(group.query_ids))[:, None] * grid.num_windows
         if self.rescore_windows is not None:
@@ -513,6 +529,7 @@ class RGNetGroundingEngine:
         decoded_windows = ranking.order if decode_all_windows else ranking.order[:, :top_k]
         decoded_rows = (offsets + decoded_windows.cpu()).flatten()
         logits, spans = self._decode_rows(group, grid, inputs, decoded_rows, kept, rows_per_chunk)
+        _check_model_outputs("moment predictions", torch.cat([logits.flatten(), spans.flatten()]), self.model)
         window_scores = torch.sigmoid(window_logits[decoded_rows.to(window_logits.device)])
         window_rows = self._window_predictions(
             group,
@@ -700,6 +717,58 @@ class RGNetGroundingEngine:
                 )
             )
         return results
+
+
+def _count_or_default(value: int | None, default: int | None, name: str) -> int | None:
+    """`value` checked to be an int >= 1, or `default` when `value` is None."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1 (or None for the default), got {value!r}")
+    return int(value)
+
+
+def _is_one_query(values: list | tuple) -> bool:
+    """Whether a list of text features is one query as nested lists of numbers (`(Lq, D)` or `(D,)`) rather than a
+    list of queries."""
+    first = values[0] if values else None
+    if isinstance(first, (list, tuple)):
+        first = first[0] if first else None
+    return isinstance(first, numbers.Real)
+
+
+def _as_tensor(value: Any, name: str) -> torch.Tensor:
+    """A tensor from a tensor, an array or a nested list of numbers; a ragged or non-numeric list is refused by
+    name (torch's own errors do not say which input is wrong)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, torch.Tensor) for item in value):
+        if len({tuple(item.shape) for item in value}) > 1:
+            raise ValueError(f"`{name}` is a list of tensors of different shapes: give one array")
+        return torch.stack(list(value))
+    try:
+        array = np.asarray(value)
+    except ValueError as error:
+        raise ValueError(
+            f"`{name}` is a ragged nested list (rows of different lengths): give one array of rows of one length"
+        ) from error
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"`{name}` must hold numbers, got an array of dtype {array.dtype}")
+    return torch.as_tensor(array)
+
+
+def _check_model_outputs(name: str, outputs: torch.Tensor, model: RGNetForVideoGrounding) -> None:
+    """The inputs were checked finite, so non-finite outputs mean the weights are not finite or the inputs
+    overflowed inside the model; say which instead of failing later on NaN scores."""
+    if torch.isfinite(outputs).all():
+        return
+    if not all(bool(torch.isfinite(parameter).all()) for parameter in model.parameters()):
+        raise ValueError(f"the model's {name} are NaN or infinite: the model's weights contain NaN or infinite values")
+    raise ValueError(
+        f"the model's {name} are NaN or infinite although the inputs are finite: the inputs overflowed inside the "
+        f"model (values too large). The features are expected at the scale of un-normalised CLIP features "
+        f"(magnitudes around 1), as extracted; check how they were scaled"
+    )
 
 
 def _all_finite(tensor: torch.Tensor, rows_per_check: int = 4096) -> bool:
