@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -246,6 +247,46 @@ def test_config_validation_accepts_every_preset_and_saved_folder(tmp_path, parit
 
     for fixture in parity_fixtures.values():
         converted_model(fixture)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# loading
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPModel
+
+    folder = tmp_path_factory.mktemp("clip")
+    sizes = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(text_config=sizes, vision_config=dict(sizes, image_size=32, patch_size=16), projection_dim=8)
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_another_model_folder_is_refused_everywhere(clip_folder, feature_files, capsys):
+    from transformers import pipeline
+
+    message = re.escape(f"{clip_folder} is not an RGNet model folder (model_type 'clip')")
+    with pytest.raises(ValueError, match=message):
+        RGNetForVideoGrounding.from_pretrained(clip_folder)
+    with pytest.raises(ValueError, match=message):
+        RGNetConfig.from_pretrained(clip_folder)
+    with pytest.raises(ValueError, match=message):
+        pipeline("video-grounding", model=str(clip_folder))
+    video, text = str(feature_files / "video.npy"), str(feature_files / "text.npy")
+    assert cli_main(_ground_args(str(clip_folder), video, text)) == 2
+    error = capsys.readouterr().err
+    assert f"{clip_folder} is not an RGNet model folder (model_type 'clip')" in error and "Traceback" not in error
+
+
+def test_weights_with_nan_are_refused_on_loading(tmp_path):
+    model = RGNetForVideoGrounding(tiny_config())
+    with torch.no_grad():
+        dict(model.named_parameters())["model.retrieval_token"].view(-1)[0] = float("nan")
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path}: the weights contain NaN or infinite values")):
+        RGNetForVideoGrounding.from_pretrained(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -399,6 +399,18 @@ class RGNetConfig(PreTrainedConfig):
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict, dict]:
+        """The base class only warns on another model type and then builds an RGNet config from unrelated fields
+        (a CLIP folder loads random RGNet weights); refuse it by name instead."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type is not None and model_type != cls.model_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not an RGNet model folder (model_type {model_type!r})"
+            )
+        return config_dict, kwargs
+
+    @classmethod
     def preset_names(cls) -> list[str]:
         return list(_PRESETS)
 

@@ -731,6 +731,24 @@ class RGNetPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["RGNetEncoderLayer", "RGNetDecoderLayer", "RGNetTextToVideoLayer"]
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """[`PreTrainedModel.from_pretrained`], refusing weights that hold NaN or infinite values (a damaged or
+        diverged checkpoint would otherwise load silently and ground nothing sensible)."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # `output_loading_info=True`
+        bad = [
+            name
+            for name, parameter in model.named_parameters()
+            if parameter.device.type != "meta" and not bool(torch.isfinite(parameter).all())
+        ]
+        if bad:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights contain NaN or infinite values ({len(bad)} tensors, "
+                f"first `{bad[0]}`); the checkpoint is damaged or comes from a diverged training run"
+            )
+        return loaded
+
     def _init_weights(self, module: nn.Module) -> None:
         # The official initialisation: xavier-uniform for every matrix inside the encoder and decoder (tagged at
         # construction, see `_tag_linear_init`), PyTorch defaults elsewhere, N(0, 1) for the retrieval token, its

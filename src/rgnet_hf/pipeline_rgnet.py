@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, Pipeline
 
+from .configuration_rgnet import RGNetConfig
 from .inference_rgnet import RGNetGroundingEngine
 from .processing_rgnet import RGNetProcessor
 from .windowing import _check_seconds_per_feature
@@ -134,6 +135,10 @@ class VideoGroundingPipeline(Pipeline):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        # The task loads any folder through AutoModel; another model's config has none of the grounding fields.
+        model_type = getattr(self.model.config, "model_type", None)
+        if model_type != RGNetConfig.model_type:
+            raise ValueError(f"{self.model.name_or_path} is not an RGNet model folder (model_type {model_type!r})")
         self.engine = RGNetGroundingEngine(self.model, memory_budget_bytes=memory_budget_bytes)
         if self.processor is None:
             self.processor = _default_processor(self.model)
