@@ -289,6 +289,15 @@ def test_bad_input_raises_clear_errors(predictions, references, kwargs, message)
         recall_at_k(predictions, references, **kwargs)
 
 
+@pytest.mark.parametrize("time", [2e38, 1e39])
+def test_float32_metrics_refuse_times_that_overflow(time):
+    predictions, references = [[[-time, time]]], [[0.0, time / 2]]
+    for metric in (recall_at_k, mean_iou_top1):
+        with pytest.raises(ValueError, match="too large for the float32 IoU"):
+            metric(predictions, references, iou_dtype="float32")
+    assert mean_iou_top1(predictions, references, iou_dtype="float64") == 0.25
+
+
 def test_bad_input_raises_through_evaluate(isolated_evaluate):
     evaluate, hf_home = isolated_evaluate
     metric = evaluate.load(METRIC_PATH, "mad", cache_dir=str(hf_home / "metrics"))

@@ -178,6 +178,15 @@ def temporal_iou(predicted_spans, reference_span, iou_dtype: str = "float64") ->
 
 
 def _iou_with_reference(spans: np.ndarray, reference: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    # The hull length `end - start` of times up to half the dtype's largest value stays finite; larger times would
+    # give an infinite hull or NaN IoU (float32 overflows past 1.7e38 s), so they are refused instead.
+    limit = float(np.finfo(dtype).max) / 2
+    largest = max(float(np.abs(spans[:, :2]).max(initial=0.0)), float(np.abs(reference[:2]).max()))
+    if largest > limit:
+        raise ValueError(
+            f"a time of {largest:g} s is too large for the {np.dtype(dtype).name} IoU (|time| must be <= "
+            f"{limit:.3g} s); check the times' unit, or use iou_dtype='float64'"
+        )
     return hull_iou(spans[:, :2].astype(dtype), reference[:2].astype(dtype))
 
 
