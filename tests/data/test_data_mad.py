@@ -238,6 +238,13 @@ def test_summary(mad_release):
     assert summary["validation"]["moments"]["zero_length"] == 1
 
 
+@pytest.mark.parametrize("value", [-0.2, 0.0, float("nan")])
+def test_a_non_positive_feature_rate_is_refused(mad_release, value):
+    paths, _, _, _ = mad_release
+    with pytest.raises(ValueError, match="`seconds_per_feature` must be a finite number > 0"):
+        _load(paths, seconds_per_feature=value)
+
+
 def test_split_selection_and_missing_files(mad_release):
     paths, _, _, _ = mad_release
     only_test = _load(paths, splits=["test"])

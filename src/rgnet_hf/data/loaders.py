@@ -25,6 +25,7 @@ import datasets
 import numpy as np
 
 from ..configuration_rgnet import EGO4D_SECONDS_PER_FEATURE, MAD_SECONDS_PER_FEATURE
+from ..windowing import _check_seconds_per_feature
 from .annotations import (
     MAD_SPLIT_FILES,
     DataReport,
@@ -341,6 +342,8 @@ def _build(
 ) -> GroundingDatasetDict:
     if on_missing_features not in ("raise", "drop"):
         raise ValueError(f"on_missing_features must be 'raise' or 'drop', got {on_missing_features!r}")
+    # A rate <= 0 would silently drop every training moment as starting after the end of its features.
+    seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
     report = DataReport(dataset_name)
     result = GroundingDatasetDict()
     for split, rows, split_report, sources, training in splits:
