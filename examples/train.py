@@ -25,6 +25,10 @@ def parse_config(argv: list[str] | None = None) -> TrainingConfig:
     args, rest = parser.parse_known_args(argv)
     with open(args.config) as handle:
         values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise SystemExit(
+            f"error: {args.config}: a recipe maps TrainingConfig fields to values, got a {type(values).__name__}"
+        )
     fields = {f.name for f in dataclasses.fields(TrainingConfig)}
     if len(rest) % 2:
         raise SystemExit(f"overrides come in pairs (--name value); got {rest}")
@@ -40,7 +44,9 @@ def parse_config(argv: list[str] | None = None) -> TrainingConfig:
                 pass
         section, _, key = name.partition(".")
         if key and section in ("data", "model"):
-            values.setdefault(section, {})[key] = value
+            if not isinstance(values.setdefault(section, {}), dict):
+                raise SystemExit(f"error: {args.config}: {section} must be a mapping to take {flag}")
+            values[section][key] = value
         elif name in fields:
             values[name] = value
         else:

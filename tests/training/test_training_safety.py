@@ -107,6 +107,31 @@ def test_training_config_is_validated_before_anything_runs(release, tmp_path, ch
     assert not (tmp_path / "run").exists()
 
 
+def test_recipe_lists_files_and_missing_folders_get_clear_errors(release, tmp_path):
+    with pytest.raises(ValueError, match="a training recipe must be a mapping of TrainingConfig fields.*got a list"):
+        TrainingConfig.from_dict([{"output_dir": str(tmp_path)}])
+    with pytest.raises(ValueError, match="model must be a mapping"):
+        _config(release, tmp_path / "run", model=[dict(TINY_MODEL)])
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ValueError, match="output_dir .*a_file is a file, not a folder"):
+        _config(release, tmp_path / "a_file")
+    with pytest.raises(ValueError, match="init_from .*no-such-run/final: no such model folder"):
+        _config(release, tmp_path / "run", init_from=str(tmp_path / "no-such-run" / "final"))
+    assert not (tmp_path / "run").exists()
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from train import parse_config
+    finally:
+        sys.path.pop(0)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump([dict(output_dir=str(tmp_path / "o"))]))
+    with pytest.raises(SystemExit, match="recipe.yaml: a recipe maps TrainingConfig fields to values, got a list"):
+        parse_config(["--config", str(recipe)])
+    recipe.write_text(yaml.safe_dump(dict(output_dir=str(tmp_path / "o"), data=release[0], model=[1])))
+    with pytest.raises(SystemExit, match="model must be a mapping to take --model.hidden_size"):
+        parse_config(["--config", str(recipe), "--model.hidden_size", "64"])
+
+
 def test_unknown_top_level_option_suggests_the_field(release, tmp_path):
     with pytest.raises(ValueError, match=r"unknown training options: learning_rat \(did you mean 'learning_rate'"):
         _config(release, tmp_path, learning_rat=1e-3)

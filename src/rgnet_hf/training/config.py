@@ -7,7 +7,9 @@ import difflib
 import inspect
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,11 @@ def _check_integer(config, name: str, minimum: int, optional: bool = False) -> N
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+
+
+def _is_local_path(name: str) -> bool:
+    """A local folder name rather than a Hub id (`owner/name`), as the command line tells them apart."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def _check_model_keys(model: Any) -> None:
@@ -138,6 +145,11 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainingConfig:
+        if not isinstance(values, Mapping):
+            raise ValueError(
+                f"a training recipe must be a mapping of TrainingConfig fields (name: value), got a "
+                f"{type(values).__name__}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -152,6 +164,8 @@ class TrainingConfig:
         for name in ("output_dir", "train_split", "preset"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise ValueError(f"output_dir {self.output_dir} is a file, not a folder: choose another output_dir")
         if self.preset not in RGNetConfig.preset_names():
             raise ValueError(f"preset must be one of {', '.join(RGNetConfig.preset_names())}, got {self.preset!r}")
         for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "log_every_steps"):
@@ -188,6 +202,10 @@ class TrainingConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be a string or null, got {value!r}")
+        if self.init_from is not None and _is_local_path(self.init_from) and not Path(self.init_from).is_dir():
+            raise ValueError(
+                f"init_from {self.init_from}: no such model folder (a saved RGNet folder, or a Hub id owner/name)"
+            )
         _check_model_keys(self.model)
         _check_data_keys(self.data)
 
