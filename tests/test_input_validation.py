@@ -168,6 +168,14 @@ def test_engine_says_when_huge_inputs_overflow_inside_the_model(engine, scale):
         engine.ground(video, text)
 
 
+@pytest.mark.parametrize("name", ["appearance_features", "sentence_features"])
+def test_engine_refuses_matching_features_whose_norm_overflows(engine, name):
+    inputs = dict(appearance_features=torch.randn(100, 24), sentence_features=torch.randn(2, 24))
+    inputs[name] = inputs[name] * 1e30
+    with pytest.raises(ValueError, match=f"`{name}` overflow float32.*un-normalised CLIP"):
+        engine.ground(torch.randn(100, 24), torch.randn(2, 5, 16), **inputs)
+
+
 @pytest.mark.parametrize("name", ["top_k_windows", "max_predictions", "max_predictions_before_nms"])
 @pytest.mark.parametrize("value", [0, -2])
 def test_engine_refuses_zero_counts_instead_of_the_config_default(engine, name, value):

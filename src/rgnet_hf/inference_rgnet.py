@@ -372,6 +372,16 @@ class RGNetGroundingEngine:
                 )
             if not torch.isfinite(sentence_features).all():
                 raise ValueError("`sentence_features` contain NaN or infinite values")
+            # The matching score normalises both in float32: an overflowing norm would make every cosine 0.
+            for name, features in (
+                ("sentence_features", sentence_features),
+                ("appearance_features", appearance_features),
+            ):
+                if not _all_finite(features, transform=lambda part: part.float().norm(dim=-1)):
+                    raise ValueError(
+                        f"`{name}` overflow float32 (a row's norm is infinite: values too large); the features are "
+                        f"expected at the scale of un-normalised CLIP features (magnitudes around 1), as extracted"
+                    )
 
     # ---------------------------------------------------------------- main entry
     @torch.no_grad()
@@ -771,9 +781,15 @@ def _check_model_outputs(name: str, outputs: torch.Tensor, model: RGNetForVideoG
     )
 
 
-def _all_finite(tensor: torch.Tensor, rows_per_check: int = 4096) -> bool:
-    """`torch.isfinite(tensor).all()` without a mask as large as a whole video's features."""
-    return all(bool(torch.isfinite(part).all()) for part in tensor.split(rows_per_check))
+def _all_finite(
+    tensor: torch.Tensor,
+    rows_per_check: int = 4096,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> bool:
+    """`torch.isfinite(tensor).all()` (of `transform(tensor)` when given, computed per block of rows) without a mask
+    as large as a whole video's features."""
+    parts = tensor.split(rows_per_check)
+    return all(bool(torch.isfinite(part if transform is None else transform(part)).all()) for part in parts)
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
