@@ -571,3 +571,44 @@ def test_two_videos_with_one_stem_never_share_a_cache_entry(assets, tmp_path, ca
     # The same file again is simply done already.
     assert cli_main(extract + ["--video", str(first)]) == 0
     assert "1 already done" in capsys.readouterr().out
+
+
+def test_an_output_that_is_not_hdf5_is_refused_before_any_work(assets, tmp_path, capsys):
+    notes = tmp_path / "notes.h5"
+    notes.write_text("my notes, not a cache")
+    arguments = ["extract", "--video", str(assets["long_video"]), "--output", str(notes), "--no-progress"]
+    # A missing encoder folder would fail later: the output is checked first.
+    assert cli_main(arguments + ["--encoder", str(tmp_path / "no_encoder")]) == 2
+    error = capsys.readouterr().err
+    assert str(notes) in error and "not an HDF5 file" in error and "Traceback" not in error
+    assert notes.read_text() == "my notes, not a cache"
+
+
+def test_a_full_disk_during_the_merge_keeps_the_previous_cache_and_the_parts(assets, encoders, tmp_path, monkeypatch):
+    import errno
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "a.mp4", PALETTE[:2], fps=5)
+    make_test_video(folder / "b.mp4", PALETTE[2:4], fps=5)
+    output = tmp_path / "features.h5"
+    encoder = encoders["clip"]
+    videos = list_videos(folder)
+    extract_video_features(encoder, videos[:1], output, 0.5, progress=False)
+    before = output.read_bytes()
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Group, "copy", disk_full)
+    with pytest.raises(OSError, match="disk is full") as raised:
+        extract_video_features(encoder, videos, output, 0.5, progress=False)
+    assert str(output) in str(raised.value)
+    assert output.read_bytes() == before and not (tmp_path / "features.h5.tmp").exists()
+    assert (tmp_path / "features.h5.parts" / "b.h5").exists()
+    monkeypatch.undo()
+    # The rerun merges the kept part without encoding it again.
+    report = extract_video_features(encoder, videos, output, 0.5, progress=False)
+    assert report.skipped == ["a", "b"]
+    with h5py.File(output, "r") as handle:
+        assert sorted(handle) == ["a", "b"]

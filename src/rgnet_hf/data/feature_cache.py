@@ -25,6 +25,7 @@ runs as one process.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Sequence
@@ -79,6 +80,23 @@ def list_videos(path: str | os.PathLike) -> list[Path]:
             raise ValueError(f"{stems[video.stem].name} and {video.name} would share the key {video.stem!r}")
         stems[video.stem] = video
     return videos
+
+
+def check_output(output: str | os.PathLike) -> Path:
+    """Refuse an `--output` that cannot be a feature cache, before any encoder is loaded or video decoded."""
+    import h5py
+
+    output = Path(output)
+    if output.suffix.lower() not in (".h5", ".hdf5"):
+        raise ValueError(f"--output must be an .h5 file, got {output}")
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder: give the path of an .h5 file")
+    if output.exists() and not h5py.is_hdf5(output):
+        raise ValueError(
+            f"--output {output} exists and is not an HDF5 file: it would be overwritten; "
+            "give another --output or move that file away"
+        )
+    return output
 
 
 def _parts_dir(output: Path) -> Path:
@@ -172,19 +190,29 @@ def merge_parts(output: str | os.PathLike, encoder: str, seconds_per_feature: fl
         return []
     temporary = output.with_name(output.name + ".tmp")
     added = []
-    with h5py.File(temporary, "w") as merged:
-        merged.attrs["encoder"] = encoder
-        merged.attrs["seconds_per_feature"] = seconds_per_feature
-        if output.exists():
-            with h5py.File(output, "r") as previous:
-                for key in previous:
-                    previous.copy(previous[key], merged, name=key)
-        for part in parts:
-            with h5py.File(part, "r") as source:
-                if part.stem in merged:
-                    del merged[part.stem]
-                source.copy(source[part.stem], merged, name=part.stem)
-                added.append(part.stem)
+    try:
+        with h5py.File(temporary, "w") as merged:
+            merged.attrs["encoder"] = encoder
+            merged.attrs["seconds_per_feature"] = seconds_per_feature
+            if output.exists():
+                with h5py.File(output, "r") as previous:
+                    for key in previous:
+                        previous.copy(previous[key], merged, name=key)
+            for part in parts:
+                with h5py.File(part, "r") as source:
+                    if part.stem in merged:
+                        del merged[part.stem]
+                    source.copy(source[part.stem], merged, name=part.stem)
+                    added.append(part.stem)
+    except OSError as error:
+        # A half-written merge is useless; the output and the parts are untouched, so a rerun can merge again.
+        temporary.unlink(missing_ok=True)
+        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+        raise OSError(
+            error.errno,
+            f"could not write {output} ({reason}): it is unchanged and the finished videos are kept in "
+            f"{parts_dir}; free space (or fix the cause) and rerun the same extract to merge them",
+        ) from error
     os.replace(temporary, output)
     shutil.rmtree(parts_dir)
     return added
@@ -220,9 +248,7 @@ def extract_video_features(
     """
     if not seconds_per_feature > 0:
         raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
-    output = Path(output)
-    if output.suffix.lower() not in (".h5", ".hdf5"):
-        raise ValueError(f"--output must be an .h5 file, got {output}")
+    output = check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     name = encoder.name or type(encoder).__name__
     done = _done_keys(output, name, seconds_per_feature)

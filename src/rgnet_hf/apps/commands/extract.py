@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from ...data.feature_cache import extract_video_features, list_videos
+    from ...data.feature_cache import check_output, extract_video_features, list_videos
     from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
 
     if (args.encoder is None) == (args.model is None):
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
+    check_output(args.output)
     from accelerate.utils import parse_flag_from_env
 
     # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
