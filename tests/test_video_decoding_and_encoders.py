@@ -612,3 +612,17 @@ def test_a_full_disk_during_the_merge_keeps_the_previous_cache_and_the_parts(ass
     assert report.skipped == ["a", "b"]
     with h5py.File(output, "r") as handle:
         assert sorted(handle) == ["a", "b"]
+
+
+def test_extract_on_a_folder_names_what_it_skipped(assets, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "a.mp4", PALETTE[:2], fps=5)
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "more").mkdir()
+    arguments = ["extract", "--video", str(folder), "--output", str(tmp_path / "f.h5"), "--no-progress"]
+    assert cli_main(arguments + ["--encoder", str(assets["clip"]), "--seconds-per-feature", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 not a video by extension" in out and "notes.txt" in out
+    assert "skipped 1 folders" in out and "more" in out
+    assert "1 video(s) encoded" in out

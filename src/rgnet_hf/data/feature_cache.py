@@ -38,6 +38,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "ExtractionReport",
     "check_cache_entry_fits",
+    "entries_not_listed",
     "entry_source_problem",
     "extract_video_features",
     "list_videos",
@@ -80,6 +81,24 @@ def list_videos(path: str | os.PathLike) -> list[Path]:
             raise ValueError(f"{stems[video.stem].name} and {video.name} would share the key {video.stem!r}")
         stems[video.stem] = video
     return videos
+
+
+def entries_not_listed(path: str | os.PathLike) -> dict[str, list[str]]:
+    """What `list_videos` leaves out of a folder, so that a run can say so: reason -> sorted names."""
+    path = Path(path)
+    if not path.is_dir():
+        return {}
+    skipped: dict[str, list[str]] = {}
+    for entry in sorted(path.iterdir()):
+        if entry.is_dir():
+            reason = "folders (only the files directly inside are read)"
+        elif not entry.is_file() or entry.suffix.lower() not in VIDEO_EXTENSIONS:
+            reason = f"not a video by extension ({', '.join(VIDEO_EXTENSIONS)})"
+        else:
+            continue
+        # backslashreplace: a name that is not valid UTF-8 still prints.
+        skipped.setdefault(reason, []).append(entry.name.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return skipped
 
 
 def check_output(output: str | os.PathLike) -> Path:

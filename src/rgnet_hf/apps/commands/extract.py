@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from ...data.feature_cache import check_output, extract_video_features, list_videos
+    from ...data.feature_cache import check_output, entries_not_listed, extract_video_features, list_videos
     from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
 
     if (args.encoder is None) == (args.model is None):
@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     videos = list_videos(args.video)
+    if state.is_main_process:
+        for reason, names in entries_not_listed(args.video).items():
+            print(f"{args.video}: skipped {len(names)} {reason}: {', '.join(names)}")
     device = args.device or state.device
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
     seconds_per_feature = args.seconds_per_feature
