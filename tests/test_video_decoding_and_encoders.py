@@ -626,3 +626,39 @@ def test_extract_on_a_folder_names_what_it_skipped(assets, tmp_path, capsys):
     assert "skipped 1 not a video by extension" in out and "notes.txt" in out
     assert "skipped 1 folders" in out and "more" in out
     assert "1 video(s) encoded" in out
+
+
+@pytest.mark.parametrize("interrupted_at", ["a", "b"])
+def test_ctrl_c_during_extract_leaves_no_clutter_and_keeps_finished_videos(
+    assets, encoders, tmp_path, monkeypatch, capsys, interrupted_at
+):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "a.mp4", PALETTE[:2], fps=5)
+    make_test_video(folder / "b.mp4", PALETTE[2:4], fps=5)
+    output = tmp_path / "f.h5"
+    encoder_class = type(encoders["clip"])
+    original = encoder_class.encode_video
+
+    def interrupting(self, path, *args, **kwargs):
+        if Path(path).stem == interrupted_at:
+            raise KeyboardInterrupt
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_class, "encode_video", interrupting)
+    arguments = ["extract", "--video", str(folder), "--output", str(output), "--no-progress"]
+    arguments += ["--encoder", str(assets["clip"]), "--seconds-per-feature", "0.5"]
+    assert cli_main(arguments) == 130
+    error = capsys.readouterr().err
+    assert "interrupted" in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+    parts = tmp_path / "f.h5.parts"
+    assert not output.exists() and not list(tmp_path.glob("*.tmp"))
+    if interrupted_at == "a":
+        assert not parts.exists()
+    else:
+        assert [p.name for p in parts.iterdir()] == ["a.h5"]
+    monkeypatch.undo()
+    assert cli_main(arguments) == 0
+    assert f"{2 if interrupted_at == 'a' else 1} video(s) encoded" in capsys.readouterr().out
+    with h5py.File(output, "r") as handle:
+        assert sorted(handle) == ["a", "b"]

@@ -184,12 +184,16 @@ def _write_part(parts: Path, key: str, features: np.ndarray, attrs: dict) -> Non
 
     final = parts / f"{key}.h5"
     temporary = parts / f".{key}.h5.tmp-{os.getpid()}"
-    with h5py.File(temporary, "w") as handle:
-        handle.attrs["encoder"] = attrs["encoder"]
-        handle.attrs["seconds_per_feature"] = attrs["seconds_per_feature"]
-        dataset = handle.create_dataset(key, data=features.astype(np.float32, copy=False))
-        for name, value in attrs.items():
-            dataset.attrs[name] = value
+    try:
+        with h5py.File(temporary, "w") as handle:
+            handle.attrs["encoder"] = attrs["encoder"]
+            handle.attrs["seconds_per_feature"] = attrs["seconds_per_feature"]
+            dataset = handle.create_dataset(key, data=features.astype(np.float32, copy=False))
+            for name, value in attrs.items():
+                dataset.attrs[name] = value
+    except BaseException:  # Ctrl-C or a write error: leave no half-written temporary file behind
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, final)
 
 
@@ -286,21 +290,28 @@ def extract_video_features(
     parts.mkdir(exist_ok=True)
     # Shares are cut from the full list, so they do not depend on when each process looked at the parts.
     mine = [Path(video) for video, key in list(zip(videos, keys))[process_index::num_processes] if key not in done]
-    for video in mine:
-        try:
-            encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
-        except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
-            report.failed[video.stem] = str(error)
-            continue
-        attrs = {
-            "encoder": name,
-            "seconds_per_feature": seconds_per_feature,
-            "duration": encoded.duration,
-            "source": video.name,
-            **_source_attributes(video),
-        }
-        _write_part(parts, video.stem, encoded.features, attrs)
-        report.written.append(video.stem)
+    try:
+        for video in mine:
+            try:
+                encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
+            except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
+                report.failed[video.stem] = str(error)
+                continue
+            attrs = {
+                "encoder": name,
+                "seconds_per_feature": seconds_per_feature,
+                "duration": encoded.duration,
+                "source": video.name,
+                **_source_attributes(video),
+            }
+            _write_part(parts, video.stem, encoded.features, attrs)
+            report.written.append(video.stem)
+    except KeyboardInterrupt:
+        # Finished parts stay for the rerun; an empty parts folder is only clutter. With several processes,
+        # another one may still write into it.
+        if num_processes == 1 and not any(parts.iterdir()):
+            parts.rmdir()
+        raise
     if barrier is not None:
         barrier()
     if merge and process_index == 0:

@@ -73,16 +73,25 @@ def run(args: argparse.Namespace) -> int:
         seconds_per_feature = seconds_per_feature or config.seconds_per_feature
     else:
         encoder = load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
-    report = extract_video_features(
-        encoder,
-        videos,
-        args.output,
-        seconds_per_feature or 0.2,
-        process_index=state.process_index,
-        num_processes=state.num_processes,
-        progress=not args.no_progress and state.is_local_main_process,
-        barrier=state.wait_for_everyone,
-    )
+    try:
+        report = extract_video_features(
+            encoder,
+            videos,
+            args.output,
+            seconds_per_feature or 0.2,
+            process_index=state.process_index,
+            num_processes=state.num_processes,
+            progress=not args.no_progress and state.is_local_main_process,
+            barrier=state.wait_for_everyone,
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C is a request, not a crash: one line, and the shell's status for SIGINT.
+        print(
+            f"interrupted: {args.output} is unchanged; videos already encoded are kept and a rerun of the same "
+            "command skips them",
+            file=sys.stderr,
+        )
+        return 130
     prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
     print(
         f"{prefix}{report.output}: {len(report.written)} video(s) encoded, {len(report.skipped)} already done, "
