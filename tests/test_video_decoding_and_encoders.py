@@ -662,3 +662,23 @@ def test_ctrl_c_during_extract_leaves_no_clutter_and_keeps_finished_videos(
     assert f"{2 if interrupted_at == 'a' else 1} video(s) encoded" in capsys.readouterr().out
     with h5py.File(output, "r") as handle:
         assert sorted(handle) == ["a", "b"]
+
+
+def test_a_bad_file_name_fails_that_file_alone(assets, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "good.mp4", PALETTE[:2], fps=5)
+    long_name = "x" * 246 + ".mp4"  # 250 characters: fine for the file, too long for its temporary part file
+    for name in (b"..mp4", long_name.encode(), b"caf\xe9.mp4"):  # the last is Latin-1, not UTF-8
+        make_test_video(folder / "tmp.mp4", PALETTE[2:4], fps=5)
+        os.rename(os.fsencode(folder / "tmp.mp4"), os.fsencode(folder) + b"/" + name)
+    output = tmp_path / "f.h5"
+    arguments = ["extract", "--video", str(folder), "--output", str(output), "--no-progress"]
+    assert cli_main(arguments + ["--encoder", str(assets["clip"]), "--seconds-per-feature", "0.5"]) == 1
+    captured = capsys.readouterr()
+    assert "1 video(s) encoded" in captured.out and "3 failed" in captured.out
+    assert "'.' is not a valid HDF5 key" in captured.err and "..mp4" in captured.err
+    assert "too long" in captured.err and long_name in captured.err
+    assert "not valid UTF-8" in captured.err and "caf\\udce9" in captured.err
+    with h5py.File(output, "r") as handle:
+        assert sorted(handle) == ["good"]

@@ -96,8 +96,7 @@ def entries_not_listed(path: str | os.PathLike) -> dict[str, list[str]]:
             reason = f"not a video by extension ({', '.join(VIDEO_EXTENSIONS)})"
         else:
             continue
-        # backslashreplace: a name that is not valid UTF-8 still prints.
-        skipped.setdefault(reason, []).append(entry.name.encode("utf-8", "backslashreplace").decode("utf-8"))
+        skipped.setdefault(reason, []).append(_display_name(entry.name))
     return skipped
 
 
@@ -179,11 +178,38 @@ def entry_source_problem(video: Path, recorded: dict) -> str | None:
     return None
 
 
+def _temporary_part(parts: Path, key: str) -> Path:
+    return parts / f".{key}.h5.tmp-{os.getpid()}"
+
+
+def _key_problem(video: Path, parts: Path) -> str | None:
+    """Why `video`'s stem cannot be a cache key and part file name, checked before it is encoded; None if it can."""
+    key = video.stem
+    if key in (".", ".."):
+        return f"{video.name}: {key!r} is not a valid HDF5 key; rename the file"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8 (HDF5 keys are UTF-8); rename the file"
+    try:
+        name_max = os.pathconf(parts, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(_temporary_part(parts, key).name)) > name_max:
+        return f"{video.name}: the name is too long for its part file in {parts}; rename the file to a shorter name"
+    return None
+
+
+def _display_name(key: str) -> str:
+    # backslashreplace: a name that is not valid UTF-8 still prints.
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _write_part(parts: Path, key: str, features: np.ndarray, attrs: dict) -> None:
     import h5py
 
     final = parts / f"{key}.h5"
-    temporary = parts / f".{key}.h5.tmp-{os.getpid()}"
+    temporary = _temporary_part(parts, key)
     try:
         with h5py.File(temporary, "w") as handle:
             handle.attrs["encoder"] = attrs["encoder"]
@@ -292,6 +318,10 @@ def extract_video_features(
     mine = [Path(video) for video, key in list(zip(videos, keys))[process_index::num_processes] if key not in done]
     try:
         for video in mine:
+            problem = _key_problem(video, parts)
+            if problem is not None:
+                report.failed[_display_name(video.stem)] = problem
+                continue
             try:
                 encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
             except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
