@@ -571,3 +571,114 @@ def test_two_videos_with_one_stem_never_share_a_cache_entry(assets, tmp_path, ca
     # The same file again is simply done already.
     assert cli_main(extract + ["--video", str(first)]) == 0
     assert "1 already done" in capsys.readouterr().out
+
+
+def test_an_output_that_is_not_hdf5_is_refused_before_any_work(assets, tmp_path, capsys):
+    notes = tmp_path / "notes.h5"
+    notes.write_text("my notes, not a cache")
+    arguments = ["extract", "--video", str(assets["long_video"]), "--output", str(notes), "--no-progress"]
+    # A missing encoder folder would fail later: the output is checked first.
+    assert cli_main(arguments + ["--encoder", str(tmp_path / "no_encoder")]) == 2
+    error = capsys.readouterr().err
+    assert str(notes) in error and "not an HDF5 file" in error and "Traceback" not in error
+    assert notes.read_text() == "my notes, not a cache"
+
+
+def test_a_full_disk_during_the_merge_keeps_the_previous_cache_and_the_parts(assets, encoders, tmp_path, monkeypatch):
+    import errno
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "a.mp4", PALETTE[:2], fps=5)
+    make_test_video(folder / "b.mp4", PALETTE[2:4], fps=5)
+    output = tmp_path / "features.h5"
+    encoder = encoders["clip"]
+    videos = list_videos(folder)
+    extract_video_features(encoder, videos[:1], output, 0.5, progress=False)
+    before = output.read_bytes()
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(h5py.Group, "copy", disk_full)
+    with pytest.raises(OSError, match="disk is full") as raised:
+        extract_video_features(encoder, videos, output, 0.5, progress=False)
+    assert str(output) in str(raised.value)
+    assert output.read_bytes() == before and not (tmp_path / "features.h5.tmp").exists()
+    assert (tmp_path / "features.h5.parts" / "b.h5").exists()
+    monkeypatch.undo()
+    # The rerun merges the kept part without encoding it again.
+    report = extract_video_features(encoder, videos, output, 0.5, progress=False)
+    assert report.skipped == ["a", "b"]
+    with h5py.File(output, "r") as handle:
+        assert sorted(handle) == ["a", "b"]
+
+
+def test_extract_on_a_folder_names_what_it_skipped(assets, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "a.mp4", PALETTE[:2], fps=5)
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "more").mkdir()
+    arguments = ["extract", "--video", str(folder), "--output", str(tmp_path / "f.h5"), "--no-progress"]
+    assert cli_main(arguments + ["--encoder", str(assets["clip"]), "--seconds-per-feature", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 not a video by extension" in out and "notes.txt" in out
+    assert "skipped 1 folders" in out and "more" in out
+    assert "1 video(s) encoded" in out
+
+
+@pytest.mark.parametrize("interrupted_at", ["a", "b"])
+def test_ctrl_c_during_extract_leaves_no_clutter_and_keeps_finished_videos(
+    assets, encoders, tmp_path, monkeypatch, capsys, interrupted_at
+):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "a.mp4", PALETTE[:2], fps=5)
+    make_test_video(folder / "b.mp4", PALETTE[2:4], fps=5)
+    output = tmp_path / "f.h5"
+    encoder_class = type(encoders["clip"])
+    original = encoder_class.encode_video
+
+    def interrupting(self, path, *args, **kwargs):
+        if Path(path).stem == interrupted_at:
+            raise KeyboardInterrupt
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(encoder_class, "encode_video", interrupting)
+    arguments = ["extract", "--video", str(folder), "--output", str(output), "--no-progress"]
+    arguments += ["--encoder", str(assets["clip"]), "--seconds-per-feature", "0.5"]
+    assert cli_main(arguments) == 130
+    error = capsys.readouterr().err
+    assert "interrupted" in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+    parts = tmp_path / "f.h5.parts"
+    assert not output.exists() and not list(tmp_path.glob("*.tmp"))
+    if interrupted_at == "a":
+        assert not parts.exists()
+    else:
+        assert [p.name for p in parts.iterdir()] == ["a.h5"]
+    monkeypatch.undo()
+    assert cli_main(arguments) == 0
+    assert f"{2 if interrupted_at == 'a' else 1} video(s) encoded" in capsys.readouterr().out
+    with h5py.File(output, "r") as handle:
+        assert sorted(handle) == ["a", "b"]
+
+
+def test_a_bad_file_name_fails_that_file_alone(assets, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    make_test_video(folder / "good.mp4", PALETTE[:2], fps=5)
+    long_name = "x" * 246 + ".mp4"  # 250 characters: fine for the file, too long for its temporary part file
+    for name in (b"..mp4", long_name.encode(), b"caf\xe9.mp4"):  # the last is Latin-1, not UTF-8
+        make_test_video(folder / "tmp.mp4", PALETTE[2:4], fps=5)
+        os.rename(os.fsencode(folder / "tmp.mp4"), os.fsencode(folder) + b"/" + name)
+    output = tmp_path / "f.h5"
+    arguments = ["extract", "--video", str(folder), "--output", str(output), "--no-progress"]
+    assert cli_main(arguments + ["--encoder", str(assets["clip"]), "--seconds-per-feature", "0.5"]) == 1
+    captured = capsys.readouterr()
+    assert "1 video(s) encoded" in captured.out and "3 failed" in captured.out
+    assert "'.' is not a valid HDF5 key" in captured.err and "..mp4" in captured.err
+    assert "too long" in captured.err and long_name in captured.err
+    assert "not valid UTF-8" in captured.err and "caf\\udce9" in captured.err
+    with h5py.File(output, "r") as handle:
+        assert sorted(handle) == ["good"]

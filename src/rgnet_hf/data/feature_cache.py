@@ -25,6 +25,7 @@ runs as one process.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "ExtractionReport",
     "check_cache_entry_fits",
+    "entries_not_listed",
     "entry_source_problem",
     "extract_video_features",
     "list_videos",
@@ -79,6 +81,40 @@ def list_videos(path: str | os.PathLike) -> list[Path]:
             raise ValueError(f"{stems[video.stem].name} and {video.name} would share the key {video.stem!r}")
         stems[video.stem] = video
     return videos
+
+
+def entries_not_listed(path: str | os.PathLike) -> dict[str, list[str]]:
+    """What `list_videos` leaves out of a folder, so that a run can say so: reason -> sorted names."""
+    path = Path(path)
+    if not path.is_dir():
+        return {}
+    skipped: dict[str, list[str]] = {}
+    for entry in sorted(path.iterdir()):
+        if entry.is_dir():
+            reason = "folders (only the files directly inside are read)"
+        elif not entry.is_file() or entry.suffix.lower() not in VIDEO_EXTENSIONS:
+            reason = f"not a video by extension ({', '.join(VIDEO_EXTENSIONS)})"
+        else:
+            continue
+        skipped.setdefault(reason, []).append(_display_name(entry.name))
+    return skipped
+
+
+def check_output(output: str | os.PathLike) -> Path:
+    """Refuse an `--output` that cannot be a feature cache, before any encoder is loaded or video decoded."""
+    import h5py
+
+    output = Path(output)
+    if output.suffix.lower() not in (".h5", ".hdf5"):
+        raise ValueError(f"--output must be an .h5 file, got {output}")
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder: give the path of an .h5 file")
+    if output.exists() and not h5py.is_hdf5(output):
+        raise ValueError(
+            f"--output {output} exists and is not an HDF5 file: it would be overwritten; "
+            "give another --output or move that file away"
+        )
+    return output
 
 
 def _parts_dir(output: Path) -> Path:
@@ -142,17 +178,48 @@ def entry_source_problem(video: Path, recorded: dict) -> str | None:
     return None
 
 
+def _temporary_part(parts: Path, key: str) -> Path:
+    return parts / f".{key}.h5.tmp-{os.getpid()}"
+
+
+def _key_problem(video: Path, parts: Path) -> str | None:
+    """Why `video`'s stem cannot be a cache key and part file name, checked before it is encoded; None if it can."""
+    key = video.stem
+    if key in (".", ".."):
+        return f"{video.name}: {key!r} is not a valid HDF5 key; rename the file"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not valid UTF-8 (HDF5 keys are UTF-8); rename the file"
+    try:
+        name_max = os.pathconf(parts, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if len(os.fsencode(_temporary_part(parts, key).name)) > name_max:
+        return f"{video.name}: the name is too long for its part file in {parts}; rename the file to a shorter name"
+    return None
+
+
+def _display_name(key: str) -> str:
+    # backslashreplace: a name that is not valid UTF-8 still prints.
+    return key.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _write_part(parts: Path, key: str, features: np.ndarray, attrs: dict) -> None:
     import h5py
 
     final = parts / f"{key}.h5"
-    temporary = parts / f".{key}.h5.tmp-{os.getpid()}"
-    with h5py.File(temporary, "w") as handle:
-        handle.attrs["encoder"] = attrs["encoder"]
-        handle.attrs["seconds_per_feature"] = attrs["seconds_per_feature"]
-        dataset = handle.create_dataset(key, data=features.astype(np.float32, copy=False))
-        for name, value in attrs.items():
-            dataset.attrs[name] = value
+    temporary = _temporary_part(parts, key)
+    try:
+        with h5py.File(temporary, "w") as handle:
+            handle.attrs["encoder"] = attrs["encoder"]
+            handle.attrs["seconds_per_feature"] = attrs["seconds_per_feature"]
+            dataset = handle.create_dataset(key, data=features.astype(np.float32, copy=False))
+            for name, value in attrs.items():
+                dataset.attrs[name] = value
+    except BaseException:  # Ctrl-C or a write error: leave no half-written temporary file behind
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, final)
 
 
@@ -172,19 +239,29 @@ def merge_parts(output: str | os.PathLike, encoder: str, seconds_per_feature: fl
         return []
     temporary = output.with_name(output.name + ".tmp")
     added = []
-    with h5py.File(temporary, "w") as merged:
-        merged.attrs["encoder"] = encoder
-        merged.attrs["seconds_per_feature"] = seconds_per_feature
-        if output.exists():
-            with h5py.File(output, "r") as previous:
-                for key in previous:
-                    previous.copy(previous[key], merged, name=key)
-        for part in parts:
-            with h5py.File(part, "r") as source:
-                if part.stem in merged:
-                    del merged[part.stem]
-                source.copy(source[part.stem], merged, name=part.stem)
-                added.append(part.stem)
+    try:
+        with h5py.File(temporary, "w") as merged:
+            merged.attrs["encoder"] = encoder
+            merged.attrs["seconds_per_feature"] = seconds_per_feature
+            if output.exists():
+                with h5py.File(output, "r") as previous:
+                    for key in previous:
+                        previous.copy(previous[key], merged, name=key)
+            for part in parts:
+                with h5py.File(part, "r") as source:
+                    if part.stem in merged:
+                        del merged[part.stem]
+                    source.copy(source[part.stem], merged, name=part.stem)
+                    added.append(part.stem)
+    except OSError as error:
+        # A half-written merge is useless; the output and the parts are untouched, so a rerun can merge again.
+        temporary.unlink(missing_ok=True)
+        reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+        raise OSError(
+            error.errno,
+            f"could not write {output} ({reason}): it is unchanged and the finished videos are kept in "
+            f"{parts_dir}; free space (or fix the cause) and rerun the same extract to merge them",
+        ) from error
     os.replace(temporary, output)
     shutil.rmtree(parts_dir)
     return added
@@ -220,9 +297,7 @@ def extract_video_features(
     """
     if not seconds_per_feature > 0:
         raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
-    output = Path(output)
-    if output.suffix.lower() not in (".h5", ".hdf5"):
-        raise ValueError(f"--output must be an .h5 file, got {output}")
+    output = check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     name = encoder.name or type(encoder).__name__
     done = _done_keys(output, name, seconds_per_feature)
@@ -241,21 +316,32 @@ def extract_video_features(
     parts.mkdir(exist_ok=True)
     # Shares are cut from the full list, so they do not depend on when each process looked at the parts.
     mine = [Path(video) for video, key in list(zip(videos, keys))[process_index::num_processes] if key not in done]
-    for video in mine:
-        try:
-            encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
-        except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
-            report.failed[video.stem] = str(error)
-            continue
-        attrs = {
-            "encoder": name,
-            "seconds_per_feature": seconds_per_feature,
-            "duration": encoded.duration,
-            "source": video.name,
-            **_source_attributes(video),
-        }
-        _write_part(parts, video.stem, encoded.features, attrs)
-        report.written.append(video.stem)
+    try:
+        for video in mine:
+            problem = _key_problem(video, parts)
+            if problem is not None:
+                report.failed[_display_name(video.stem)] = problem
+                continue
+            try:
+                encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
+            except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
+                report.failed[video.stem] = str(error)
+                continue
+            attrs = {
+                "encoder": name,
+                "seconds_per_feature": seconds_per_feature,
+                "duration": encoded.duration,
+                "source": video.name,
+                **_source_attributes(video),
+            }
+            _write_part(parts, video.stem, encoded.features, attrs)
+            report.written.append(video.stem)
+    except KeyboardInterrupt:
+        # Finished parts stay for the rerun; an empty parts folder is only clutter. With several processes,
+        # another one may still write into it.
+        if num_processes == 1 and not any(parts.iterdir()):
+            parts.rmdir()
+        raise
     if barrier is not None:
         barrier()
     if merge and process_index == 0:

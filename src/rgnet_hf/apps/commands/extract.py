@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
 
-    from ...data.feature_cache import extract_video_features, list_videos
+    from ...data.feature_cache import check_output, entries_not_listed, extract_video_features, list_videos
     from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
 
     if (args.encoder is None) == (args.model is None):
@@ -47,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
+    check_output(args.output)
     from accelerate.utils import parse_flag_from_env
 
     # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     videos = list_videos(args.video)
+    if state.is_main_process:
+        for reason, names in entries_not_listed(args.video).items():
+            print(f"{args.video}: skipped {len(names)} {reason}: {', '.join(names)}")
     device = args.device or state.device
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
     seconds_per_feature = args.seconds_per_feature
@@ -69,16 +73,25 @@ def run(args: argparse.Namespace) -> int:
         seconds_per_feature = seconds_per_feature or config.seconds_per_feature
     else:
         encoder = load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
-    report = extract_video_features(
-        encoder,
-        videos,
-        args.output,
-        seconds_per_feature or 0.2,
-        process_index=state.process_index,
-        num_processes=state.num_processes,
-        progress=not args.no_progress and state.is_local_main_process,
-        barrier=state.wait_for_everyone,
-    )
+    try:
+        report = extract_video_features(
+            encoder,
+            videos,
+            args.output,
+            seconds_per_feature or 0.2,
+            process_index=state.process_index,
+            num_processes=state.num_processes,
+            progress=not args.no_progress and state.is_local_main_process,
+            barrier=state.wait_for_everyone,
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C is a request, not a crash: one line, and the shell's status for SIGINT.
+        print(
+            f"interrupted: {args.output} is unchanged; videos already encoded are kept and a rerun of the same "
+            "command skips them",
+            file=sys.stderr,
+        )
+        return 130
     prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
     print(
         f"{prefix}{report.output}: {len(report.written)} video(s) encoded, {len(report.skipped)} already done, "
