@@ -100,3 +100,44 @@ def run_without_rgnet_hf(script: str, hf_home, timeout: int = 300):
         env=env,
         timeout=timeout,
     )
+
+
+# The official released sizes per configuration (what the converter and the presets must reproduce).
+RELEASED_SIZES = {
+    "mad": {
+        "hidden_dim": 256,
+        "nheads": 8,
+        "dim_feedforward": 2048,
+        "max_v_l": 900,
+        "max_q_l": 25,
+        "v_motion_feat_dim": 512,
+        "v_appear_feat_dim": 512,
+        "t_feat_dim": 512,
+    },
+    "ego4d": {
+        "hidden_dim": 256,
+        "nheads": 8,
+        "dim_feedforward": 2048,
+        "max_v_l": 90,
+        "max_q_l": 20,
+        "v_motion_feat_dim": 256,
+        "v_appear_feat_dim": 256,
+        "t_feat_dim": 512,
+    },
+}
+
+
+def random_grounding_inputs(config, batch_size: int = 3, num_frames: int = 12, num_tokens: int = 4):
+    """Random `(batch, frames, D)` inputs with some padded frames and tokens, for forward passes."""
+    generator = torch.Generator().manual_seed(1)
+    video_mask = torch.ones(batch_size, num_frames)
+    video_mask[1:, num_frames - 3 :] = 0
+    text_mask = torch.ones(batch_size, num_tokens)
+    text_mask[0, -1] = 0
+    return {
+        "video_features": torch.randn(batch_size, num_frames, config.video_feature_size, generator=generator)
+        * video_mask[..., None],
+        "video_mask": video_mask,
+        "text_features": torch.randn(batch_size, num_tokens, config.text_feature_size, generator=generator),
+        "text_mask": text_mask,
+    }
