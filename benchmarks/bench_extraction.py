@@ -4,8 +4,11 @@ A synthetic H.264 video (moving gradient, `--seconds` long, `--width` x `--heigh
 then, on the CPU and on CUDA when available:
 
 - `decode`: PyAV decoding and sampling at the feature rate alone (features per second of wall time);
-- `extract`: the whole extraction (decode, the encoder's image processor, the image encoder in batches), as
-  `rgnet-hf extract` runs it;
+- `encode_only`: the image encoder alone on the sampled frames, already through the image processor, in batches
+  (the limit the extraction can reach);
+- `sequential_extract`: decoding, the image processor and the encoder one after the other in one thread (baseline);
+- `extract`: the whole extraction as `rgnet-hf extract` runs it (reading and the image processor in a background
+  thread, ahead of the encoder);
 - `ground`: `RGNetGroundingEngine.ground` on the extracted features with one query (MAD preset, full size).
 
 The image encoder is a CLIP with the ViT-B/32 architecture (`CLIPConfig()` defaults: 224 x 224, patch 32, 12 layers,
@@ -73,6 +76,38 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
     encoder = build_encoder(args.encoder, device, dtype, args.batch_size)
     encoder.encode_video(video, spf, progress=False)  # warm-up (allocations, kernels)
     synchronize()
+
+    # The image encoder alone: the distinct sampled frames, already through the image processor, in batches.
+    distinct = []
+    for _, frame in iter_sampled_frames(video, spf):
+        if not distinct or frame is not distinct[-1]:
+            distinct.append(frame)
+    pixels = [encoder.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0] for frame in distinct]
+    batches = [torch.stack(pixels[i : i + args.batch_size]) for i in range(0, len(pixels), args.batch_size)]
+    del pixels
+    start = time.perf_counter()
+    for batch in batches:
+        encoder._encode_pixels(batch)
+    synchronize()
+    encode_only_s = time.perf_counter() - start
+    del batches
+
+    # Baseline: decode, image processor and encoder one after the other in one thread.
+    start = time.perf_counter()
+    batch, previous = [], None
+    for _, frame in iter_sampled_frames(video, spf):
+        if frame is not previous:
+            previous = frame
+            batch.append(encoder.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
+            if len(batch) == args.batch_size:
+                encoder._encode_pixels(torch.stack(batch))
+                batch = []
+    if batch:
+        encoder._encode_pixels(torch.stack(batch))
+    synchronize()
+    sequential_s = time.perf_counter() - start
+
+    # The whole extraction as `rgnet-hf extract` runs it (reading and the image processor in a thread).
     start = time.perf_counter()
     encoded = encoder.encode_video(video, spf, progress=False)
     synchronize()
@@ -101,8 +136,13 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
         "features": num_features,
         "decode_s": round(decode_s, 3),
         "decode_features_per_s": round(decoded / decode_s, 1),
+        "encode_only_s": round(encode_only_s, 3),
+        "encode_only_features_per_s": round(len(distinct) / encode_only_s, 1),
+        "sequential_extract_s": round(sequential_s, 3),
         "extract_s": round(extract_s, 3),
         "extract_features_per_s": round(per_second, 1),
+        "extract_over_encode_only_throughput": round(encode_only_s / extract_s, 3),
+        "extract_speedup_over_sequential": round(sequential_s / extract_s, 3),
         "video_seconds_per_wall_second": round(num_features * spf / extract_s, 2),
         "ground_s_one_query": round(ground_s, 3),
         "extract_over_ground": round(extract_s / ground_s, 1),

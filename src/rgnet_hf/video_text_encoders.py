@@ -237,48 +237,36 @@ class VideoTextEncoder:
         total: int | None = None,
         progress: bool = True,
         description: str = "encoding frames",
+        prefetch_batches: int = 2,
     ) -> np.ndarray:
         """Encode `(feature_index, frame)` pairs (indices 0, 1, ... in order) in batches of `batch_size`.
 
         Each distinct frame goes through the image processor and the encoder once: a frame repeated for consecutive
         indices (a still scene, or a gap in the timestamps, where one frame covers hours) is encoded once and its
-        features copied. What is held is at most `batch_size` processed frames (e.g. 3 x 224 x 224 floats each),
-        whatever the video's resolution and length. Returns `(T, video_feature_size)` float32.
+        features copied. Reading `frames` (decoding, for a video) and the image processor run in a background thread,
+        up to `prefetch_batches` batches ahead of the encoder, so the encoder does not wait on them; the batches and
+        so the features are the same as encoding them one after the other. What is held is at most
+        `prefetch_batches + 2` batches of processed frames (e.g. 3 x 224 x 224 floats each), whatever the video's
+        resolution and length. Returns `(T, video_feature_size)` float32.
         """
-        from array import array
-
         from tqdm.auto import tqdm
 
+        if prefetch_batches < 1:
+            raise ValueError(f"prefetch_batches must be >= 1, got {prefetch_batches}")
+        prepared = _PreparedFrameBatches(frames, self.image_processor, self.batch_size, prefetch_batches)
         chunks: list[np.ndarray] = []
-        batch: list[torch.Tensor] = []
-        rows = array("q")  # feature index -> row among the distinct frames
-        previous = None
-        distinct = -1
-        pending = 0
         with tqdm(total=total, desc=description, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
-            for expected, (index, frame) in enumerate(frames):
-                if index != expected:
-                    raise ValueError(f"frame indices must run 0, 1, ...: got {index} at position {expected}")
-                if frame is not previous:
-                    previous = frame
-                    distinct += 1
-                    batch.append(self.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
-                    if len(batch) == self.batch_size:
-                        chunks.append(self._encode_pixels(torch.stack(batch)).numpy())
-                        batch = []
-                        bar.update(pending)
-                        pending = 0
-                rows.append(distinct)
-                pending += 1
-            if batch:
-                chunks.append(self._encode_pixels(torch.stack(batch)).numpy())
-            bar.update(pending)
+            for pixel_values, num_indices in prepared:
+                if pixel_values is not None:
+                    chunks.append(self._encode_pixels(pixel_values).numpy())
+                bar.update(num_indices)
         if not chunks:
             return np.zeros((0, self.video_feature_size), dtype=np.float32)
         distinct_features = np.concatenate(chunks).astype(np.float32, copy=False)
+        rows = np.frombuffer(prepared.rows, dtype=np.int64)
         if len(rows) == len(distinct_features):
             return distinct_features
-        return distinct_features[np.frombuffer(rows, dtype=np.int64)]
+        return distinct_features[rows]
 
     def encode_video(
         self, path: str | os.PathLike, seconds_per_feature: float, *, progress: bool = True
@@ -411,6 +399,88 @@ class SiglipVideoTextEncoder(VideoTextEncoder):
 
 
 _FAMILIES: dict[str, type[VideoTextEncoder]] = {"clip": CLIPVideoTextEncoder, "siglip": SiglipVideoTextEncoder}
+
+
+class _PreparedFrameBatches:
+    """Iterate `(pixel_values (n, 3, H, W) or None, feature indices covered)` for `encode_frames`, made in a thread.
+
+    The thread reads `frames`, drops consecutive repeats of one frame object (recording in `rows`, per feature index,
+    the row of its distinct frame) and runs the image processor, at most `prefetch_batches` batches ahead. An error
+    there is raised by the iteration; leaving the iteration early (an error in the encoder, Ctrl-C) stops the thread
+    and closes `frames`, so a video file is not left open.
+    """
+
+    _DONE = object()
+
+    def __init__(self, frames: Iterable, image_processor, batch_size: int, prefetch_batches: int):
+        import queue
+        import threading
+        from array import array
+
+        self._frames = iter(frames)
+        self._image_processor = image_processor
+        self._batch_size = batch_size
+        self._queue: queue.Queue = queue.Queue(maxsize=prefetch_batches)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="rgnet-frame-batches", daemon=True)
+        self.rows = array("q")  # feature index -> row among the distinct frames; complete once iteration ends
+
+    def __iter__(self):
+        self._thread.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            batch: list[torch.Tensor] = []
+            previous = None
+            distinct = -1
+            pending = 0
+            for expected, (index, frame) in enumerate(self._frames):
+                if self._stop.is_set():
+                    return
+                if index != expected:
+                    raise ValueError(f"frame indices must run 0, 1, ...: got {index} at position {expected}")
+                if frame is not previous:
+                    previous = frame
+                    distinct += 1
+                    batch.append(self._image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
+                    if len(batch) == self._batch_size:
+                        if not self._put((torch.stack(batch), pending)):
+                            return
+                        batch, pending = [], 0
+                self.rows.append(distinct)
+                pending += 1
+            if batch or pending:
+                if not self._put((torch.stack(batch) if batch else None, pending)):
+                    return
+            self._put(self._DONE)
+        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            self._put(error)
+        finally:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
 
 
 def load_feature_encoder(
