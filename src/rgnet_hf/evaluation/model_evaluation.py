@@ -15,6 +15,7 @@ from ..modeling_rgnet import RGNetForVideoGrounding
 from ..windowing import ground_truth_windows, num_windows, resolve_window_stride
 from .metrics import (
     EVALUATION_PRESETS,
+    EvaluationPreset,
     compute_grounding_metrics,
     recall_key,
     window_recall,
@@ -85,6 +86,7 @@ def evaluate_model(
     max_videos: int | None = None,
     window_scorer: RGNetForVideoGrounding | None = None,
     throughput: dict[str, Any] | None = None,
+    preset: str | EvaluationPreset | None = None,
 ) -> dict[str, float]:
     """Ground every query of `videos` (an [`EvaluationVideoDataset`]) and score the fused rankings with the
     official metric (and window recall). Every process gets the metrics.
@@ -93,6 +95,7 @@ def evaluate_model(
     results of all processes are gathered once at the end. `window_scorer` ranks the windows with another model (a
     two-stage pipeline). A `throughput` dict is filled with each process's windows (windows x queries), seconds and
     windows/s: `{"per_process": [...], "windows_per_second": total windows / slowest process's seconds}`.
+    `preset` (default: the model's `dataset_name`) sets the K values and IoU thresholds of the metrics.
     """
     was_training = model.training
     model.eval()
@@ -159,7 +162,10 @@ def evaluate_model(
     if not records:
         return {}
     records = list({r["query_id"]: r for r in records}.values())
-    preset = config.dataset_name
+    if preset is None:
+        preset = config.dataset_name
+    if isinstance(preset, str):
+        preset = EVALUATION_PRESETS[preset]
     metrics = compute_grounding_metrics(
         [r["moments"] for r in records], [r["reference"] for r in records], preset=preset
     )
@@ -167,7 +173,7 @@ def evaluate_model(
         window_recall(
             [r["window_order"] for r in records],
             [r["gt_windows"] for r in records],
-            ks=EVALUATION_PRESETS[preset].window_ks,
+            ks=preset.window_ks,
         )
     )
     metrics["num_queries"] = len(records)
