@@ -12,7 +12,7 @@ from .common import (
     check_seconds_per_feature,
     format_table,
     load_array,
-    looks_like_a_path,
+    load_grounding_pipeline,
 )
 
 
@@ -35,7 +35,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seconds-per-feature", type=float, default=None)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own code (model, processor, pipeline) instead of the installed rgnet_hf",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON: a list with one {index, query, moments} object per query"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while a video is encoded")
     parser.set_defaults(handler=run)
     return parser
@@ -92,11 +99,20 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
     return {"video_features": load_array(features, key)}
 
 
-def run(args: argparse.Namespace) -> int:
-    from transformers import pipeline
-    from transformers.utils import logging as transformers_logging
+def as_json(rankings: list[list[dict]], queries: list[str | None]) -> list[dict]:
+    """`--json`: one object per query, whatever their number: its index, its text (None for features), its moments."""
+    return [
+        {
+            "index": index,
+            "query": query,
+            "moments": [{key: value for key, value in moment.items() if key != "query"} for moment in moments],
+        }
+        for index, (query, moments) in enumerate(zip(queries, rankings))
+    ]
 
-    import rgnet_hf  # noqa: F401 - registers the pipeline
+
+def run(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
 
@@ -106,18 +122,20 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give the queries as text (--query, repeatable) or as token features (--text)")
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
-    if looks_like_a_path(args.model) and not Path(args.model).is_dir():
-        raise FileNotFoundError(f"--model {args.model}: no such model folder")
-    pipe = pipeline("video-grounding", model=args.model, device=args.device, progress=not args.no_progress)
+    pipe = load_grounding_pipeline(
+        args.model, device=args.device, progress=not args.no_progress, trust_remote_code=args.trust_remote_code
+    )
     inputs = _video_inputs(args, pipe)
     if args.query:
         inputs["text"] = args.query if len(args.query) > 1 else args.query[0]
         many, names = len(args.query) > 1, list(args.query)
+        queries = list(args.query)
     else:
         text = load_array(args.text, args.text_key)
         inputs["text_features"] = list(text) if text.ndim == 3 else text
         many = text.ndim == 3
         names = [f"query {index}" for index in range(len(text) if many else 1)]
+        queries = [None] * len(names)
         if args.sentence:
             inputs["sentence_features"] = load_array(args.sentence, args.sentence_key)
     if args.seconds_per_feature is not None:
@@ -125,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     result = pipe(inputs, top_k=args.top_k)
     rankings = result if many else [result]
     if args.json:
-        print(json.dumps(rankings if many else rankings[0], indent=2))
+        print(json.dumps(as_json(rankings, queries), indent=2))
     else:
         print(format_table(rankings, names))
     return 0
