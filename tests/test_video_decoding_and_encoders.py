@@ -685,3 +685,47 @@ def test_a_bad_file_name_fails_that_file_alone(assets, tmp_path, capsys):
     assert "not valid UTF-8" in captured.err and "caf\\udce9" in captured.err
     with h5py.File(output, "r") as handle:
         assert sorted(handle) == ["good"]
+
+
+def test_a_second_run_on_the_same_output_is_refused_and_a_dead_runs_lock_is_not(assets, tmp_path, capsys):
+    """Two extract runs on one output would delete each other's parts: the second stops at once, named; the OS drops
+    the lock of a killed run, so the file it leaves behind does not block the next run."""
+    from rgnet_hf.data.feature_cache import lock_output
+
+    output = tmp_path / "f.h5"
+    lock = tmp_path / "f.h5.lock"
+    extract = ["extract", "--video", str(assets["video"]), "--output", str(output), "--no-progress"]
+    extract += ["--model", str(assets["rgnet"])]
+    ground = ["ground", "--model", str(assets["rgnet"]), "--video", str(assets["video"]), "--features", str(output)]
+    with lock_output(output):  # held by this process
+        for arguments in (extract, ground + ["--query", "a door", "--no-progress"]):
+            assert cli_main(arguments) == 2
+            error = capsys.readouterr().err
+            assert f"{output} is being written by another run (process {os.getpid()}" in error
+        assert not output.exists() and not (tmp_path / "f.h5.parts").exists()
+    assert not lock.exists()
+    # A run killed while holding the lock leaves its lock file, with its process id, but no lock.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom rgnet_hf.data.feature_cache import lock_output\n"
+            "held = lock_output(sys.argv[1])\nheld.__enter__()\nprint('locked', flush=True); time.sleep(120)",
+            str(output),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert cli_main(extract) == 2
+        assert f"(process {holder.pid}, lock file {lock})" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.read_text().strip() == str(holder.pid)
+    assert cli_main(extract) == 0
+    assert "1 video(s) encoded" in capsys.readouterr().out and not lock.exists()
+    with h5py.File(output, "r") as handle:
+        assert list(handle) == ["four_seconds"]

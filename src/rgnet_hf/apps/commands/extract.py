@@ -35,11 +35,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     import torch
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    from ...data.feature_cache import check_output, entries_not_listed, extract_video_features, list_videos
-    from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
+    from ...data.feature_cache import OutputLockedError, check_output, lock_output
 
     if (args.encoder is None) == (args.model is None):
         raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
@@ -48,10 +50,32 @@ def run(args: argparse.Namespace) -> int:
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
     check_output(args.output)
-    from accelerate.utils import parse_flag_from_env
-
     # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    with contextlib.ExitStack() as stack:
+        # The main process locks the output for the whole run (its processes included); all of them stop if it is
+        # held by another run, before any encoder is loaded.
+        problem = None
+        if state.is_main_process:
+            try:
+                stack.enter_context(lock_output(args.output))
+            except OutputLockedError as error:
+                problem = str(error)
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            problem = broadcast_object_list([problem], from_process=0)[0]
+        if problem is not None:
+            raise OutputLockedError(problem)
+        return _run_locked(args, state)
+
+
+def _run_locked(args: argparse.Namespace, state) -> int:
+    import torch
+
+    from ...data.feature_cache import entries_not_listed, extract_video_features, list_videos
+    from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
+
     videos = list_videos(args.video)
     if state.is_main_process:
         for reason, names in entries_not_listed(args.video).items():

@@ -77,12 +77,13 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
                     raise ValueError(f"{features}: {problem}")
         if not cached:
             # Encode the video once and keep it in the cache for the next queries.
-            from ...data.feature_cache import extract_video_features
+            from ...data.feature_cache import extract_video_features, lock_output
 
             spf = args.seconds_per_feature or pipe.model.config.seconds_per_feature
-            report = extract_video_features(
-                pipe.feature_encoder, [args.video], features, spf, progress=not args.no_progress
-            )
+            with lock_output(features):  # the same lock as `rgnet-hf extract` on this cache
+                report = extract_video_features(
+                    pipe.feature_encoder, [args.video], features, spf, progress=not args.no_progress
+                )
             if report.failed:
                 raise ValueError(report.failed[key])
     if features.suffix.lower() in (".h5", ".hdf5") and features.is_file():
