@@ -107,9 +107,10 @@ def check_device(device: str | None) -> None:
         raise ValueError(f"--device {device}: MPS is not available on this machine")
 
 
-def _one_line(error: BaseException) -> str:
-    # Transformers' loading errors span several lines; the CLI prints one.
-    return " ".join(str(error).split())
+def _one_line(error: BaseException, model: str) -> str:
+    # Transformers' loading errors span several lines; the CLI prints one, naming the model once.
+    text = " ".join(str(error).split())
+    return text.removeprefix(f"{model}: ")
 
 
 def _folder_file(model: str, name: str) -> str | None:
@@ -191,9 +192,9 @@ def load_grounding_pipeline(
                     raise ValueError(f"{processor_file} is not a readable RGNet processor: {error}") from error
         instance = model_class.from_pretrained(model)
     except OSError as error:  # a missing file or an unknown Hub id
-        raise OSError(f"cannot load the model {model}: {_one_line(error)}") from error
+        raise OSError(f"cannot load the model {model}: {_one_line(error, model)}") from error
     except ValueError as error:  # another model type, damaged weights, a broken processor
-        raise ValueError(f"cannot load the model {model}: {_one_line(error)}") from error
+        raise ValueError(f"cannot load the model {model}: {_one_line(error, model)}") from error
     # An instance and an explicit class: transformers neither reloads the folder nor looks for its pipeline code.
     return pipeline(
         "video-grounding",
