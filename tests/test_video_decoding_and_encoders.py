@@ -729,3 +729,68 @@ def test_a_second_run_on_the_same_output_is_refused_and_a_dead_runs_lock_is_not(
     assert "1 video(s) encoded" in capsys.readouterr().out and not lock.exists()
     with h5py.File(output, "r") as handle:
         assert list(handle) == ["four_seconds"]
+
+
+def test_allow_truncated_grounds_the_decoded_part_with_a_warning_and_its_real_duration(assets, tmp_path, capsys):
+    """With --allow-truncated a truncated file is a warning, not an error: its features, the cache entry and the
+    moments all stop at the decoded duration, and the cache records the truncation."""
+    from rgnet_hf.video_decoding import TruncatedVideoWarning
+
+    whole = make_test_video(tmp_path / "whole.mkv", PALETTE, seconds_per_color=2.0, fps=5)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    report = {}
+    with pytest.warns(TruncatedVideoWarning, match="truncated: its container declares 20.0 s"):
+        sampled = sum(1 for _ in iter_sampled_frames(cut, 0.5, report=report, allow_truncated=True))
+    decoded = report["duration"]
+    assert report["truncated"] and report["declared_duration"] == pytest.approx(20.0) and decoded < 19.0
+    assert sampled == math.ceil(decoded / 0.5 - 1e-9)
+
+    output = tmp_path / "cache.h5"
+    extract = [
+        "extract",
+        "--video",
+        str(cut),
+        "--output",
+        str(output),
+        "--no-progress",
+        "--model",
+        str(assets["rgnet"]),
+    ]
+    assert cli_main(extract + ["--allow-truncated"]) == 0
+    captured = capsys.readouterr()
+    assert "1 video(s) encoded" in captured.out
+    assert f"warning: {cut} is truncated" in captured.err and f"using the {decoded:.1f} s decoded" in captured.err
+    with h5py.File(output, "r") as handle:
+        entry = handle["cut"]
+        assert entry.attrs["truncated"] and entry.attrs["declared_duration"] == pytest.approx(20.0)
+        assert entry.attrs["duration"] == pytest.approx(decoded) and entry.shape[0] == sampled
+
+    ground = [
+        "ground",
+        "--model",
+        str(assets["rgnet"]),
+        "--query",
+        "a door",
+        "--top-k",
+        "50",
+        "--json",
+        "--no-progress",
+    ]
+    # Reading the cache: refused without the option, a warning with it; the moments stop at the decoded end.
+    assert cli_main(ground + ["--features", str(output)]) == 2
+    assert "truncated file" in capsys.readouterr().err
+    assert cli_main(ground + ["--features", str(output), "--allow-truncated"]) == 0
+    captured = capsys.readouterr()
+    assert f"{decoded:.1f} s decoded of the 20.0 s its container declares" in captured.err
+    from_cache = json.loads(captured.out)[0]["moments"]
+    assert from_cache and max(m["end"] for m in from_cache) <= decoded
+    # The video file itself: an error without the option; with it, the same moments as from the cache.
+    assert cli_main(ground + ["--video", str(cut)]) == 2
+    assert "--allow-truncated" in capsys.readouterr().err
+    assert cli_main(ground + ["--video", str(cut), "--allow-truncated"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {cut} is truncated" in captured.err
+    from_file = json.loads(captured.out)[0]["moments"]
+    assert_same_moments([{**m, "query": None} for m in from_file], [{**m, "query": None} for m in from_cache])

@@ -349,6 +349,7 @@ def extract_video_features(
     progress: bool = True,
     barrier=None,
     merge: bool = True,
+    allow_truncated: bool = False,
 ) -> ExtractionReport:
     """Encode `videos` with `encoder` (a [`VideoTextEncoder`]) into the HDF5 cache `output` (see the module doc).
 
@@ -361,6 +362,8 @@ def extract_video_features(
         progress: show a tqdm bar per video.
         barrier: called after this process's share, before the merge (`PartialState().wait_for_everyone`).
         merge: merge the parts into `output` (on process 0) when done.
+        allow_truncated: encode the decoded part of a truncated file (with a `TruncatedVideoWarning`) instead of
+            failing it; its entry records `truncated=True` and the container's `declared_duration`.
 
     Returns:
         [`ExtractionReport`]. Videos that fail (unreadable, no frames) are reported in `failed` and not written;
@@ -394,7 +397,9 @@ def extract_video_features(
                 report.failed[_display_name(video.stem)] = problem
                 continue
             try:
-                encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
+                encoded = encoder.encode_video(
+                    video, seconds_per_feature, progress=progress, allow_truncated=allow_truncated
+                )
             except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
                 report.failed[video.stem] = str(error)
                 continue
@@ -405,6 +410,8 @@ def extract_video_features(
                 "source": video.name,
                 **_source_attributes(video),
             }
+            if encoded.declared_duration is not None:
+                attrs.update(truncated=True, declared_duration=encoded.declared_duration)
             _write_part(parts, video.stem, encoded.features, attrs)
             report.written.append(video.stem)
     except KeyboardInterrupt:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +84,26 @@ def check_seconds_per_feature(seconds: float | None) -> None:
     """`--seconds-per-feature` must be > 0 when given: 0 must not fall back to a default."""
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(f"--seconds-per-feature: seconds_per_feature must be a finite number > 0, got {seconds}")
+
+
+ALLOW_TRUNCATED_HELP = (
+    "ground / encode the decoded part of a truncated video file (its frames stop before the duration its container "
+    "declares) with a warning, instead of refusing it"
+)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Print the warnings a command means for its user (truncated videos) as `warning: ...` lines on stderr."""
+    from ...video_decoding import TruncatedVideoWarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TruncatedVideoWarning)
+        warnings.showwarning = show
+        yield
 
 
 def looks_like_a_path(name: str) -> bool:

@@ -7,8 +7,10 @@ import math
 import sys
 
 from .common import (
+    ALLOW_TRUNCATED_HELP,
     check_device,
     check_seconds_per_feature,
+    warnings_as_lines,
 )
 
 
@@ -30,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="default: this process's accelerate device")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     parser.set_defaults(handler=run)
     return parser
 
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
     check_output(args.output)
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # the encoder's "Loading weights" bar
     # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
     with contextlib.ExitStack() as stack:
@@ -67,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             problem = broadcast_object_list([problem], from_process=0)[0]
         if problem is not None:
             raise OutputLockedError(problem)
-        return _run_locked(args, state)
+        with warnings_as_lines():
+            return _run_locked(args, state)
 
 
 def _run_locked(args: argparse.Namespace, state) -> int:
@@ -107,6 +115,7 @@ def _run_locked(args: argparse.Namespace, state) -> int:
             num_processes=state.num_processes,
             progress=not args.no_progress and state.is_local_main_process,
             barrier=state.wait_for_everyone,
+            allow_truncated=args.allow_truncated,
         )
     except KeyboardInterrupt:
         # Ctrl-C is a request, not a crash: one line, and the shell's status for SIGINT.

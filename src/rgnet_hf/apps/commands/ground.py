@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .common import (
+    ALLOW_TRUNCATED_HELP,
     FEATURE_SUFFIXES,
     check_device,
     check_seconds_per_feature,
     format_table,
     load_array,
     load_grounding_pipeline,
+    warnings_as_lines,
 )
 
 
@@ -44,23 +47,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--json", action="store_true", help="print JSON: a list with one {index, query, moments} object per query"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while a video is encoded")
+    parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     parser.set_defaults(handler=run)
     return parser
 
 
-def _video_inputs(args: argparse.Namespace, pipe) -> dict:
-    """`--video` (a video file, or a feature file as before) and `--features` (a cache) -> the pipeline's video key."""
+def _video_inputs(args: argparse.Namespace, pipe) -> tuple[dict, float | None]:
+    """`--video` (a video file, or a feature file as before) and `--features` (a cache) -> (the pipeline's video key,
+    the decoded duration the moments are clipped to, when the command knows it)."""
     video_is_features = args.video is not None and Path(args.video).suffix.lower() in FEATURE_SUFFIXES
+    seconds_per_feature = args.seconds_per_feature or pipe.model.config.seconds_per_feature
     if args.features is None:
         if args.video is None:
             raise ValueError("give --video (a video file or a feature file) or --features")
         if video_is_features:
-            return {"video_features": load_array(args.video, args.video_key)}
-        return {"video": args.video}
+            return {"video_features": load_array(args.video, args.video_key)}, None
+        if args.allow_truncated:
+            # Encoded here, not by the pipeline, so that a truncated file is decoded as far as it goes.
+            encoded = pipe.feature_encoder.encode_video(
+                args.video, seconds_per_feature, progress=not args.no_progress, allow_truncated=True
+            )
+            return {"video_features": encoded.features}, encoded.duration
+        return {"video": args.video}, None
     if video_is_features:
         raise ValueError("--features is the feature file; give --video a video file (or leave it out)")
     key = args.video_key or (Path(args.video).stem if args.video else None)
     features = Path(args.features)
+    encoded_now = False
     if key is not None and args.video is not None and features.suffix.lower() in (".h5", ".hdf5"):
         import h5py
 
@@ -79,13 +92,19 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
             # Encode the video once and keep it in the cache for the next queries.
             from ...data.feature_cache import extract_video_features, lock_output
 
-            spf = args.seconds_per_feature or pipe.model.config.seconds_per_feature
             with lock_output(features):  # the same lock as `rgnet-hf extract` on this cache
                 report = extract_video_features(
-                    pipe.feature_encoder, [args.video], features, spf, progress=not args.no_progress
+                    pipe.feature_encoder,
+                    [args.video],
+                    features,
+                    seconds_per_feature,
+                    progress=not args.no_progress,
+                    allow_truncated=args.allow_truncated,
                 )
             if report.failed:
                 raise ValueError(report.failed[key])
+            encoded_now = True
+    duration = None
     if features.suffix.lower() in (".h5", ".hdf5") and features.is_file():
         import h5py
 
@@ -97,7 +116,24 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
             key = names[0] if len(names) == 1 else None
         if key is not None:
             check_cache_entry_fits(features, key, pipe.model.config, args.seconds_per_feature)
-    return {"video_features": load_array(features, key)}
+            with h5py.File(features, "r") as handle:
+                attrs = dict(handle[key].attrs)
+            duration = float(attrs["duration"]) if "duration" in attrs else None
+            if attrs.get("truncated"):
+                where = f"{features} [{key}] holds the features of a truncated file"
+                declared = float(attrs["declared_duration"])
+                span = f"{duration:.1f} s decoded of the {declared:.1f} s its container declares"
+                if not args.allow_truncated:
+                    raise ValueError(f"{where} ({span}); pass --allow-truncated to ground it anyway")
+                if not encoded_now:  # a fresh entry was announced by the decoder already
+                    print(f"warning: {where}: {span}; grounding the decoded part", file=sys.stderr)
+    return {"video_features": load_array(features, key)}, duration
+
+
+def _clip(rankings: list[list[dict]], duration: float) -> list[list[dict]]:
+    # The pipeline clips feature inputs to whole features; the decoded duration is the video's real end.
+    clipped = lambda time: min(max(time, 0.0), duration)  # noqa: E731
+    return [[{**m, "start": clipped(m["start"]), "end": clipped(m["end"])} for m in moments] for moments in rankings]
 
 
 def as_json(rankings: list[list[dict]], queries: list[str | None]) -> list[dict]:
@@ -126,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_grounding_pipeline(
         args.model, device=args.device, progress=not args.no_progress, trust_remote_code=args.trust_remote_code
     )
-    inputs = _video_inputs(args, pipe)
+    with warnings_as_lines():
+        inputs, duration = _video_inputs(args, pipe)
     if args.query:
         inputs["text"] = args.query if len(args.query) > 1 else args.query[0]
         many, names = len(args.query) > 1, list(args.query)
@@ -143,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
         inputs["seconds_per_feature"] = args.seconds_per_feature
     result = pipe(inputs, top_k=args.top_k)
     rankings = result if many else [result]
+    if duration is not None:
+        rankings = _clip(rankings, duration)
     if args.json:
         print(json.dumps(as_json(rankings, queries), indent=2))
     else:
