@@ -28,6 +28,8 @@ def folders(tmp_path_factory):
     with torch.no_grad():
         next(model.parameters())[0] = float("nan")
     save_model_folder(model, root / "nan")
+    save_model_folder(model.__class__(model.config).eval(), root / "broken_processor")
+    (root / "broken_processor" / "processor_config.json").write_text("{not json")
     (root / "other").mkdir()
     (root / "other" / "config.json").write_text(json.dumps({"model_type": "clip"}))
     rng = np.random.default_rng(0)
@@ -98,7 +100,11 @@ def test_what_transformers_does_with_a_folder_with_remote_code(folders):
 
 @pytest.mark.parametrize(
     ("model", "reason"),
-    [("nan", "the weights contain NaN or infinite values"), ("other", "is not an RGNet model folder")],
+    [
+        ("nan", "the weights contain NaN or infinite values"),
+        ("other", "is not an RGNet model folder"),
+        ("broken_processor", "processor_config.json is not a readable RGNet processor"),
+    ],
 )
 def test_a_model_that_cannot_load_gives_one_plain_line(folders, capsys, model, reason):
     assert main(_ground(folders, model, "--text", str(folders / "one_query.npy"))) == 2
