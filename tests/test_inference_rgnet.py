@@ -370,7 +370,7 @@ def test_cli_ground_table_and_json(tmp_path, capsys):
     assert "query 0" in table and "query 1" in table and "start (s)" in table
     assert cli_main(base + ["--json"]) == 0
     rankings = json.loads(capsys.readouterr().out)
-    assert len(rankings) == 2 and len(rankings[0]) == 3
+    assert [entry["index"] for entry in rankings] == [0, 1] and len(rankings[0]["moments"]) == 3
     assert cli_main(base[:5] + ["--video-key", "missing"] + base[7:]) == 2
     assert "no entry 'missing'" in capsys.readouterr().err
     no_key = base[:5] + base[7:]

@@ -422,15 +422,18 @@ def test_ground_command_on_a_video_file_and_a_cache(assets, pipe, tmp_path, caps
     arguments = ["ground", "--model", str(assets["rgnet"]), "--top-k", "3", "--json", "--no-progress"]
     assert cli_main(arguments + ["--video", video, "--query", queries[0], "--query", queries[1]]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == pipe({"video": video, "text": queries}, top_k=3)
+    expected = pipe({"video": video, "text": queries}, top_k=3)
+    assert [(entry["index"], entry["query"]) for entry in printed] == [(0, queries[0]), (1, queries[1])]
+    for entry, moments in zip(printed, expected):
+        assert entry["moments"] == [{key: m[key] for key in ("start", "end", "score")} for m in moments]
     cache = tmp_path / "cache.h5"
     assert cli_main(arguments + ["--video", video, "--features", str(cache), "--query", queries[0]]) == 0
-    assert json.loads(capsys.readouterr().out) == printed[0]
+    assert json.loads(capsys.readouterr().out) == printed[:1]  # one query: the same shape, a list of one
     with h5py.File(cache, "r") as handle:
         assert list(handle) == ["twenty_seconds"]
     # The cache alone (its only entry), without the video file.
     assert cli_main(arguments + ["--features", str(cache), "--query", queries[0]]) == 0
-    assert json.loads(capsys.readouterr().out) == printed[0]
+    assert json.loads(capsys.readouterr().out) == printed[:1]
     assert cli_main(["ground", "--model", str(assets["rgnet"]), "--video", video, "--query", queries[0]]) == 0
     table = capsys.readouterr().out
     assert table.startswith(queries[0]) and "rank" in table
@@ -682,3 +685,112 @@ def test_a_bad_file_name_fails_that_file_alone(assets, tmp_path, capsys):
     assert "not valid UTF-8" in captured.err and "caf\\udce9" in captured.err
     with h5py.File(output, "r") as handle:
         assert sorted(handle) == ["good"]
+
+
+def test_a_second_run_on_the_same_output_is_refused_and_a_dead_runs_lock_is_not(assets, tmp_path, capsys):
+    """Two extract runs on one output would delete each other's parts: the second stops at once, named; the OS drops
+    the lock of a killed run, so the file it leaves behind does not block the next run."""
+    from rgnet_hf.data.feature_cache import lock_output
+
+    output = tmp_path / "f.h5"
+    lock = tmp_path / "f.h5.lock"
+    extract = ["extract", "--video", str(assets["video"]), "--output", str(output), "--no-progress"]
+    extract += ["--model", str(assets["rgnet"])]
+    ground = ["ground", "--model", str(assets["rgnet"]), "--video", str(assets["video"]), "--features", str(output)]
+    with lock_output(output):  # held by this process
+        for arguments in (extract, ground + ["--query", "a door", "--no-progress"]):
+            assert cli_main(arguments) == 2
+            error = capsys.readouterr().err
+            assert f"{output} is being written by another run (process {os.getpid()}" in error
+        assert not output.exists() and not (tmp_path / "f.h5.parts").exists()
+    assert not lock.exists()
+    # A run killed while holding the lock leaves its lock file, with its process id, but no lock.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom rgnet_hf.data.feature_cache import lock_output\n"
+            "held = lock_output(sys.argv[1])\nheld.__enter__()\nprint('locked', flush=True); time.sleep(120)",
+            str(output),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert cli_main(extract) == 2
+        assert f"(process {holder.pid}, lock file {lock})" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert lock.read_text().strip() == str(holder.pid)
+    assert cli_main(extract) == 0
+    assert "1 video(s) encoded" in capsys.readouterr().out and not lock.exists()
+    with h5py.File(output, "r") as handle:
+        assert list(handle) == ["four_seconds"]
+
+
+def test_allow_truncated_grounds_the_decoded_part_with_a_warning_and_its_real_duration(assets, tmp_path, capsys):
+    """With --allow-truncated a truncated file is a warning, not an error: its features, the cache entry and the
+    moments all stop at the decoded duration, and the cache records the truncation."""
+    from rgnet_hf.video_decoding import TruncatedVideoWarning
+
+    whole = make_test_video(tmp_path / "whole.mkv", PALETTE, seconds_per_color=2.0, fps=5)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    report = {}
+    with pytest.warns(TruncatedVideoWarning, match="truncated: its container declares 20.0 s"):
+        sampled = sum(1 for _ in iter_sampled_frames(cut, 0.5, report=report, allow_truncated=True))
+    decoded = report["duration"]
+    assert report["truncated"] and report["declared_duration"] == pytest.approx(20.0) and decoded < 19.0
+    assert sampled == math.ceil(decoded / 0.5 - 1e-9)
+
+    output = tmp_path / "cache.h5"
+    extract = [
+        "extract",
+        "--video",
+        str(cut),
+        "--output",
+        str(output),
+        "--no-progress",
+        "--model",
+        str(assets["rgnet"]),
+    ]
+    assert cli_main(extract + ["--allow-truncated"]) == 0
+    captured = capsys.readouterr()
+    assert "1 video(s) encoded" in captured.out
+    assert f"warning: {cut} is truncated" in captured.err and f"using the {decoded:.1f} s decoded" in captured.err
+    with h5py.File(output, "r") as handle:
+        entry = handle["cut"]
+        assert entry.attrs["truncated"] and entry.attrs["declared_duration"] == pytest.approx(20.0)
+        assert entry.attrs["duration"] == pytest.approx(decoded) and entry.shape[0] == sampled
+
+    ground = [
+        "ground",
+        "--model",
+        str(assets["rgnet"]),
+        "--query",
+        "a door",
+        "--top-k",
+        "50",
+        "--json",
+        "--no-progress",
+    ]
+    # Reading the cache: refused without the option, a warning with it; the moments stop at the decoded end.
+    assert cli_main(ground + ["--features", str(output)]) == 2
+    assert "truncated file" in capsys.readouterr().err
+    assert cli_main(ground + ["--features", str(output), "--allow-truncated"]) == 0
+    captured = capsys.readouterr()
+    assert f"{decoded:.1f} s decoded of the 20.0 s its container declares" in captured.err
+    from_cache = json.loads(captured.out)[0]["moments"]
+    assert from_cache and max(m["end"] for m in from_cache) <= decoded
+    # The video file itself: an error without the option; with it, the same moments as from the cache.
+    assert cli_main(ground + ["--video", str(cut)]) == 2
+    assert "--allow-truncated" in capsys.readouterr().err
+    assert cli_main(ground + ["--video", str(cut), "--allow-truncated"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {cut} is truncated" in captured.err
+    from_file = json.loads(captured.out)[0]["moments"]
+    assert_same_moments([{**m, "query": None} for m in from_file], [{**m, "query": None} for m in from_cache])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "TruncatedVideoWarning",
     "VideoDecodingError",
     "VideoInfo",
     "probe_video",
@@ -39,6 +41,10 @@ __all__ = [
 
 class VideoDecodingError(ValueError):
     """A video file is missing, is not a video, has no video stream, has no frames or cannot be decoded."""
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A truncated file decoded on request (`allow_truncated=True`): its features cover only the decoded frames."""
 
 
 @dataclass
@@ -220,22 +226,28 @@ def num_features(duration_s: float, seconds_per_feature: float) -> int:
 
 
 def iter_sampled_frames(
-    path: str | os.PathLike, seconds_per_feature: float, report: dict | None = None
+    path: str | os.PathLike, seconds_per_feature: float, report: dict | None = None, allow_truncated: bool = False
 ) -> Iterator[tuple[int, np.ndarray]]:
     """The frames of a video file at the feature rate: `(feature_index, (H, W, 3) uint8 RGB)`, upright.
 
     See [`sample_frames`] for `report`. Raises [`VideoDecodingError`] for a still image, and, once the frames run
     out, for a truncated file: one whose frames stop more than `max(1 s, 2 %)` before the duration its container
-    declares (an interrupted download or copy), so that its features are never taken for the whole video."""
+    declares (an interrupted download or copy), so that its features are never taken for the whole video. With
+    `allow_truncated=True` such a file gives a [`TruncatedVideoWarning`] instead, and `report` also receives
+    `truncated=True` and `declared_duration` (its `duration` stays the decoded one)."""
     declared = _declared_duration(path)
     report = report if report is not None else {}
     yield from sample_frames(decode_frames(path), seconds_per_feature, source=os.fspath(path), report=report)
     decoded = report.get("duration")
     if declared is not None and decoded is not None and declared - decoded > max(1.0, 0.02 * declared):
-        raise VideoDecodingError(
-            f"{os.fspath(path)} is truncated: its container declares {declared:.1f} s but its frames stop at "
-            f"{decoded:.1f} s (an interrupted download or copy?); fetch or copy the file again"
-        )
+        message = f"{os.fspath(path)} is truncated: its container declares {declared:.1f} s but its frames stop at "
+        if not allow_truncated:
+            raise VideoDecodingError(
+                f"{message}{decoded:.1f} s (an interrupted download or copy?); fetch or copy the file again, or "
+                "allow a truncated file explicitly (--allow-truncated) to use the decoded part"
+            )
+        report.update(truncated=True, declared_duration=declared)
+        warnings.warn(f"{message}{decoded:.1f} s; using the {decoded:.1f} s decoded", TruncatedVideoWarning, 2)
 
 
 # Demuxers of single pictures and picture sequences: PyAV opens them as one-frame "videos".

@@ -98,12 +98,15 @@ class EncodedVideo:
         seconds_per_feature (`float`).
         duration (`float`): seconds covered by the decoded frames (see `video_decoding`).
         source (`str`): the file (or a description of the frame source).
+        declared_duration (`float`, *optional*): set for a truncated file encoded with `allow_truncated=True`: the
+            duration its container declares, which `duration` falls short of.
     """
 
     features: np.ndarray
     seconds_per_feature: float
     duration: float
     source: str
+    declared_duration: float | None = None
 
 
 def _pooled(output) -> torch.Tensor:
@@ -269,21 +272,30 @@ class VideoTextEncoder:
         return distinct_features[rows]
 
     def encode_video(
-        self, path: str | os.PathLike, seconds_per_feature: float, *, progress: bool = True
+        self,
+        path: str | os.PathLike,
+        seconds_per_feature: float,
+        *,
+        progress: bool = True,
+        allow_truncated: bool = False,
     ) -> EncodedVideo:
-        """Decode a video file, sample it at `1 / seconds_per_feature` (rule in `video_decoding`) and encode it."""
+        """Decode a video file, sample it at `1 / seconds_per_feature` (rule in `video_decoding`) and encode it.
+
+        A truncated file is an error, or with `allow_truncated=True` a `TruncatedVideoWarning` and features of the
+        decoded part only (`duration` is the decoded one, `declared_duration` the container's)."""
         info = probe_video(path)
         total = math.ceil(info.duration / seconds_per_feature) if info.duration else None
         report: dict = {}
         features = self.encode_frames(
-            iter_sampled_frames(path, seconds_per_feature, report=report),
+            iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated),
             total=total,
             progress=progress,
             description=f"encoding {os.path.basename(os.fspath(path))}",
         )
         if len(features) == 0:
             raise VideoDecodingError(f"{os.fspath(path)} has no video frames")
-        return EncodedVideo(features, seconds_per_feature, float(report["duration"]), os.fspath(path))
+        declared = report.get("declared_duration") if report.get("truncated") else None
+        return EncodedVideo(features, seconds_per_feature, float(report["duration"]), os.fspath(path), declared)
 
     # text ------------------------------------------------------------------------------------------------------
 

@@ -17,6 +17,12 @@ A kill at any moment leaves the output either as it was or complete; a rerun ski
 output or whose part exists, and redoes only the rest. Runs with another encoder or feature rate than the existing
 output's are refused.
 
+**One run per output.** `rgnet-hf extract` (and `rgnet-hf ground --features`, when it adds a video) holds an
+exclusive OS lock (`fcntl.flock`) on `OUTPUT.lock` for the whole run, see [`lock_output`]: a second run on the same
+output stops at once with an error that names the output and the process holding it, instead of deleting the first
+run's parts. The OS releases the lock when the holder exits or is killed, so a lock file left by a killed run does
+not block the next one; a run that ends normally removes the file.
+
 **Data-parallel.** Under `accelerate launch` (one process per GPU, or CPU processes), process `r` of `n` takes the
 `r`-th, `(r + n)`-th, ... of the sorted videos and encodes those not done yet, on its own device, and writes only
 its own parts (HDF5 has one writer per file); after a barrier, the main process alone merges. Without a launcher it
@@ -25,10 +31,12 @@ runs as one process.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +45,13 @@ import numpy as np
 __all__ = [
     "VIDEO_EXTENSIONS",
     "ExtractionReport",
+    "OutputLockedError",
     "check_cache_entry_fits",
     "entries_not_listed",
     "entry_source_problem",
     "extract_video_features",
     "list_videos",
+    "lock_output",
     "merge_parts",
 ]
 
@@ -115,6 +125,67 @@ def check_output(output: str | os.PathLike) -> Path:
             "give another --output or move that file away"
         )
     return output
+
+
+class OutputLockedError(ValueError):
+    """Another run holds the lock of the output (see [`lock_output`])."""
+
+
+def _lock_file(output: Path) -> Path:
+    return output.with_name(output.name + ".lock")
+
+
+@contextlib.contextmanager
+def lock_output(output: str | os.PathLike) -> Iterator[Path]:
+    """
+    Hold an exclusive OS lock on `OUTPUT.lock` (beside `output`) for the block: the parts and the merge of one output
+    belong to one run.
+
+    Raises [`OutputLockedError`] at once (no waiting) when another process holds it, naming the output and that
+    process's id (recorded in the lock file). The lock is `fcntl.flock`: the OS drops it when its holder exits or is
+    killed, so a lock file left behind by a killed run is taken over. On leaving the block the file is removed.
+    Without `fcntl` (Windows) the block runs unlocked, with a warning.
+
+    Yields:
+        `Path` of the lock file.
+    """
+    output = Path(output)
+    path = _lock_file(output)
+    try:
+        import fcntl
+    except ImportError:
+        warnings.warn(f"no fcntl on this platform: {output} is not locked against a second run", stacklevel=3)
+        yield path
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 32).decode("ascii", "replace").strip()
+            os.close(descriptor)
+            who = f"process {holder}" if holder.isdigit() else "another process"
+            raise OutputLockedError(
+                f"{output} is being written by another run ({who}, lock file {path}); wait for it to finish, or "
+                "give another --output"
+            ) from None
+        # The previous holder removes the file before it unlocks: a lock on a file no longer at `path` guards nothing.
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(descriptor)
+        if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
+            break
+        os.close(descriptor)
+    try:
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode("ascii"))
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(descriptor)
 
 
 def _parts_dir(output: Path) -> Path:
@@ -278,6 +349,7 @@ def extract_video_features(
     progress: bool = True,
     barrier=None,
     merge: bool = True,
+    allow_truncated: bool = False,
 ) -> ExtractionReport:
     """Encode `videos` with `encoder` (a [`VideoTextEncoder`]) into the HDF5 cache `output` (see the module doc).
 
@@ -290,6 +362,8 @@ def extract_video_features(
         progress: show a tqdm bar per video.
         barrier: called after this process's share, before the merge (`PartialState().wait_for_everyone`).
         merge: merge the parts into `output` (on process 0) when done.
+        allow_truncated: encode the decoded part of a truncated file (with a `TruncatedVideoWarning`) instead of
+            failing it; its entry records `truncated=True` and the container's `declared_duration`.
 
     Returns:
         [`ExtractionReport`]. Videos that fail (unreadable, no frames) are reported in `failed` and not written;
@@ -323,7 +397,9 @@ def extract_video_features(
                 report.failed[_display_name(video.stem)] = problem
                 continue
             try:
-                encoded = encoder.encode_video(video, seconds_per_feature, progress=progress)
+                encoded = encoder.encode_video(
+                    video, seconds_per_feature, progress=progress, allow_truncated=allow_truncated
+                )
             except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
                 report.failed[video.stem] = str(error)
                 continue
@@ -334,6 +410,8 @@ def extract_video_features(
                 "source": video.name,
                 **_source_attributes(video),
             }
+            if encoded.declared_duration is not None:
+                attrs.update(truncated=True, declared_duration=encoded.declared_duration)
             _write_part(parts, video.stem, encoded.features, attrs)
             report.written.append(video.stem)
     except KeyboardInterrupt:

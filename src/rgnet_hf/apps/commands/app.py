@@ -15,6 +15,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own code (model, processor, pipeline) instead of the installed rgnet_hf",
+    )
     parser.set_defaults(handler=run)
     return parser
 
@@ -25,10 +30,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise ValueError(f"the web app needs the app extra: pip install 'rgnet_hf[app]' ({error})") from error
     from ..web_app import GroundingApp, launch
+    from .common import check_device, load_grounding_pipeline
 
-    try:
-        app = GroundingApp(args.model, device=args.device, examples=args.examples)
-    except OSError as error:  # a missing folder or an unknown Hub id
-        raise ValueError(f"cannot load the model {args.model!r}: {error}") from error
+    check_device(args.device)
+    # The same loader as `rgnet-hf ground`: the installed classes unless --trust-remote-code.
+    pipe = load_grounding_pipeline(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    app = GroundingApp(args.model, examples=args.examples, pipe=pipe)
     launch(app, args.host, args.port, args.share)
     return 0

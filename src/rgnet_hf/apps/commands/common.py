@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +86,26 @@ def check_seconds_per_feature(seconds: float | None) -> None:
         raise ValueError(f"--seconds-per-feature: seconds_per_feature must be a finite number > 0, got {seconds}")
 
 
+ALLOW_TRUNCATED_HELP = (
+    "ground / encode the decoded part of a truncated video file (its frames stop before the duration its container "
+    "declares) with a warning, instead of refusing it"
+)
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Print the warnings a command means for its user (truncated videos) as `warning: ...` lines on stderr."""
+    from ...video_decoding import TruncatedVideoWarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TruncatedVideoWarning)
+        warnings.showwarning = show
+        yield
+
+
 def looks_like_a_path(name: str) -> bool:
     """A local folder name rather than a Hub id (`owner/name`)."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
@@ -105,3 +129,103 @@ def check_device(device: str | None) -> None:
             raise ValueError(f"--device {device}: this machine has {available} CUDA device(s)")
     elif parsed.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {device}: MPS is not available on this machine")
+
+
+def _one_line(error: BaseException, model: str) -> str:
+    # Transformers' loading errors span several lines; the CLI prints one, naming the model once.
+    text = " ".join(str(error).split())
+    return text.removeprefix(f"{model}: ")
+
+
+def _folder_file(model: str, name: str) -> str | None:
+    """The local path of `name` in a model folder or Hub repository, None when it has no such file."""
+    from transformers.utils import cached_file
+
+    return cached_file(model, name, _raise_exceptions_for_missing_entries=False)
+
+
+def _folder_code(model: str) -> tuple[type, object | None, type]:
+    """`--trust-remote-code`: the model class, the processor and the pipeline class of the code a folder carries."""
+    import json
+
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    from ...configuration_rgnet import RGNetConfig
+    from ...hub.model_folder import PIPELINE_TASK
+
+    config, _ = RGNetConfig.get_config_dict(model)
+    model_ref = (config.get("auto_map") or {}).get("AutoModel")
+    pipeline_ref = (config.get("custom_pipelines") or {}).get(PIPELINE_TASK, {}).get("impl")
+    if model_ref is None or pipeline_ref is None:
+        lacking = "auto_map.AutoModel" if model_ref is None else f"custom_pipelines.{PIPELINE_TASK}"
+        raise ValueError(
+            f"--trust-remote-code needs the folder's own code, but its config.json has no {lacking}; leave the "
+            "option out to use the installed rgnet_hf (or save the folder with save_model_folder(..., "
+            "remote_pipeline=True))"
+        )
+    load = lambda reference: get_class_from_dynamic_module(reference, model)  # noqa: E731
+    processor = None
+    processor_file = _folder_file(model, "processor_config.json")
+    if processor_file is not None:
+        with open(processor_file, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        processor_ref = (saved.get("auto_map") or {}).get("AutoProcessor")
+        extractor = saved.get("feature_extractor") or {}
+        extractor_ref = (extractor.get("auto_map") or {}).get("AutoFeatureExtractor")
+        if processor_ref is None or extractor_ref is None:
+            raise ValueError(
+                f"--trust-remote-code: {processor_file} names no processor or feature extractor code (auto_map); "
+                "leave the option out to use the installed rgnet_hf"
+            )
+        # Built from the folder's classes: `from_pretrained` would pick the installed feature extractor.
+        processor = load(processor_ref)(feature_extractor=load(extractor_ref).from_dict(extractor))
+    return load(model_ref), processor, load(pipeline_ref)
+
+
+def load_grounding_pipeline(
+    model: str, device: str | None = None, progress: bool = True, trust_remote_code: bool = False
+):
+    """
+    The `video-grounding` pipeline of an RGNet folder or Hub id, for `rgnet-hf ground` and `rgnet-hf app`.
+
+    By default the model, its processor and the pipeline are the installed rgnet_hf classes, whatever code the folder
+    carries, so no code from the folder runs (a folder saved with `remote_pipeline=True` loads without
+    `trust_remote_code`). With `trust_remote_code=True` all of them come from the code in the folder instead.
+
+    Loading errors (a missing folder, another model type, NaN weights, a broken processor file) are raised as
+    `ValueError` / `OSError` with one line that names the model and the reason.
+    """
+    from transformers import pipeline
+
+    from ...modeling_rgnet import RGNetForVideoGrounding
+    from ...pipeline_rgnet import VideoGroundingPipeline
+    from ...processing_rgnet import RGNetProcessor
+
+    if looks_like_a_path(model) and not Path(model).is_dir():
+        raise FileNotFoundError(f"cannot load the model {model}: no such model folder")
+    try:
+        if trust_remote_code:
+            model_class, processor, pipeline_class = _folder_code(model)
+        else:
+            model_class, processor, pipeline_class = RGNetForVideoGrounding, None, VideoGroundingPipeline
+            processor_file = _folder_file(model, "processor_config.json")
+            if processor_file is not None:
+                try:
+                    processor = RGNetProcessor.from_pretrained(model)
+                except (OSError, ValueError, TypeError, KeyError) as error:
+                    raise ValueError(f"{processor_file} is not a readable RGNet processor: {error}") from error
+        instance = model_class.from_pretrained(model)
+    except OSError as error:  # a missing file or an unknown Hub id
+        raise OSError(f"cannot load the model {model}: {_one_line(error, model)}") from error
+    except ValueError as error:  # another model type, damaged weights, a broken processor
+        raise ValueError(f"cannot load the model {model}: {_one_line(error, model)}") from error
+    # An instance and an explicit class: transformers neither reloads the folder nor looks for its pipeline code.
+    return pipeline(
+        "video-grounding",
+        model=instance,
+        processor=processor,
+        feature_extractor=processor.feature_extractor if processor is not None else None,
+        pipeline_class=pipeline_class,
+        device=device,
+        progress=progress,
+    )

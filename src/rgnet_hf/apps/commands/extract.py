@@ -7,8 +7,10 @@ import math
 import sys
 
 from .common import (
+    ALLOW_TRUNCATED_HELP,
     check_device,
     check_seconds_per_feature,
+    warnings_as_lines,
 )
 
 
@@ -30,16 +32,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="default: this process's accelerate device")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     parser.set_defaults(handler=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     import torch
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    from ...data.feature_cache import check_output, entries_not_listed, extract_video_features, list_videos
-    from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
+    from ...data.feature_cache import OutputLockedError, check_output, lock_output
 
     if (args.encoder is None) == (args.model is None):
         raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
@@ -48,10 +53,37 @@ def run(args: argparse.Namespace) -> int:
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
     check_output(args.output)
-    from accelerate.utils import parse_flag_from_env
+    if args.no_progress:
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # the encoder's "Loading weights" bar
     # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    with contextlib.ExitStack() as stack:
+        # The main process locks the output for the whole run (its processes included); all of them stop if it is
+        # held by another run, before any encoder is loaded.
+        problem = None
+        if state.is_main_process:
+            try:
+                stack.enter_context(lock_output(args.output))
+            except OutputLockedError as error:
+                problem = str(error)
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            problem = broadcast_object_list([problem], from_process=0)[0]
+        if problem is not None:
+            raise OutputLockedError(problem)
+        with warnings_as_lines():
+            return _run_locked(args, state)
+
+
+def _run_locked(args: argparse.Namespace, state) -> int:
+    import torch
+
+    from ...data.feature_cache import entries_not_listed, extract_video_features, list_videos
+    from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
+
     videos = list_videos(args.video)
     if state.is_main_process:
         for reason, names in entries_not_listed(args.video).items():
@@ -83,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
             num_processes=state.num_processes,
             progress=not args.no_progress and state.is_local_main_process,
             barrier=state.wait_for_everyone,
+            allow_truncated=args.allow_truncated,
         )
     except KeyboardInterrupt:
         # Ctrl-C is a request, not a crash: one line, and the shell's status for SIGINT.

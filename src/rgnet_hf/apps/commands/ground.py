@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .common import (
+    ALLOW_TRUNCATED_HELP,
     FEATURE_SUFFIXES,
     check_device,
     check_seconds_per_feature,
     format_table,
     load_array,
-    looks_like_a_path,
+    load_grounding_pipeline,
+    warnings_as_lines,
 )
 
 
@@ -35,25 +38,42 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seconds-per-feature", type=float, default=None)
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the model folder's own code (model, processor, pipeline) instead of the installed rgnet_hf",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON: a list with one {index, query, moments} object per query"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while a video is encoded")
+    parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     parser.set_defaults(handler=run)
     return parser
 
 
-def _video_inputs(args: argparse.Namespace, pipe) -> dict:
-    """`--video` (a video file, or a feature file as before) and `--features` (a cache) -> the pipeline's video key."""
+def _video_inputs(args: argparse.Namespace, pipe) -> tuple[dict, float | None]:
+    """`--video` (a video file, or a feature file as before) and `--features` (a cache) -> (the pipeline's video key,
+    the decoded duration the moments are clipped to, when the command knows it)."""
     video_is_features = args.video is not None and Path(args.video).suffix.lower() in FEATURE_SUFFIXES
+    seconds_per_feature = args.seconds_per_feature or pipe.model.config.seconds_per_feature
     if args.features is None:
         if args.video is None:
             raise ValueError("give --video (a video file or a feature file) or --features")
         if video_is_features:
-            return {"video_features": load_array(args.video, args.video_key)}
-        return {"video": args.video}
+            return {"video_features": load_array(args.video, args.video_key)}, None
+        if args.allow_truncated:
+            # Encoded here, not by the pipeline, so that a truncated file is decoded as far as it goes.
+            encoded = pipe.feature_encoder.encode_video(
+                args.video, seconds_per_feature, progress=not args.no_progress, allow_truncated=True
+            )
+            return {"video_features": encoded.features}, encoded.duration
+        return {"video": args.video}, None
     if video_is_features:
         raise ValueError("--features is the feature file; give --video a video file (or leave it out)")
     key = args.video_key or (Path(args.video).stem if args.video else None)
     features = Path(args.features)
+    encoded_now = False
     if key is not None and args.video is not None and features.suffix.lower() in (".h5", ".hdf5"):
         import h5py
 
@@ -70,14 +90,21 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
                     raise ValueError(f"{features}: {problem}")
         if not cached:
             # Encode the video once and keep it in the cache for the next queries.
-            from ...data.feature_cache import extract_video_features
+            from ...data.feature_cache import extract_video_features, lock_output
 
-            spf = args.seconds_per_feature or pipe.model.config.seconds_per_feature
-            report = extract_video_features(
-                pipe.feature_encoder, [args.video], features, spf, progress=not args.no_progress
-            )
+            with lock_output(features):  # the same lock as `rgnet-hf extract` on this cache
+                report = extract_video_features(
+                    pipe.feature_encoder,
+                    [args.video],
+                    features,
+                    seconds_per_feature,
+                    progress=not args.no_progress,
+                    allow_truncated=args.allow_truncated,
+                )
             if report.failed:
                 raise ValueError(report.failed[key])
+            encoded_now = True
+    duration = None
     if features.suffix.lower() in (".h5", ".hdf5") and features.is_file():
         import h5py
 
@@ -89,14 +116,40 @@ def _video_inputs(args: argparse.Namespace, pipe) -> dict:
             key = names[0] if len(names) == 1 else None
         if key is not None:
             check_cache_entry_fits(features, key, pipe.model.config, args.seconds_per_feature)
-    return {"video_features": load_array(features, key)}
+            with h5py.File(features, "r") as handle:
+                attrs = dict(handle[key].attrs)
+            duration = float(attrs["duration"]) if "duration" in attrs else None
+            if attrs.get("truncated"):
+                where = f"{features} [{key}] holds the features of a truncated file"
+                declared = float(attrs["declared_duration"])
+                span = f"{duration:.1f} s decoded of the {declared:.1f} s its container declares"
+                if not args.allow_truncated:
+                    raise ValueError(f"{where} ({span}); pass --allow-truncated to ground it anyway")
+                if not encoded_now:  # a fresh entry was announced by the decoder already
+                    print(f"warning: {where}: {span}; grounding the decoded part", file=sys.stderr)
+    return {"video_features": load_array(features, key)}, duration
+
+
+def _clip(rankings: list[list[dict]], duration: float) -> list[list[dict]]:
+    # The pipeline clips feature inputs to whole features; the decoded duration is the video's real end.
+    clipped = lambda time: min(max(time, 0.0), duration)  # noqa: E731
+    return [[{**m, "start": clipped(m["start"]), "end": clipped(m["end"])} for m in moments] for moments in rankings]
+
+
+def as_json(rankings: list[list[dict]], queries: list[str | None]) -> list[dict]:
+    """`--json`: one object per query, whatever their number: its index, its text (None for features), its moments."""
+    return [
+        {
+            "index": index,
+            "query": query,
+            "moments": [{key: value for key, value in moment.items() if key != "query"} for moment in moments],
+        }
+        for index, (query, moments) in enumerate(zip(queries, rankings))
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import pipeline
     from transformers.utils import logging as transformers_logging
-
-    import rgnet_hf  # noqa: F401 - registers the pipeline
 
     transformers_logging.disable_progress_bar()
 
@@ -106,26 +159,31 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give the queries as text (--query, repeatable) or as token features (--text)")
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
-    if looks_like_a_path(args.model) and not Path(args.model).is_dir():
-        raise FileNotFoundError(f"--model {args.model}: no such model folder")
-    pipe = pipeline("video-grounding", model=args.model, device=args.device, progress=not args.no_progress)
-    inputs = _video_inputs(args, pipe)
+    pipe = load_grounding_pipeline(
+        args.model, device=args.device, progress=not args.no_progress, trust_remote_code=args.trust_remote_code
+    )
+    with warnings_as_lines():
+        inputs, duration = _video_inputs(args, pipe)
     if args.query:
         inputs["text"] = args.query if len(args.query) > 1 else args.query[0]
         many, names = len(args.query) > 1, list(args.query)
+        queries = list(args.query)
     else:
         text = load_array(args.text, args.text_key)
         inputs["text_features"] = list(text) if text.ndim == 3 else text
         many = text.ndim == 3
         names = [f"query {index}" for index in range(len(text) if many else 1)]
+        queries = [None] * len(names)
         if args.sentence:
             inputs["sentence_features"] = load_array(args.sentence, args.sentence_key)
     if args.seconds_per_feature is not None:
         inputs["seconds_per_feature"] = args.seconds_per_feature
     result = pipe(inputs, top_k=args.top_k)
     rankings = result if many else [result]
+    if duration is not None:
+        rankings = _clip(rankings, duration)
     if args.json:
-        print(json.dumps(rankings if many else rankings[0], indent=2))
+        print(json.dumps(as_json(rankings, queries), indent=2))
     else:
         print(format_table(rankings, names))
     return 0
