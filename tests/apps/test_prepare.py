@@ -1,0 +1,282 @@
+"""`rgnet-hf prepare` and `load_prepared`: own videos + annotations -> features, splits by video, manifest, card;
+refusals, reruns that add only what is missing, and a kill followed by a rerun."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import datasets
+import h5py
+import numpy as np
+import pytest
+from raw_video_utils import PALETTE, SENTENCES, build_tiny_clip, make_test_video
+
+from rgnet_hf.apps.cli import main as cli_main
+from rgnet_hf.data import EvaluationVideoDataset, RGNetTrainingDataset, load_prepared
+from rgnet_hf.data.own_annotations import EXTREMEWHENBENCH_COLUMNS
+from rgnet_hf.data.prepared import PreparedDatasetError, load_manifest, prepare_dataset
+from rgnet_hf.video_text_encoders import load_feature_encoder
+
+SPF = 0.5
+CONTAINERS = [".mp4", ".mkv", ".mov"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepare")
+    clip = build_tiny_clip(root / "clip")
+    videos = root / "videos"
+    videos.mkdir()
+    for index in range(7):
+        colors = PALETTE[index : index + 3] + PALETTE[:3]  # 6 s each, different colours per video
+        make_test_video(videos / f"video{index}{CONTAINERS[index % 3]}", colors, fps=5)
+    rows = [
+        {
+            "qid": f"q{index}_{rank}",
+            "video_id": f"video{index}",
+            "question": SENTENCES[(index + rank) % len(SENTENCES)],
+            "correct_interval": [float(rank), rank + 2.5],
+            "video_duration_s": 6.0,
+        }
+        for index in range(7)
+        for rank in range(3)
+    ]
+    return {"root": root, "clip": clip, "videos": videos, "rows": rows, "encoder": load_feature_encoder(clip)}
+
+
+def _jsonl(path, rows):
+    with open(path, "w") as file:
+        file.writelines(json.dumps(row) + "\n" for row in rows)
+    return path
+
+
+def _prepare_args(annotations, assets, output, *extra):
+    return [
+        "prepare",
+        "--annotations", str(annotations),
+        "--videos", str(assets["videos"]),
+        "--encoder", str(assets["clip"]),
+        "--output", str(output),
+        "--seconds-per-feature", str(SPF),
+        "--columns", EXTREMEWHENBENCH_COLUMNS,
+        "--no-progress",
+        *extra,
+    ]  # fmt: skip
+
+
+def _contents(folder):
+    """Everything a prepared folder holds that a rerun must reproduce: features, annotations, manifest (minus times)."""
+    found = {}
+    for name in ("video_features.h5", "text_features.h5", "sentence_features.h5"):
+        with h5py.File(folder / name, "r") as handle:
+            found[name] = {key: handle[key][()] for key in handle}
+    found["annotations"] = {p.name: p.read_text() for p in sorted((folder / "annotations").iterdir())}
+    manifest = load_manifest(folder)
+    found["manifest"] = {k: v for k, v in manifest.items() if k != "inputs"}
+    return found
+
+
+def _assert_same(left, right):
+    assert left.keys() == right.keys()
+    for name in left:
+        if isinstance(left[name], dict) and name.endswith(".h5"):
+            assert left[name].keys() == right[name].keys(), name
+            for key in left[name]:
+                np.testing.assert_allclose(left[name][key], right[name][key], rtol=1e-5, atol=1e-6)
+        else:
+            assert left[name] == right[name], name
+
+
+def test_prepare_from_extremewhenbench_columns_end_to_end(tmp_path, assets, capsys):
+    annotations = _jsonl(tmp_path / "ewb.jsonl", assets["rows"])
+    output = tmp_path / "data"
+    assert cli_main(_prepare_args(annotations, assets, output)) == 0
+    printed = capsys.readouterr().out
+    assert "21 rows read, 21 valid" in printed and "7 video(s) encoded" in printed
+
+    manifest = load_manifest(output)
+    encoder = assets["encoder"]
+    assert manifest["encoder"] == encoder.name and manifest["seconds_per_feature"] == SPF
+    assert (manifest["video_feature_size"], manifest["text_feature_size"], manifest["sentence_feature_size"]) == (
+        encoder.video_feature_size,
+        encoder.text_feature_size,
+        encoder.sentence_feature_size,
+    )
+    assert {split: c["videos"] for split, c in manifest["counts"].items()} == {"train": 5, "validation": 1, "test": 1}
+    assert sum(c["queries"] for c in manifest["counts"].values()) == 21
+    assert manifest["inputs"]["annotations"]["fingerprint"].startswith("sha256:")
+    card = (output / "README.md").read_text()
+    assert card.startswith("---\nlicense:") and f"`{encoder.name}`" in card and "| train | 5 |" in card
+
+    dataset = load_prepared(output)
+    assert dataset.seconds_per_feature == SPF and dataset.manifest["encoder"] == encoder.name
+    # No query of one video lands in two splits, and every query is in one split.
+    videos_per_split = {name: set(split["clip_id"]) for name, split in dataset.items()}
+    assert not (videos_per_split["train"] & videos_per_split["validation"])
+    assert not (videos_per_split["train"] & videos_per_split["test"])
+    assert not (videos_per_split["validation"] & videos_per_split["test"])
+    assert sorted(qid for split in dataset.values() for qid in split["query_id"]) == sorted(
+        row["qid"] for row in assets["rows"]
+    )
+    # The features are the encoder's own outputs for that video and sentence.
+    row = dataset["train"][0]
+    video_file = next(assets["videos"].glob(row["clip_id"] + ".*"))
+    expected = encoder.encode_video(video_file, SPF, progress=False)
+    np.testing.assert_allclose(row["video_features"][:], expected.features, rtol=1e-5, atol=1e-6)
+    assert row["duration"] == pytest.approx(expected.duration)
+    query = encoder.encode_queries([row["query"]])[0]
+    np.testing.assert_allclose(row["text_features"], query.token_features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(row["sentence_features"], query.sentence_features, rtol=1e-5, atol=1e-6)
+    source = next(r for r in assets["rows"] if r["qid"] == row["query_id"])
+    assert row["timestamps"] == source["correct_interval"] and row["video_id"] == source["video_id"]
+
+
+def test_prepared_data_feeds_training_and_evaluation(tmp_path, assets):
+    from rgnet_hf import RGNetConfig
+
+    output = tmp_path / "data"
+    prepare_dataset(
+        _jsonl(tmp_path / "rows.jsonl", assets["rows"]),
+        assets["videos"],
+        output,
+        assets["encoder"],
+        SPF,
+        columns=EXTREMEWHENBENCH_COLUMNS,
+        progress=False,
+        log=lambda line: None,
+    )
+    dataset = load_prepared(output)
+    manifest = dataset.manifest
+    config = RGNetConfig.from_preset(
+        "mad",
+        video_feature_size=manifest["video_feature_size"],
+        text_feature_size=manifest["text_feature_size"],
+        sentence_feature_size=manifest["sentence_feature_size"],
+        seconds_per_feature=SPF,
+        window_length=8,
+        max_text_length=7,
+    )
+    sample = RGNetTrainingDataset.from_config(dataset["train"], config, seed=0)[0]
+    assert sample["video_features"].shape[-1] == manifest["video_feature_size"]
+    items = list(EvaluationVideoDataset(dataset["test"]))
+    assert len(items) == 1 and items[0]["video_features"].shape[-1] == manifest["video_feature_size"]
+
+
+def test_invalid_rows_fail_unless_skip_invalid(tmp_path, assets, capsys):
+    rows = [dict(r) for r in assets["rows"][:6]]
+    rows[1]["video_id"] = "absent"
+    rows[2]["correct_interval"] = [4.0, 30.0]
+    rows[3]["question"] = ""
+    annotations = _jsonl(tmp_path / "bad.jsonl", rows)
+    output = tmp_path / "data"
+    assert cli_main(_prepare_args(annotations, assets, output)) == 1
+    captured = capsys.readouterr()
+    assert "6 rows read, 3 valid" in captured.out and "missing_video" in captured.out
+    assert "--skip-invalid" in captured.err
+    assert not (output / "manifest.json").exists()  # nothing is encoded from a failing table
+
+    assert cli_main(_prepare_args(annotations, assets, output, "--skip-invalid")) == 0
+    manifest = load_manifest(output)
+    assert set(manifest["report"]["failed"]) == {"missing_video", "moment_outside_video", "empty_sentence"}
+    assert sum(c["queries"] for c in manifest["counts"].values()) == 3
+
+
+def test_split_column_from_a_saved_dataset(tmp_path, assets):
+    rows = [dict(row, part="test" if row["video_id"] == "video0" else "train") for row in assets["rows"]]
+    datasets.Dataset.from_list(rows).save_to_disk(tmp_path / "saved")
+    output = tmp_path / "data"
+    columns = EXTREMEWHENBENCH_COLUMNS + ",split=part"
+    result = prepare_dataset(
+        tmp_path / "saved", assets["videos"], output, assets["encoder"], SPF, columns=columns, progress=False,
+        log=lambda line: None,
+    )  # fmt: skip
+    assert result.manifest["split_rule"]["source"] == "column"
+    dataset = load_prepared(output)
+    assert set(dataset) == {"train", "test"} and set(dataset["test"]["clip_id"]) == {"video0"}
+
+
+def test_rerun_with_new_rows_encodes_only_what_is_missing(tmp_path, assets):
+    output = tmp_path / "data"
+    first_rows = [row for row in assets["rows"] if row["video_id"] != "video6"][:15]
+    first = prepare_dataset(
+        _jsonl(tmp_path / "first.jsonl", first_rows), assets["videos"], output, assets["encoder"], SPF,
+        columns=EXTREMEWHENBENCH_COLUMNS, progress=False, log=lambda line: None,
+    )  # fmt: skip
+    assert len(first.videos_encoded) == 5 and first.sentences_encoded == 15
+    second = prepare_dataset(
+        _jsonl(tmp_path / "all.jsonl", assets["rows"]), assets["videos"], output, assets["encoder"], SPF,
+        columns=EXTREMEWHENBENCH_COLUMNS, progress=False, log=lambda line: None,
+    )  # fmt: skip
+    assert len(second.videos_encoded) == 2 and len(second.videos_reused) == 5
+    assert second.sentences_encoded == 6 and second.sentences_reused == 15
+    # Known videos keep their split.
+    before, after = first.manifest["video_splits"], second.manifest["video_splits"]
+    assert all(after[stem] == split for stem, split in before.items())
+
+    # A clean run on all rows gives the same folder.
+    clean = tmp_path / "clean"
+    prepare_dataset(
+        tmp_path / "all.jsonl", assets["videos"], clean, assets["encoder"], SPF, columns=EXTREMEWHENBENCH_COLUMNS,
+        progress=False, log=lambda line: None,
+    )  # fmt: skip
+    clean_contents, rerun_contents = _contents(clean), _contents(output)
+    assert clean_contents["manifest"]["counts"] == rerun_contents["manifest"]["counts"]
+    for name in ("video_features.h5", "text_features.h5", "sentence_features.h5"):
+        _assert_same({name: clean_contents[name]}, {name: rerun_contents[name]})
+
+
+def test_a_kill_during_prepare_then_a_rerun_gives_the_same_data(tmp_path, assets):
+    annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"])
+
+    class Killed(KeyboardInterrupt):
+        pass
+
+    class DyingEncoder:
+        """The real encoder, killed while encoding the third video."""
+
+        def __init__(self, encoder):
+            self._encoder, self.calls = encoder, 0
+
+        def __getattr__(self, name):
+            return getattr(self._encoder, name)
+
+        def encode_video(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise Killed
+            return self._encoder.encode_video(*args, **kwargs)
+
+    output = tmp_path / "killed"
+    arguments = dict(columns=EXTREMEWHENBENCH_COLUMNS, progress=False, log=lambda line: None)
+    with pytest.raises(Killed):
+        prepare_dataset(annotations, assets["videos"], output, DyingEncoder(assets["encoder"]), SPF, **arguments)
+    assert not (output / "manifest.json").exists()
+    with pytest.raises(PreparedDatasetError, match="did not finish"):
+        load_prepared(output)
+    resumed = prepare_dataset(annotations, assets["videos"], output, assets["encoder"], SPF, **arguments)
+    assert len(resumed.videos_reused) == 2 and len(resumed.videos_encoded) == 5
+
+    clean = tmp_path / "clean"
+    prepare_dataset(annotations, assets["videos"], clean, assets["encoder"], SPF, **arguments)
+    _assert_same(_contents(clean), _contents(output))
+
+
+def test_refusals(tmp_path, assets, capsys):
+    annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"][:6])
+    output = tmp_path / "data"
+    assert cli_main(_prepare_args(annotations, assets, output)) == 0
+    # Another rate into the same folder: its features would be read at wrong times.
+    args = _prepare_args(annotations, assets, output)
+    args[args.index("--seconds-per-feature") + 1] = "0.25"
+    assert cli_main(args) == 2
+    assert "another --output" in capsys.readouterr().err
+    assert cli_main(_prepare_args(annotations, assets, tmp_path / "x", "--splits", "train=0.5,test=0.2")) == 2
+    assert "add up to 1" in capsys.readouterr().err
+    assert cli_main(_prepare_args(annotations, assets, tmp_path / "x", "--splits", "train=0.9,dev=0.1")) == 2
+    assert "unknown split 'dev'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="has no split"):
+        load_prepared(output, splits=["nothing"])
+    shutil.rmtree(output / "annotations")
+    with pytest.raises(PreparedDatasetError, match="rerun `rgnet-hf prepare`"):
+        load_prepared(output)
