@@ -27,7 +27,14 @@ from .loaders import (
     summarize,
 )
 from .own_annotations import AnnotationReport, check_annotations, parse_column_map, read_annotation_table
-from .prepared import PreparedDatasetError, load_manifest, load_prepared, prepare_dataset
+from .prepared import (
+    PreparedDatasetError,
+    check_model_fits_manifest,
+    load_manifest,
+    load_prepared,
+    prepare_dataset,
+    prepared_model_settings,
+)
 from .sampling import RGNetTrainingDataset, TrainingWindow, positive_window_probabilities, sample_training_window
 
 __all__ = [
@@ -48,6 +55,7 @@ __all__ = [
     "TrainingWindow",
     "attach_features",
     "check_annotations",
+    "check_model_fits_manifest",
     "cone_variant_files",
     "format_summary",
     "get_feature_sources",
@@ -62,6 +70,7 @@ __all__ = [
     "parse_column_map",
     "positive_window_probabilities",
     "prepare_dataset",
+    "prepared_model_settings",
     "query_features",
     "read_annotation_table",
     "sample_training_window",

@@ -52,10 +52,12 @@ __all__ = [
     "InvalidAnnotationsError",
     "PreparedDatasetError",
     "assign_splits",
+    "check_model_fits_manifest",
     "load_manifest",
     "load_prepared",
     "parse_split_ratios",
     "prepare_dataset",
+    "prepared_model_settings",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -635,4 +637,46 @@ def load_prepared(
     )
     result.report = DataReport(f"prepared {folder}", result.report.splits)
     result.manifest = manifest
+    result.manifest_path = str(folder / MANIFEST_NAME)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Models and prepared data
+
+
+def prepared_model_settings(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The `RGNetConfig` fields a model trained on a prepared folder takes from its manifest."""
+    return {
+        "video_feature_size": manifest["video_feature_size"],
+        "text_feature_size": manifest["text_feature_size"],
+        "sentence_feature_size": manifest["sentence_feature_size"],
+        "seconds_per_feature": manifest["seconds_per_feature"],
+        "feature_encoder": manifest["encoder"],
+    }
+
+
+def _same(left: Any, right: Any) -> bool:
+    if isinstance(left, (int, float)) and isinstance(right, (int, float)):
+        return math.isclose(float(left), float(right), rel_tol=1e-9)
+    return left == right
+
+
+def check_model_fits_manifest(config, manifest: Mapping[str, Any], model: str = "the model", data: str = "") -> None:
+    """Refuse a model whose encoder, feature rate or feature sizes are not those of a prepared folder.
+
+    Features read at another rate put every moment at wrong times, and another encoder's features mean nothing to
+    the model, so any difference is an error that names each field.
+    """
+    wrong = [
+        f"{name}: model {getattr(config, name, None)!r}, data {value!r}"
+        for name, value in prepared_model_settings(manifest).items()
+        if not _same(getattr(config, name, None), value)
+    ]
+    if wrong:
+        raise PreparedDatasetError(
+            f"{model} does not fit the prepared data {data or manifest.get('encoder', '')}: "
+            + "; ".join(wrong)
+            + ". Prepare the data for this model with `rgnet-hf prepare --model MODEL_FOLDER ...` (its encoder and "
+            "rate), or train a new model on this data (without init_from)"
+        )
