@@ -10,7 +10,7 @@ import datasets
 import h5py
 import numpy as np
 import pytest
-from raw_video_utils import PALETTE, SENTENCES, build_tiny_clip, make_test_video
+from raw_video_utils import PALETTE, SENTENCES, build_tiny_clip, build_tiny_rgnet, make_test_video
 
 from rgnet_hf.apps.cli import main as cli_main
 from rgnet_hf.data import EvaluationVideoDataset, RGNetTrainingDataset, load_prepared
@@ -175,6 +175,11 @@ def test_invalid_rows_fail_unless_skip_invalid(tmp_path, assets, capsys):
     assert "6 rows read, 3 valid" in captured.out and "missing_video" in captured.out
     assert "--skip-invalid" in captured.err
     assert not (output / "manifest.json").exists()  # nothing is encoded from a failing table
+    # The rows are checked before the encoder is loaded: a failing table does not wait for (or need) it.
+    args = _prepare_args(annotations, assets, output)
+    args[args.index("--encoder") + 1] = str(tmp_path / "no_such_encoder")
+    assert cli_main(args) == 1
+    assert "missing_video" in capsys.readouterr().out
 
     assert cli_main(_prepare_args(annotations, assets, output, "--skip-invalid")) == 0
     manifest = load_manifest(output)
@@ -280,3 +285,18 @@ def test_refusals(tmp_path, assets, capsys):
     shutil.rmtree(output / "annotations")
     with pytest.raises(PreparedDatasetError, match="rerun `rgnet-hf prepare`"):
         load_prepared(output)
+
+
+def test_prepare_for_a_model_takes_its_encoder_and_rate(tmp_path, assets, capsys):
+    model = build_tiny_rgnet(tmp_path / "model", assets["clip"], seconds_per_feature=1.0)
+    annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"][:6])
+    args = _prepare_args(annotations, assets, tmp_path / "data")
+    at = args.index("--encoder")
+    args[at : at + 2] = ["--model", str(model)]
+    rate = args.index("--seconds-per-feature")
+    del args[rate : rate + 2]
+    assert cli_main(args) == 0
+    manifest = load_manifest(tmp_path / "data")
+    assert manifest["seconds_per_feature"] == 1.0 and manifest["encoder"] == str(assets["clip"].resolve())
+    assert cli_main(args + ["--seconds-per-feature", "0.5"]) == 2
+    assert "differs from the model's 1.0 s" in capsys.readouterr().err

@@ -383,7 +383,8 @@ def prepare_dataset(
         annotations: a JSONL / JSON / CSV / TSV / Parquet file, a `save_to_disk` folder or a Hub dataset id.
         videos_dir: the folder of the video files (searched recursively).
         output: the prepared folder (created or completed).
-        encoder: a [`VideoTextEncoder`] (on this process's device).
+        encoder: a [`VideoTextEncoder`] (on this process's device), or a function without arguments that loads it
+            (called only once every row passed its checks).
         seconds_per_feature: the feature rate the video features are sampled at.
         columns: the column map (see [`parse_column_map`]).
         splits: `{split: fraction}` or `"train=0.8,..."`; ignored when the rows have a split column. Default
@@ -403,8 +404,6 @@ def prepare_dataset(
         raise PreparedDatasetError(f"--output {output} is a file: give a folder")
     column_map = parse_column_map(columns)
     ratios = parse_split_ratios(splits)
-    encoder_name = encoder.name or type(encoder).__name__
-    previous = _check_previous_manifest(output, encoder_name, seconds_per_feature)
 
     table, fingerprint = read_annotation_table(annotations)
     queries, report = check_annotations(table, videos_dir, column_map, source=str(annotations))
@@ -423,6 +422,10 @@ def prepare_dataset(
     if not queries:
         raise AnnotationError(f"{annotations}: no valid row left")
 
+    if not hasattr(encoder, "encode_video"):
+        encoder = encoder()  # a loader: the encoder is loaded only once the rows passed their checks
+    encoder_name = encoder.name or type(encoder).__name__
+    previous = _check_previous_manifest(output, encoder_name, seconds_per_feature)
     output.mkdir(parents=True, exist_ok=True)
     videos = sorted({query.video_path for query in queries}, key=lambda path: path.stem)
     extraction = extract_video_features(

@@ -88,10 +88,16 @@ def run(args: argparse.Namespace) -> int:
                 f"--seconds-per-feature {seconds_per_feature} differs from the model's {config.seconds_per_feature} s "
                 "per feature: the model would read these features at wrong times; leave the option out"
             )
-        encoder = feature_encoder_for_model(config, device=device, dtype=dtype, batch_size=args.batch_size)
         seconds_per_feature = config.seconds_per_feature
+
+        def encoder():
+            return feature_encoder_for_model(config, device=device, dtype=dtype, batch_size=args.batch_size)
+
     else:
-        encoder = load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
+
+        def encoder():
+            return load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
+
     try:
         result = prepare_dataset(
             args.annotations,
