@@ -4,12 +4,16 @@ refusals, reruns that add only what is missing, and a kill followed by a rerun."
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import datasets
 import h5py
 import numpy as np
 import pytest
+from conftest import accelerate_launch_command
 from raw_video_utils import PALETTE, SENTENCES, build_tiny_clip, build_tiny_rgnet, make_test_video
 
 from rgnet_hf.apps.cli import main as cli_main
@@ -300,3 +304,19 @@ def test_prepare_for_a_model_takes_its_encoder_and_rate(tmp_path, assets, capsys
     assert manifest["seconds_per_feature"] == 1.0 and manifest["encoder"] == str(assets["clip"].resolve())
     assert cli_main(args + ["--seconds-per-feature", "0.5"]) == 2
     assert "differs from the model's 1.0 s" in capsys.readouterr().err
+
+
+def test_two_cpu_processes_prepare_the_same_data(tmp_path, assets):
+    annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"])
+    single = tmp_path / "single"
+    prepare_dataset(
+        annotations, assets["videos"], single, assets["encoder"], SPF, columns=EXTREMEWHENBENCH_COLUMNS,
+        progress=False, log=lambda line: None,
+    )  # fmt: skip
+    parallel = tmp_path / "parallel"
+    command = accelerate_launch_command(2, "-m", "rgnet_hf.apps.cli", *_prepare_args(annotations, assets, parallel))
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "encoded by the main process" in done.stdout
+    _assert_same(_contents(single), _contents(parallel))

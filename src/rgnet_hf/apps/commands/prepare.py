@@ -127,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
     if not state.is_main_process:
         return 0
     manifest = result.manifest
+    share = " by the main process" if state.num_processes > 1 else ""
     print(
-        f"{args.output}: {len(result.videos_encoded)} video(s) encoded, {len(result.videos_reused)} reused; "
+        f"{args.output}: {len(result.videos_encoded)} video(s) encoded{share}, {len(result.videos_reused)} reused; "
         f"{result.sentences_encoded} sentence(s) encoded, {result.sentences_reused} reused"
     )
     for split, counts in manifest["counts"].items():
