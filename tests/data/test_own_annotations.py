@@ -124,6 +124,7 @@ def test_every_bad_row_is_reported_with_its_reason(tmp_path, videos):
         dict(good, query_id="ok"),  # duplicate id
         dict(good, query_id="wrong_duration", duration=60.0),
         dict(good, query_id="clipped", start=5.0, end=6.3),  # within the 0.5 s tolerance
+        dict(good, query_id="a/b"),
     ]
     checked, report = check_annotations(rows, videos, source="mine.jsonl")
     failed = {reason: [entry[1] for entry in entries] for reason, entries in report.failed.items()}
@@ -136,11 +137,12 @@ def test_every_bad_row_is_reported_with_its_reason(tmp_path, videos):
         "invalid_moment": ["not_a_number"],
         "duplicate_query_id": ["ok"],
         "duration_mismatch": ["wrong_duration"],
+        "invalid_query_id": ["a/b"],
     }
     assert [query.query_id for query in checked] == ["ok", "clipped"]
     assert checked[1].end == pytest.approx(6.0) and report.clipped[0][1] == "clipped"
     text = str(report)
-    assert "12 rows read, 2 valid" in text and "missing_video" in text and "row 1 (query no_video)" in text
+    assert "13 rows read, 2 valid" in text and "missing_video" in text and "row 1 (query no_video)" in text
     assert report.to_dict()["failed"]["empty_sentence"]["count"] == 2
 
 
@@ -173,3 +175,19 @@ def test_same_stem_in_two_folders(tmp_path):
     assert not checked
     assert report.counts() == {"ambiguous_video": 1, "video_stem_clash": 2}
     assert "a/clip.mp4" in str(report) and "b/clip.mp4" in str(report)
+
+
+def test_a_hub_dataset_id_goes_to_load_dataset(monkeypatch, videos):
+    calls = []
+
+    def fake_load_dataset(name, *args, **kwargs):
+        calls.append(name)
+        return datasets.DatasetDict({"test": datasets.Dataset.from_list(EWB_ROWS)})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    rows, fingerprint = read_annotation_table("someone/extreme-when-bench")
+    assert calls == ["someone/extreme-when-bench"] and fingerprint.startswith("hub:someone/extreme-when-bench:")
+    assert [row["source_split"] for row in rows] == ["test"] * 3
+    columns = parse_column_map(EXTREMEWHENBENCH_COLUMNS + ",split=source_split")
+    checked, report = check_annotations(rows, videos, columns)
+    assert not report.failed and {query.split for query in checked} == {"test"}

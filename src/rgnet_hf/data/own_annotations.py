@@ -25,10 +25,12 @@ from typing import Any
 
 from ..video_decoding import VideoDecodingError, _declared_duration
 from ..video_text_encoders import FeatureEncoderError, clean_query
+from .annotations import AnnotationError
 from .feature_cache import VIDEO_EXTENSIONS
 
 __all__ = [
     "ANNOTATION_FIELDS",
+    "AnnotationError",
     "CHECK_REASONS",
     "EXTREMEWHENBENCH_COLUMNS",
     "SPLIT_NAMES",
@@ -63,14 +65,11 @@ CHECK_REASONS = {
     "moment_outside_video": "start < 0 or end after the end of the video (more than the tolerance)",
     "duration_mismatch": "the row's duration differs from the video file's (is it the right file?)",
     "duplicate_query_id": "a query id already used by an earlier row (the first one is kept)",
+    "invalid_query_id": "the query id holds a '/' or is '.' (ids are keys of the feature files)",
     "unknown_split": f"the split is not one of {', '.join(SPLIT_NAMES)}",
     "video_in_two_splits": "the split column puts queries of one video in two splits (a video belongs to one split)",
     "video_not_decoded": "the video's frames could not be decoded when its features were extracted",
 }
-
-
-class AnnotationError(ValueError):
-    """An annotation source or option that cannot be used at all (not a per-row problem)."""
 
 
 @dataclass
@@ -363,7 +362,9 @@ def check_annotations(
             report.add(reason, number, query_id, detail)
 
         problems_before = len(report.failed_rows)
-        if query_id in seen_ids:
+        if "/" in query_id or query_id == ".":
+            fail("invalid_query_id", f"query id {query_id!r}: use ids without '/'")
+        elif query_id in seen_ids:
             fail("duplicate_query_id", f"query id {query_id!r} was first used by row {seen_ids[query_id]}")
         else:
             seen_ids[query_id] = number
