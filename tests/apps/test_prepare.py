@@ -3,6 +3,7 @@ refusals, reruns that add only what is missing, and a kill followed by a rerun."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -109,7 +110,12 @@ def test_prepare_from_extremewhenbench_columns_end_to_end(tmp_path, assets, caps
     )
     assert {split: c["videos"] for split, c in manifest["counts"].items()} == {"train": 5, "validation": 1, "test": 1}
     assert sum(c["queries"] for c in manifest["counts"].values()) == 21
-    assert manifest["inputs"]["annotations"]["fingerprint"].startswith("sha256:")
+    assert (
+        manifest["inputs"]["annotations"]["fingerprint"]
+        == "sha256:" + hashlib.sha256(annotations.read_bytes()).hexdigest()
+    )
+    recorded = manifest["inputs"]["videos"]["video1"]
+    assert recorded["sha256"] == hashlib.sha256((assets["videos"] / "video1.mkv").read_bytes()).hexdigest()
     card = (output / "README.md").read_text()
     assert card.startswith("---\nlicense:") and f"`{encoder.name}`" in card and "| train | 5 |" in card
 

@@ -41,6 +41,7 @@ from .own_annotations import (
     AnnotationError,
     AnnotationReport,
     CheckedQuery,
+    _hash_file,
     check_annotations,
     parse_column_map,
     read_annotation_table,
@@ -515,6 +516,7 @@ def prepare_dataset(
         text_size, sentence_size = int(tokens[first].shape[-1]), int(sentences[first].shape[-1])
     with h5py.File(output / VIDEO_FEATURES, "r") as handle:
         video_size = int(handle[stems[0]].shape[-1])
+    previous_videos = previous["inputs"].get("videos", {}) if previous is not None else {}
     manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -537,7 +539,11 @@ def prepare_dataset(
             "annotations": {"source": str(annotations), "fingerprint": fingerprint},
             "columns": column_map,
             "videos_dir": str(Path(videos_dir).resolve()),
-            "videos": {video.stem: _file_identity(video) for video in videos if video.stem in decoded},
+            "videos": {
+                video.stem: _file_identity(video, previous_videos.get(video.stem))
+                for video in videos
+                if video.stem in decoded
+            },
         },
         "truncated_queries": truncated,
         "report": report.to_dict(),
@@ -554,9 +560,14 @@ def prepare_dataset(
     )
 
 
-def _file_identity(path: Path) -> dict:
+def _file_identity(path: Path, previous: Mapping[str, Any] | None = None) -> dict:
+    """Path, size, modification time and SHA-256 of a video; the hash of the last run is reused when the file's
+    path, size and time are unchanged (hashing reads the whole file)."""
     stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if previous and all(previous.get(key) == value for key, value in identity.items()) and previous.get("sha256"):
+        return {**identity, "sha256": previous["sha256"]}
+    return {**identity, "sha256": _hash_file(path)}
 
 
 def _write_annotations(output: Path, rows: dict[str, list[dict]]) -> None:
