@@ -178,6 +178,20 @@ def read_annotation_table(source: str | os.PathLike) -> tuple[list[dict], str]:
 
     text = os.fspath(source)
     path = Path(text)
+    # A local table is read in a blink: no "Generating train split" bar (a Hub download keeps its bars).
+    quiet = path.exists() and datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        return _read_table(text, path)
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
+
+
+def _read_table(text: str, path: Path) -> tuple[list[dict], str]:
+    import datasets
+
     with tempfile.TemporaryDirectory(prefix="rgnet-annotations-") as cache:
         if _is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
