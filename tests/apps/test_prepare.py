@@ -20,7 +20,7 @@ from raw_video_utils import PALETTE, SENTENCES, build_tiny_clip, build_tiny_rgne
 from rgnet_hf.apps.cli import main as cli_main
 from rgnet_hf.data import EvaluationVideoDataset, RGNetTrainingDataset, load_prepared
 from rgnet_hf.data.own_annotations import EXTREMEWHENBENCH_COLUMNS
-from rgnet_hf.data.prepared import PreparedDatasetError, load_manifest, prepare_dataset
+from rgnet_hf.data.prepared import InvalidAnnotationsError, PreparedDatasetError, load_manifest, prepare_dataset
 from rgnet_hf.video_text_encoders import load_feature_encoder
 
 SPF = 0.5
@@ -241,42 +241,6 @@ def test_rerun_with_new_rows_encodes_only_what_is_missing(tmp_path, assets):
         _assert_same({name: clean_contents[name]}, {name: rerun_contents[name]})
 
 
-def test_a_kill_during_prepare_then_a_rerun_gives_the_same_data(tmp_path, assets):
-    annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"])
-
-    class Killed(KeyboardInterrupt):
-        pass
-
-    class DyingEncoder:
-        """The real encoder, killed while encoding the third video."""
-
-        def __init__(self, encoder):
-            self._encoder, self.calls = encoder, 0
-
-        def __getattr__(self, name):
-            return getattr(self._encoder, name)
-
-        def encode_video(self, *args, **kwargs):
-            self.calls += 1
-            if self.calls == 3:
-                raise Killed
-            return self._encoder.encode_video(*args, **kwargs)
-
-    output = tmp_path / "killed"
-    arguments = dict(columns=EXTREMEWHENBENCH_COLUMNS, progress=False, log=lambda line: None)
-    with pytest.raises(Killed):
-        prepare_dataset(annotations, assets["videos"], output, DyingEncoder(assets["encoder"]), SPF, **arguments)
-    assert not (output / "manifest.json").exists()
-    with pytest.raises(PreparedDatasetError, match="did not finish"):
-        load_prepared(output)
-    resumed = prepare_dataset(annotations, assets["videos"], output, assets["encoder"], SPF, **arguments)
-    assert len(resumed.videos_reused) == 2 and len(resumed.videos_encoded) == 5
-
-    clean = tmp_path / "clean"
-    prepare_dataset(annotations, assets["videos"], clean, assets["encoder"], SPF, **arguments)
-    _assert_same(_contents(clean), _contents(output))
-
-
 def test_refusals(tmp_path, assets, capsys):
     annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"][:6])
     output = tmp_path / "data"
@@ -326,3 +290,97 @@ def test_two_cpu_processes_prepare_the_same_data(tmp_path, assets):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "encoded by the main process" in done.stdout
     _assert_same(_contents(single), _contents(parallel))
+
+
+KILLED_RUN = """
+import os, signal, sys
+from rgnet_hf.data.prepared import prepare_dataset
+from rgnet_hf.video_text_encoders import load_feature_encoder
+
+encoder = load_feature_encoder({clip!r})
+stage, calls = {stage!r}, []
+real_video, real_text = encoder.encode_video, encoder.encode_queries
+
+
+def encode_video(*args, **kwargs):
+    calls.append(1)
+    if stage == "video" and len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up code runs, as in a crash or an OOM kill
+    return real_video(*args, **kwargs)
+
+
+def encode_queries(*args, **kwargs):
+    if stage == "text":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_text(*args, **kwargs)
+
+
+encoder.encode_video, encoder.encode_queries = encode_video, encode_queries
+prepare_dataset({annotations!r}, {videos!r}, {output!r}, encoder, {spf}, columns={columns!r}, progress=False,
+                log=lambda line: None)
+"""
+
+
+@pytest.mark.parametrize("stage", ["video", "text"])
+def test_sigkill_then_rerun_gives_the_same_data_as_an_uninterrupted_run(tmp_path, assets, stage):
+    everything = _jsonl(tmp_path / "all.jsonl", assets["rows"])
+    arguments = dict(columns=EXTREMEWHENBENCH_COLUMNS, progress=False, log=lambda line: None)
+    output = tmp_path / "killed"
+    first = None
+    if stage == "text":
+        # The kill hits a rerun with new rows: the folder of the first run must not pass for the new one.
+        subset = _jsonl(tmp_path / "subset.jsonl", [r for r in assets["rows"] if r["video_id"] != "video6"])
+        first = prepare_dataset(subset, assets["videos"], output, assets["encoder"], SPF, **arguments)
+    script = KILLED_RUN.format(
+        clip=str(assets["clip"]),
+        stage=stage,
+        annotations=str(everything),
+        videos=str(assets["videos"]),
+        output=str(output),
+        spf=SPF,
+        columns=EXTREMEWHENBENCH_COLUMNS,
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == -9, done.stderr[-3000:]
+    with pytest.raises(PreparedDatasetError, match="did not finish"):
+        load_prepared(output)
+    resumed = prepare_dataset(everything, assets["videos"], output, assets["encoder"], SPF, **arguments)
+    if stage == "video":
+        assert len(resumed.videos_reused) == 2  # the two videos finished before the kill
+    else:
+        assert len(resumed.videos_reused) == 7 and resumed.sentences_encoded == 3
+        assert all(resumed.manifest["video_splits"][k] == v for k, v in first.manifest["video_splits"].items())
+    clean = tmp_path / "clean"
+    prepare_dataset(everything, assets["videos"], clean, assets["encoder"], SPF, **arguments)
+    if stage == "video":
+        _assert_same(_contents(clean), _contents(output))
+    else:
+        contents = _contents(output)
+        for name in ("video_features.h5", "text_features.h5", "sentence_features.h5"):
+            _assert_same({name: _contents(clean)[name]}, {name: contents[name]})
+    assert not (output / "manifest.previous.json").exists()
+
+
+def test_a_video_that_fails_to_decode_is_reported_and_a_failed_rerun_keeps_the_last_folder(tmp_path, assets, capsys):
+    videos = tmp_path / "videos"
+    shutil.copytree(assets["videos"], videos)
+    output = tmp_path / "data"
+    arguments = dict(columns=EXTREMEWHENBENCH_COLUMNS, progress=False, log=print)
+    rows = assets["rows"][:6]
+    prepare_dataset(_jsonl(tmp_path / "good.jsonl", rows), videos, output, assets["encoder"], SPF, **arguments)
+    before = load_manifest(output)
+    # A cut file (an interrupted copy) opens, declares its whole length, and fails when its frames are decoded.
+    whole = make_test_video(tmp_path / "whole.mkv", PALETTE, seconds_per_color=2.0, fps=5)
+    (videos / "cut.mkv").write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    cut_row = dict(rows[0], qid="cut", video_id="cut", correct_interval=[1.0, 2.0], video_duration_s=20.0)
+    more = _jsonl(tmp_path / "more.jsonl", rows + [cut_row])
+    capsys.readouterr()
+    with pytest.raises(InvalidAnnotationsError, match="after decoding the videos"):
+        prepare_dataset(more, videos, output, assets["encoder"], SPF, **arguments)
+    assert "video_not_decoded" in capsys.readouterr().out
+    assert load_manifest(output) == before  # the last finished folder is whole
+    assert sum(len(split) for split in load_prepared(output).values()) == 6
+    result = prepare_dataset(more, videos, output, assets["encoder"], SPF, skip_invalid=True, **arguments)
+    assert result.manifest["report"]["failed"]["video_not_decoded"]["count"] == 1
+    assert sum(c["queries"] for c in result.manifest["counts"].values()) == 6

@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
+PREVIOUS_MANIFEST_NAME = "manifest.previous.json"
 MANIFEST_FORMAT = "rgnet-prepared-dataset"
 MANIFEST_VERSION = 1
 VIDEO_FEATURES, TEXT_FEATURES, SENTENCE_FEATURES = "video_features.h5", "text_features.h5", "sentence_features.h5"
@@ -328,6 +329,10 @@ def load_manifest(folder: str | os.PathLike) -> dict:
             f"{path} not found: {folder} is not a prepared dataset, or `rgnet-hf prepare` did not finish there "
             "(rerun the same command: it resumes)"
         )
+    return _read_manifest(path)
+
+
+def _read_manifest(path: Path) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -346,14 +351,25 @@ def _write_json_atomically(path: Path, value: Any) -> None:
 
 
 def _check_previous_manifest(output: Path, encoder_name: str, seconds_per_feature: float) -> dict | None:
-    if not (output / MANIFEST_NAME).is_file():
+    """The manifest of the last finished run (or of the run a kill interrupted), checked to share the encoder and rate.
+
+    A run sets the manifest aside (`manifest.previous.json`) before it changes anything, so that a folder whose rerun
+    was killed is unfinished (refused by [`load_prepared`]) until a rerun completes it, and that rerun still sees the
+    last split assignment."""
+    current, aside = output / MANIFEST_NAME, output / PREVIOUS_MANIFEST_NAME
+    if current.is_file():
+        previous = load_manifest(output)
+    elif aside.is_file():
+        previous = _read_manifest(aside)
+    else:
         return None
-    previous = load_manifest(output)
     if previous["encoder"] != encoder_name or not math.isclose(previous["seconds_per_feature"], seconds_per_feature):
         raise PreparedDatasetError(
             f"{output} was prepared with encoder {previous['encoder']!r} at {previous['seconds_per_feature']} s per "
             f"feature, not {encoder_name!r} at {seconds_per_feature}: give another --output"
         )
+    if current.is_file():
+        os.replace(current, aside)
     return previous
 
 
@@ -426,7 +442,8 @@ def prepare_dataset(
     if not hasattr(encoder, "encode_video"):
         encoder = encoder()  # a loader: the encoder is loaded only once the rows passed their checks
     encoder_name = encoder.name or type(encoder).__name__
-    previous = _check_previous_manifest(output, encoder_name, seconds_per_feature)
+    # The main process alone sets the manifest aside; the extraction refuses another encoder or rate in every process.
+    previous = _check_previous_manifest(output, encoder_name, seconds_per_feature) if process_index == 0 else None
     output.mkdir(parents=True, exist_ok=True)
     videos = sorted({query.video_path for query in queries}, key=lambda path: path.stem)
     extraction = extract_video_features(
@@ -471,9 +488,15 @@ def prepare_dataset(
         kept.append(query)
     if len(report.failed_rows) > failed_before:
         log(str(report))
-    stop_if_invalid("after decoding the videos")
-    if not kept:
-        raise AnnotationError(f"{annotations}: no valid row left after decoding the videos")
+    try:
+        stop_if_invalid("after decoding the videos")
+        if not kept:
+            raise AnnotationError(f"{annotations}: no valid row left after decoding the videos")
+    except AnnotationError:
+        # Only new video features were added: the last finished run's folder is whole again.
+        if not (output / MANIFEST_NAME).exists() and (output / PREVIOUS_MANIFEST_NAME).exists():
+            os.replace(output / PREVIOUS_MANIFEST_NAME, output / MANIFEST_NAME)
+        raise
 
     sentences_encoded, sentences_reused, truncated = _encode_text(encoder, kept, output, progress)
 
@@ -550,6 +573,7 @@ def prepare_dataset(
     }
     (output / "README.md").write_text(dataset_card(manifest), encoding="utf-8")
     _write_json_atomically(output / MANIFEST_NAME, manifest)
+    (output / PREVIOUS_MANIFEST_NAME).unlink(missing_ok=True)
     return PrepareResult(
         manifest=manifest,
         report=report,
