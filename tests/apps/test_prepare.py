@@ -240,6 +240,19 @@ def test_rerun_with_new_rows_encodes_only_what_is_missing(tmp_path, assets):
     for name in ("video_features.h5", "text_features.h5", "sentence_features.h5"):
         _assert_same({name: clean_contents[name]}, {name: rerun_contents[name]})
 
+    # A row whose sentence changed under the same id is encoded again; nothing else is.
+    changed = [dict(row) for row in assets["rows"]]
+    changed[0]["question"] = "the camera pans over the city."
+    third = prepare_dataset(
+        _jsonl(tmp_path / "changed.jsonl", changed), assets["videos"], output, assets["encoder"], SPF,
+        columns=EXTREMEWHENBENCH_COLUMNS, progress=False, log=lambda line: None,
+    )  # fmt: skip
+    assert third.sentences_encoded == 1 and third.videos_encoded == []
+    row = next(r for split in load_prepared(output).values() for r in split if r["query_id"] == changed[0]["qid"])
+    expected = assets["encoder"].encode_queries([changed[0]["question"]])[0]
+    np.testing.assert_allclose(row["text_features"], expected.token_features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(row["sentence_features"], expected.sentence_features, rtol=1e-5, atol=1e-6)
+
 
 def test_refusals(tmp_path, assets, capsys):
     annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"][:6])

@@ -192,7 +192,9 @@ def _encode_text(encoder, queries: list[CheckedQuery], folder: Path, progress: b
             same_encoder = tokens.attrs.get("encoder") == encoder.name
             for key in tokens if same_encoder else []:
                 entry = tokens[key]
-                if wanted.get(key) == entry.attrs.get("sentence") and key in sentences:
+                # Both files name the sentence: a kill between their two renames cannot pair two sentences.
+                sentence = wanted.get(key)
+                if key in sentences and sentence == entry.attrs.get("sentence") == sentences[key].attrs.get("sentence"):
                     kept[key] = (entry[()], sentences[key][()], bool(entry.attrs.get("truncated", False)))
     missing = [query_id for query_id in wanted if query_id not in kept]
     fresh: dict[str, tuple[np.ndarray, np.ndarray, bool]] = {}
@@ -212,7 +214,8 @@ def _encode_text(encoder, queries: list[CheckedQuery], folder: Path, progress: b
                     entry = tokens.create_dataset(query_id, data=np.asarray(token_features, dtype=np.float32))
                     entry.attrs["sentence"] = wanted[query_id]
                     entry.attrs["truncated"] = truncated
-                    sentences.create_dataset(query_id, data=np.asarray(sentence_features, dtype=np.float32))
+                    vector = sentences.create_dataset(query_id, data=np.asarray(sentence_features, dtype=np.float32))
+                    vector.attrs["sentence"] = wanted[query_id]
         except BaseException:
             for path in temporary:
                 path.unlink(missing_ok=True)
