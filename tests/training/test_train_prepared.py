@@ -74,6 +74,10 @@ def test_training_takes_sizes_rate_and_encoder_from_the_manifest(prepared, tmp_p
         encoder.sentence_feature_size,
     )
 
+    # The model card names the features it was trained on, not the MAD release's.
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert f"on `{encoder.name}` features every 0.5 s" in card and "CLIP B/32" not in card
+
     # examples/evaluate.py reads the same folder, and refuses it for a model of another rate.
     spec = importlib.util.spec_from_file_location("rgnet_examples_evaluate", ROOT / "examples" / "evaluate.py")
     module = importlib.util.module_from_spec(spec)
