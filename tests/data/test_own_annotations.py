@@ -77,12 +77,18 @@ def test_every_format_reads_the_same_rows_with_the_extremewhenbench_mapping(tmp_
     assert {row["source_split"] for row in rows} == {"test"}
 
 
-def test_start_and_end_columns_and_default_query_ids_are_stable(videos):
+def test_start_and_end_columns_and_default_query_ids_are_stable(tmp_path, videos):
     rows = [{"video": "alpha.mp4", "sentence": "a man opens the door.", "start": 1, "end": 2}]
     first, _ = check_annotations(rows, videos)
     again, _ = check_annotations([{"video": "beta", "sentence": "x y", "start": 0, "end": 1}] + rows, videos)
     assert first[0].query_id == again[1].query_id  # content ids do not depend on the row's position
     assert first[0].video_path.name == "alpha.mp4"
+    # A path to a file inside the videos folder also names it; a file outside it does not.
+    inside = dict(rows[0], video=str(videos / "more" / "gamma.mp4"))
+    outside = dict(rows[0], video=str(tmp_path / "elsewhere.mp4"))
+    make_test_video(tmp_path / "elsewhere.mp4", PALETTE[:2], fps=5)
+    checked, report = check_annotations([inside, outside], videos)
+    assert [q.video_path.name for q in checked] == ["gamma.mp4"] and report.counts() == {"missing_video": 1}
 
 
 def test_column_map_errors_name_the_field():

@@ -272,12 +272,18 @@ def find_videos(videos_dir: str | os.PathLike) -> dict[str, list[Path]]:
     return index
 
 
-def _resolve_video(value: str, index: dict[str, list[Path]]) -> tuple[Path | None, str]:
-    """(the file, "") or (None, the reason) for a row's video value."""
+def _resolve_video(value: str, index: dict[str, list[Path]], root: Path) -> tuple[Path | None, str]:
+    """(the file, "") or (None, the reason) for a row's video value: a path relative to the videos folder, a file
+    name or a stem; or a path (absolute, or relative to the working directory) of a file inside the videos folder."""
     normalized = value.replace("\\", "/")
     while normalized.startswith("./"):
         normalized = normalized[2:]
     candidates = index.get(normalized) or index.get(value)
+    if not candidates and Path(value).is_file():
+        try:
+            candidates = index.get(Path(value).resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:  # a file outside the videos folder
+            candidates = None
     if not candidates:
         return None, "missing_video"
     if len(candidates) > 1:
@@ -394,7 +400,7 @@ def check_annotations(
             split = "" if split is None else str(split).strip()
             if split not in SPLIT_NAMES:
                 fail("unknown_split", f"split {split!r}; use one of {', '.join(SPLIT_NAMES)}")
-        path, reason = _resolve_video(video_value, index) if video_value else (None, "missing_video")
+        path, reason = _resolve_video(video_value, index, Path(videos_dir)) if video_value else (None, "missing_video")
         if path is None:
             matches = ", ".join(str(p) for p in index.get(video_value, [])[:3])
             detail = f"video {video_value!r}" + (f" matches {matches}" if matches else f" not under {videos_dir}")
