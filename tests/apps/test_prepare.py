@@ -267,6 +267,12 @@ def test_refusals(tmp_path, assets, capsys):
     assert "add up to 1" in capsys.readouterr().err
     assert cli_main(_prepare_args(annotations, assets, tmp_path / "x", "--splits", "train=0.9,dev=0.1")) == 2
     assert "unknown split 'dev'" in capsys.readouterr().err
+    # A folder of other files is never written into (its README.md would be replaced).
+    other = tmp_path / "project"
+    other.mkdir()
+    (other / "README.md").write_text("my project\n")
+    assert cli_main(_prepare_args(annotations, assets, other)) == 2
+    assert "holds other files" in capsys.readouterr().err and (other / "README.md").read_text() == "my project\n"
     with pytest.raises(ValueError, match="has no split"):
         load_prepared(output, splits=["nothing"])
     shutil.rmtree(output / "annotations")
