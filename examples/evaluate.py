@@ -16,7 +16,7 @@ import yaml
 from accelerate import Accelerator
 
 from rgnet_hf import RGNetForVideoGrounding
-from rgnet_hf.data import EvaluationVideoDataset
+from rgnet_hf.data import EvaluationVideoDataset, check_model_fits_manifest
 from rgnet_hf.evaluation import evaluate_model
 from rgnet_hf.training import load_data_from_spec
 
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = Accelerator()
     model = RGNetForVideoGrounding.from_pretrained(args.model).to(accelerator.device).eval()
     dataset = load_data_from_spec(recipe["data"])
+    if getattr(dataset, "manifest", None) is not None:
+        # A prepared folder of another encoder or rate would be read at wrong times: refused.
+        check_model_fits_manifest(model.config, dataset.manifest, f"--model {args.model}", dataset.manifest_path)
     videos = EvaluationVideoDataset(dataset[split], max_text_length=model.config.max_text_length)
     throughput: dict = {}
     metrics = evaluate_model(

@@ -42,7 +42,8 @@ def _argv(command: str) -> list[str]:
             argv = (
                 argv[2:] if len(argv) > 1 and not argv[1].startswith("--") and not argv[1].endswith(".py") else argv[1:]
             )
-        argv = ["python", *argv]
+        # `accelerate launch ... -m rgnet_hf.apps.cli SUBCOMMAND` is the command line under a launcher.
+        argv = ["rgnet-hf", *argv[2:]] if argv[:2] == ["-m", "rgnet_hf.apps.cli"] else ["python", *argv]
     if argv[0].endswith("rgnet-hf"):
         argv[0] = "rgnet-hf"
     return argv

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from ..configuration_rgnet import RGNetConfig
 
+# (dataset_name, in-batch pairs, negative windows) -> (recipe, the features the released recipe reads:
+# feature_encoder, seconds per feature, video feature size).
 _RECIPES = {
-    ("mad", True, False): "MAD (movies, CLIP B/32 features at 5 fps)",
-    ("ego4d", True, False): "Ego4D-NLQ pre-training on NaQ (EgoVLP features at 1.87 fps)",
-    ("ego4d", False, True): "Ego4D-NLQ fine-tuning (EgoVLP features at 1.87 fps)",
+    ("mad", True, False): ("MAD", ("movies, CLIP B/32 features at 5 fps", "openai/clip-vit-base-patch32", 0.2, 512)),
+    ("ego4d", True, False): ("Ego4D-NLQ pre-training on NaQ", ("EgoVLP features at 1.87 fps", None, 0.535, 256)),
+    ("ego4d", False, True): ("Ego4D-NLQ fine-tuning", ("EgoVLP features at 1.87 fps", None, 0.535, 256)),
 }
+
+
+def _recipe(config: RGNetConfig) -> str:
+    """The training recipe, and the features only where they are the released recipe's: a model trained on other
+    features (its own videos, `rgnet-hf prepare`) is described by its own encoder and rate."""
+    known = _RECIPES.get((config.dataset_name, config.in_batch_window_pairs, config.use_negative_window_loss))
+    if known is None:
+        return "a custom recipe"
+    name, (features, encoder, seconds, size) = known
+    encoder_now = getattr(config, "feature_encoder", None)
+    if (
+        encoder_now == encoder
+        and abs(config.seconds_per_feature - seconds) < 1e-9
+        and config.video_feature_size == size
+    ):
+        return f"{name} ({features})"
+    source = f"`{encoder_now}`" if encoder_now else "pre-extracted"
+    return f"{name}'s training recipe, on {source} features every {config.seconds_per_feature:g} s"
 
 
 def generate_model_card(
@@ -18,9 +38,7 @@ def generate_model_card(
     remote_pipeline: bool = False,
 ) -> str:
     """The README.md of a model folder; `remote_pipeline` says whether the folder carries the pipeline's code."""
-    recipe = _RECIPES.get(
-        (config.dataset_name, config.in_batch_window_pairs, config.use_negative_window_loss), "a custom recipe"
-    )
+    recipe = _recipe(config)
     window_seconds = config.window_length * config.seconds_per_feature
     parameters = f"{parameter_count / 1e6:.2f} M parameters" if parameter_count else "parameters: see the weights"
     if remote_pipeline:

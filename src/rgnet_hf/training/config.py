@@ -103,7 +103,7 @@ def _check_data_keys(data: Any) -> None:
 class TrainingConfig:
     """Everything a training run reads. The recipes in `examples/configs/*.yaml` set these fields.
 
-    Data (`data`): `{"format": "mad" | "ego4d_nlq" | "cone" | "saved", ...loader arguments}` (see
+    Data (`data`): `{"format": "mad" | "ego4d_nlq" | "cone" | "saved" | "prepared", ...loader arguments}` (see
     [`load_data_from_spec`]). [`TrainingConfig.validate`] checks every field, the `model` and `data` keys and the
     metric names of `best_metric` before anything runs.
     """
@@ -222,6 +222,7 @@ def _data_loaders() -> dict:
         "ego4d_nlq": rgnet_data.load_ego4d_nlq,
         "cone": rgnet_data.load_cone_variant,
         "saved": rgnet_data.load_grounding_dataset,
+        "prepared": rgnet_data.load_prepared,
     }
 
 

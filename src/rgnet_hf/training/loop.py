@@ -63,11 +63,29 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
         return self.length
 
 
-def build_model(config: TrainingConfig) -> RGNetForVideoGrounding:
+def build_model(config: TrainingConfig, dataset=None) -> RGNetForVideoGrounding:
+    """The model of a recipe. On a prepared dataset (`data: {format: prepared}`), the feature sizes, the rate and
+    `feature_encoder` come from its manifest, and an `init_from` model must already have them (else an error)."""
+    from ..data.prepared import check_model_fits_manifest, prepared_model_settings
+
+    manifest = getattr(dataset, "manifest", None)
+    data_name = getattr(dataset, "manifest_path", "")
     if config.init_from:
+        if manifest is not None:
+            initial = RGNetConfig.from_pretrained(config.init_from, **config.model)
+            check_model_fits_manifest(initial, manifest, f"init_from {config.init_from}", data_name)
         model = RGNetForVideoGrounding.from_pretrained(config.init_from, **config.model)
     else:
-        model = RGNetForVideoGrounding(RGNetConfig.from_preset(config.preset, **config.model))
+        overrides = dict(config.model)
+        if manifest is not None:
+            for name, value in prepared_model_settings(manifest).items():
+                if name in overrides and overrides[name] != value:
+                    raise ValueError(
+                        f"model.{name} {overrides[name]!r} differs from the prepared data's {value!r} ({data_name}): "
+                        "leave it out of the recipe, it is read from the manifest"
+                    )
+                overrides[name] = value
+        model = RGNetForVideoGrounding(RGNetConfig.from_preset(config.preset, **overrides))
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model
@@ -107,7 +125,7 @@ class _TrainingRun:
         self.accelerator.wait_for_everyone()
 
         dataset = dataset if dataset is not None else load_data_from_spec(config.data)
-        model = build_model(config)
+        model = build_model(config, dataset)
         check_best_metric(config.best_metric, model.config.dataset_name)
         self._build_data(dataset, model.config)
         self._build_optimization(model)
