@@ -142,7 +142,7 @@ def test_prepare_from_extremewhenbench_columns_end_to_end(tmp_path, assets, caps
     assert row["timestamps"] == source["correct_interval"] and row["video_id"] == source["video_id"]
 
 
-def test_prepared_data_feeds_training_and_evaluation(tmp_path, assets):
+def test_prepared_data_feeds_training_and_evaluation(tmp_path, assets, capsys):
     from rgnet_hf import RGNetConfig
 
     output = tmp_path / "data"
@@ -171,6 +171,21 @@ def test_prepared_data_feeds_training_and_evaluation(tmp_path, assets):
     assert sample["video_features"].shape[-1] == manifest["video_feature_size"]
     items = list(EvaluationVideoDataset(dataset["test"]))
     assert len(items) == 1 and items[0]["video_features"].shape[-1] == manifest["video_feature_size"]
+
+    # `rgnet-hf evaluate --data` on the folder: a model with the manifest's settings gets the table next to the
+    # zero-shot baseline; one at another rate is refused by name before anything runs.
+    from rgnet_hf import RGNetForVideoGrounding
+    from rgnet_hf.data.prepared import prepared_model_settings
+
+    fitting = RGNetConfig(**{**config.to_dict(), **prepared_model_settings(manifest)})
+    RGNetForVideoGrounding(fitting).save_pretrained(tmp_path / "model")
+    assert cli_main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(output), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["num_queries"] == len(dataset["test"]) and report["zero_shot"] is not None
+    other_rate = RGNetConfig(**{**fitting.to_dict(), "seconds_per_feature": 1.0})
+    RGNetForVideoGrounding(other_rate).save_pretrained(tmp_path / "other_rate")
+    assert cli_main(["evaluate", "--model", str(tmp_path / "other_rate"), "--data", str(output)]) == 2
+    assert "seconds_per_feature: model 1.0, data 0.5" in capsys.readouterr().err
 
 
 def test_invalid_rows_fail_unless_skip_invalid(tmp_path, assets, capsys):

@@ -57,11 +57,9 @@ def _load_dataset(args: argparse.Namespace):
     if not folder.is_dir():
         raise FileNotFoundError(f"--data {folder}: no such dataset folder")
     if (folder / "manifest.json").is_file():
-        from ... import data as rgnet_data
+        from ...data.prepared import load_prepared
 
-        load_prepared = getattr(rgnet_data, "load_prepared", None)
-        if load_prepared is not None:
-            return load_prepared(folder)
+        return load_prepared(folder)
     if (folder / SIDECAR_NAME).is_file():
         return load_grounding_dataset(folder)
     raise ValueError(
@@ -91,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     if args.split not in dataset:
         raise KeyError(f"--split {args.split!r} is not in the dataset; its splits: {', '.join(dataset)}")
     model = RGNetForVideoGrounding.from_pretrained(args.model)
+    manifest = getattr(dataset, "manifest", None)
+    if manifest is not None:
+        from ...data.prepared import check_model_fits_manifest
+
+        check_model_fits_manifest(model.config, manifest, model=f"--model {args.model}", data=str(args.data))
     if args.device:
         model = model.to(args.device)
     report = evaluate_split(
