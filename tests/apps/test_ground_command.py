@@ -126,3 +126,42 @@ def test_the_app_command_uses_the_same_loader(folders, capsys, monkeypatch):
     assert main(["app", "--model", str(folders / "nan")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "NaN or infinite" in error
+
+
+def test_zero_shot_grounding_needs_no_rgnet(tmp_path, capsys):
+    """`ground --zero-shot --encoder ENC` ranks windows by the cosine of the sentence and the frames: the moments are
+    those of `zero_shot_cosine_baseline` on the encoder's features, and a cache of another rate is refused."""
+    from raw_video_utils import build_tiny_clip, build_tiny_rgnet, make_test_video
+
+    from rgnet_hf.evaluation import zero_shot_cosine_baseline
+    from rgnet_hf.video_text_encoders import load_feature_encoder
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    video = make_test_video(tmp_path / "clip.mp4", seconds_per_color=2.0, fps=5)
+    queries = ["a man opens the door.", "the camera pans over the city."]
+    argv = ["ground", "--zero-shot", "--encoder", str(clip), "--video", str(video), "--seconds-per-feature", "0.5"]
+    argv += ["--query", queries[0], "--query", queries[1], "--top-k", "4", "--json", "--no-progress"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    encoder = load_feature_encoder(clip)
+    features = encoder.encode_video(video, 0.5, progress=False).features
+    sentences = [query.sentence_features for query in encoder.encode_queries(queries)]
+    expected = zero_shot_cosine_baseline(features, sentences, 0.5, top_k=4)
+    assert [entry["query"] for entry in printed] == queries
+    for entry, rows in zip(printed, expected):
+        assert len(entry["moments"]) == len(rows) > 0
+        np.testing.assert_allclose([[m["start"], m["end"], m["score"]] for m in entry["moments"]], rows, rtol=1e-5)
+        assert all(0 <= m["start"] < m["end"] <= 8.0 for m in entry["moments"])
+
+    # The encoder and rate may come from a model folder instead; a cache at another rate is refused by name.
+    model = build_tiny_rgnet(tmp_path / "rgnet", clip, seconds_per_feature=0.5)
+    assert main(["extract", "--encoder", str(clip), "--video", str(video), "--output", str(tmp_path / "c.h5"),
+                 "--seconds-per-feature", "1.0", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["ground", "--zero-shot", "--model", str(model), "--features", str(tmp_path / "c.h5"),
+                 "--video-key", "clip", "--query", queries[0]]) == 2  # fmt: skip
+    assert "1.0 s per feature, but the model reads 0.5 s per feature" in capsys.readouterr().err
+    assert main(["ground", "--zero-shot", "--video", str(video), "--query", queries[0]]) == 2
+    assert "--zero-shot needs --encoder" in capsys.readouterr().err
+    assert main(["ground", "--video", str(video), "--query", queries[0]]) == 2
+    assert "give --model" in capsys.readouterr().err

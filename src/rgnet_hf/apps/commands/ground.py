@@ -21,7 +21,14 @@ from .common import (
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("ground", help="ground queries in a video file or in its pre-extracted features")
-    parser.add_argument("--model", required=True, help="a saved RGNet folder or Hub id")
+    parser.add_argument("--model", default=None, help="a saved RGNet folder or Hub id")
+    parser.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="no RGNet: rank sliding windows by the cosine of the sentence and the frames of --encoder (or of the "
+        "encoder --model names), the zero-shot baseline; needs --query and a video file (or its --features cache)",
+    )
+    parser.add_argument("--encoder", default=None, help="with --zero-shot: a CLIP or SigLIP Hub id or folder")
     parser.add_argument("--video", default=None, help="a video file, or its features (T, D) as .npy, .npz, .pt or .h5")
     parser.add_argument("--video-key", default=None, help="entry of the feature file to read (npz / pt dict / h5)")
     parser.add_argument(
@@ -148,6 +155,74 @@ def as_json(rankings: list[list[dict]], queries: list[str | None]) -> list[dict]
     ]
 
 
+def _zero_shot_features(args: argparse.Namespace, encoder, seconds_per_feature: float) -> tuple:
+    """The frame features of the zero-shot baseline: `--video` encoded, or its entry of a `--features` cache made
+    by the same encoder at the same rate. Returns `(features (T, D), the decoded duration or None)`."""
+    from types import SimpleNamespace
+
+    if args.features is None:
+        if args.video is None or Path(args.video).suffix.lower() in FEATURE_SUFFIXES:
+            raise ValueError("--zero-shot needs --video VIDEO_FILE (or its --features cache of --encoder)")
+        encoded = encoder.encode_video(
+            args.video, seconds_per_feature, progress=not args.no_progress, allow_truncated=args.allow_truncated
+        )
+        return encoded.features, encoded.duration
+    from ...data.feature_cache import check_cache_entry_fits
+
+    key = args.video_key or (Path(args.video).stem if args.video else None)
+    if key is None:
+        raise ValueError("--features needs --video-key (or --video) to name the entry")
+    reader = SimpleNamespace(
+        seconds_per_feature=seconds_per_feature,
+        feature_encoder=encoder.name,
+        video_feature_size=encoder.video_feature_size,
+    )
+    check_cache_entry_fits(args.features, key, reader)
+    return load_array(args.features, key), None
+
+
+def _run_zero_shot(args: argparse.Namespace) -> int:
+    from ...evaluation.baselines import zero_shot_cosine_baseline
+    from ...video_text_encoders import load_feature_encoder
+
+    if not args.query:
+        raise ValueError("--zero-shot takes the queries as sentences (--query, repeatable)")
+    if args.text is not None or args.sentence is not None:
+        raise ValueError("--zero-shot encodes the --query sentences itself; leave out --text and --sentence")
+    encoder_name, seconds_per_feature = args.encoder, args.seconds_per_feature
+    if args.model is not None:
+        from ...configuration_rgnet import RGNetConfig
+
+        config = RGNetConfig.from_pretrained(args.model)
+        if encoder_name is None and config.feature_encoder is None:
+            raise ValueError(f"--model {args.model} names no feature_encoder; give --encoder")
+        encoder_name = encoder_name or config.feature_encoder
+        seconds_per_feature = seconds_per_feature or config.seconds_per_feature
+    if encoder_name is None:
+        raise ValueError("--zero-shot needs --encoder (a CLIP or SigLIP Hub id or folder) or --model")
+    if seconds_per_feature is None:
+        from ...configuration_rgnet import MAD_SECONDS_PER_FEATURE
+
+        seconds_per_feature = MAD_SECONDS_PER_FEATURE
+    encoder = load_feature_encoder(encoder_name, device=args.device)
+    with warnings_as_lines():
+        features, duration = _zero_shot_features(args, encoder, seconds_per_feature)
+    queries = list(args.query)
+    sentences = [query.sentence_features for query in encoder.encode_queries(queries)]
+    ranked = zero_shot_cosine_baseline(features, sentences, seconds_per_feature, top_k=args.top_k)
+    rankings = [
+        [{"start": float(s), "end": float(e), "score": float(score), "query": query} for s, e, score in rows]
+        for query, rows in zip(queries, ranked)
+    ]
+    if duration is not None:
+        rankings = _clip(rankings, duration)
+    if args.json:
+        print(json.dumps(as_json(rankings, queries), indent=2))
+    else:
+        print(format_table(rankings, queries))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as transformers_logging
 
@@ -155,9 +230,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be > 0, got {args.top_k}")
+    check_seconds_per_feature(args.seconds_per_feature)
+    if args.zero_shot:
+        check_device(args.device)
+        return _run_zero_shot(args)
+    if args.model is None:
+        raise ValueError("give --model (a saved RGNet folder or Hub id), or --zero-shot --encoder ENCODER")
+    if args.encoder is not None:
+        raise ValueError("--encoder goes with --zero-shot; an RGNet model reads the encoder its config names")
     if (args.text is None) == (not args.query):
         raise ValueError("give the queries as text (--query, repeatable) or as token features (--text)")
-    check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
     pipe = load_grounding_pipeline(
         args.model, device=args.device, progress=not args.no_progress, trust_remote_code=args.trust_remote_code
