@@ -106,6 +106,11 @@ def test_convert_cli_end_to_end(parity_fixtures, tmp_path, capsys):
     assert isinstance(auto, RGNetForVideoGrounding)
     backbone = RGNetModel.from_pretrained(tmp_path / "converted")
     torch.testing.assert_close(backbone.query_anchor_logits, model.model.query_anchor_logits)
+    # The official weights' licence travels with them, and the card says what it allows.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "converted" / "README.md")
+    assert card.data.license == "cc-by-nc-nd-4.0" and "may not be used commercially" in " ".join(card.text.split())
 
 
 def test_convert_cli_reports_bad_files(tmp_path, capsys):

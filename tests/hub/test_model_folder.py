@@ -11,7 +11,7 @@ from unittest import mock
 import torch
 from conftest import random_grounding_inputs, run_without_rgnet_hf, tiny_config
 
-from rgnet_hf import RGNetForVideoGrounding
+from rgnet_hf import RGNetForVideoGrounding, save_model_folder
 
 # --------------------------------------------------------------------------------------------------------------------
 # save / load, Auto classes, remote code, push_to_hub
@@ -143,3 +143,55 @@ def test_push_to_hub_offline(tmp_path):
     assert "pipeline_tag: video-grounding" in card and "0." in card  # parameter count in millions
     reloaded = RGNetForVideoGrounding.from_pretrained(remote / "org/rgnet-tiny")
     torch.testing.assert_close(reloaded.class_head.weight, model.class_head.weight)
+
+
+def test_pushed_card_carries_results_licence_and_base_model(tmp_path):
+    """The card's metadata, read back with huggingface_hub's parser: the results in the model-index format, the
+    licence and the base model; the official licence adds what it means for sharing."""
+    from huggingface_hub import ModelCard, RepoUrl
+
+    from rgnet_hf import push_model_folder_to_hub
+    from rgnet_hf.hub.model_card import OFFICIAL_WEIGHTS_LICENSE, ModelEvaluation
+
+    remote = tmp_path / "remote"
+
+    class FakeApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            (remote / repo_id).mkdir(parents=True, exist_ok=True)
+            return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            shutil.copytree(folder_path, remote / repo_id, dirs_exist_ok=True)
+            return "commit-info"
+
+    metrics = {"R@1 IoU=0.3": 0.125, "R@5 IoU=0.5": 0.5, "mIoU": 0.0625, "num_queries": 16}
+    evaluation = ModelEvaluation("my lectures", "prepared", "test", metrics)
+    model = RGNetForVideoGrounding(tiny_config())
+    with mock.patch("rgnet_hf.hub.model_folder.HfApi", FakeApi):
+        push_model_folder_to_hub(
+            model, "org/rgnet-lectures", evaluation=evaluation, license=OFFICIAL_WEIGHTS_LICENSE, base_model="org/base"
+        )
+    card = ModelCard.load(remote / "org/rgnet-lectures" / "README.md")
+    assert card.data.license == OFFICIAL_WEIGHTS_LICENSE and card.data.base_model == "org/base"
+    results = {result.metric_name: result for result in card.data.eval_results}
+    assert set(results) == {"R@1 IoU=0.3", "R@5 IoU=0.5", "mIoU"}  # num_queries is not a metric
+    assert results["R@1 IoU=0.3"].metric_value == 0.125 and results["mIoU"].metric_type == "mean_iou"
+    assert {r.dataset_name for r in results.values()} == {"my lectures"}
+    assert {r.dataset_split for r in results.values()} == {"test"}
+    assert {r.task_type for r in results.values()} == {"video-grounding"}
+    assert "| R@5 IoU=0.5 | 50.00 |" in card.text and "may not be shared" in " ".join(card.text.split())
+
+    # Without a licence or results, the card has neither (no licence is claimed for the user's weights).
+    plain = save_model_folder(model, tmp_path / "plain")
+    plain_card = ModelCard.load(plain / "README.md")
+    assert plain_card.data.license is None and plain_card.data.eval_results is None
+    assert "may not be shared" not in plain_card.text
+    # A folder that already has a card keeps its text and gets the metadata.
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "README.md").write_text("---\nlicense: mit\n---\n# My model\n\nNotes of mine.\n")
+    save_model_folder(model, tmp_path / "own", evaluation=evaluation)
+    own = ModelCard.load(tmp_path / "own" / "README.md")
+    assert "Notes of mine." in own.text and own.data.license == "mit" and len(own.data.eval_results) == 3

@@ -97,9 +97,20 @@ def test_training_takes_sizes_rate_and_encoder_from_the_manifest(prepared, tmp_p
 def test_init_from_must_fit_the_prepared_data(prepared, tmp_path):
     from rgnet_hf.training import TrainingConfig, train
 
+    from huggingface_hub import ModelCard
+
     fitting = build_tiny_rgnet(tmp_path / "fits", prepared["clip"], **TINY_LAYERS)  # 0.5 s per feature, same encoder
+    # Weights under the official checkpoints' licence: the fine-tuned folder inherits it and its card says so.
+    (fitting / "README.md").write_text("---\nlicense: cc-by-nc-nd-4.0\n---\n# Converted official weights\n")
     recipe = _recipe(prepared, tmp_path / "fine_tune", init_from=str(fitting), model={})
-    assert train(TrainingConfig.from_dict(recipe))["global_step"] == 2
+    summary = train(TrainingConfig.from_dict(recipe))
+    assert summary["global_step"] == 2
+    tuned = ModelCard.load(tmp_path / "fine_tune" / "final" / "README.md")
+    assert tuned.data.license == "cc-by-nc-nd-4.0" and "may not be shared" in " ".join(tuned.text.split())
+    # The card carries the run's last evaluation in the model-index format.
+    results = {result.metric_name: result.metric_value for result in tuned.data.eval_results}
+    assert results["R@1 IoU=0.3"] == pytest.approx(summary["last_metrics"]["R@1 IoU=0.3"], abs=1e-6)
+    assert {result.dataset_split for result in tuned.data.eval_results} == {"validation"}
 
     other_rate = build_tiny_rgnet(tmp_path / "slow", prepared["clip"], seconds_per_feature=0.2)
     recipe = _recipe(prepared, tmp_path / "refused", init_from=str(other_rate), model={})

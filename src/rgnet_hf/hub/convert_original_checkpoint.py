@@ -304,7 +304,12 @@ def convert_checkpoint(
         if dropped:
             print(f"Dropped {len(dropped)} dead tensors (never read by the official model): {', '.join(dropped)}")
     if output is not None:
-        write_folder_atomically(output, lambda folder: save_model_folder(model, folder), overwrite=overwrite)
+        from .model_card import OFFICIAL_WEIGHTS_LICENSE
+
+        def write(folder):
+            save_model_folder(model, folder, license=OFFICIAL_WEIGHTS_LICENSE)
+
+        write_folder_atomically(output, write, overwrite=overwrite)
         if verbose:
             print(f"Saved to {output}")
     return model

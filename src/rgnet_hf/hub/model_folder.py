@@ -27,7 +27,7 @@ from transformers.dynamic_module_utils import custom_object_save
 
 from ..pipeline_rgnet import VideoGroundingPipeline
 from ..processing_rgnet import RGNetProcessor
-from .model_card import generate_model_card
+from .model_card import ModelEvaluation, generate_model_card
 
 PIPELINE_TASK = "video-grounding"
 REMOTE_PIPELINE_ENTRY = {
@@ -47,6 +47,9 @@ def save_model_folder(
     save_directory: str | os.PathLike,
     processor: RGNetProcessor | None = None,
     remote_pipeline: bool = False,
+    evaluation: ModelEvaluation | None = None,
+    license: str | None = None,
+    base_model: str | None = None,
     **save_pretrained_kwargs,
 ) -> Path:
     """
@@ -59,10 +62,14 @@ def save_model_folder(
             is saved, unless the folder already has a `processor_config.json`.
         remote_pipeline (`bool`, defaults to `False`): also store the pipeline's code and its `custom_pipelines`
             entry (for folders used where rgnet_hf is not installed, e.g. on the Hub).
+        evaluation ([`ModelEvaluation`], *optional*): results for the card (`model-index` metadata and a table).
+        license (`str`, *optional*): the licence of the weights (`"cc-by-nc-nd-4.0"` for weights converted or
+            fine-tuned from the official checkpoints; the card then says what it means for sharing them).
+        base_model (`str`, *optional*): the Hub id the weights were fine-tuned from.
         save_pretrained_kwargs: passed to `model.save_pretrained` (e.g. `safe_serialization`, `is_main_process`).
 
     Returns:
-        `Path` of the folder.
+        `Path` of the folder. A card already in the folder keeps its text; the given metadata is written into it.
     """
     folder = Path(save_directory)
     model.save_pretrained(folder, **save_pretrained_kwargs)
@@ -75,8 +82,27 @@ def save_model_folder(
     card = folder / "README.md"
     if not card.exists():
         parameters = model.num_parameters()
-        text = generate_model_card(model.config, parameter_count=parameters, remote_pipeline=remote_pipeline)
+        text = generate_model_card(
+            model.config,
+            parameter_count=parameters,
+            remote_pipeline=remote_pipeline,
+            evaluation=evaluation,
+            license=license,
+            base_model=base_model,
+        )
         card.write_text(text, encoding="utf-8")
+    elif evaluation is not None or license is not None or base_model is not None:
+        from huggingface_hub import ModelCard
+
+        existing = ModelCard.load(card)
+        if license is not None:
+            existing.data.license = license
+        if base_model is not None:
+            existing.data.base_model = base_model
+        if evaluation is not None:
+            existing.data.model_name = existing.data.model_name or "RGNet"
+            existing.data.eval_results = evaluation.eval_results(existing.data.model_name)
+        existing.save(card)
     if remote_pipeline:
         _add_remote_pipeline(folder)
     return folder
@@ -100,6 +126,9 @@ def push_model_folder_to_hub(
     token: str | bool | None = None,
     revision: str | None = None,
     create_pr: bool = False,
+    evaluation: ModelEvaluation | None = None,
+    license: str | None = None,
+    base_model: str | None = None,
     **save_pretrained_kwargs,
 ) -> CommitInfo:
     """
@@ -112,6 +141,7 @@ def push_model_folder_to_hub(
         processor ([`RGNetProcessor`], *optional*): defaults to the processor derived from the config.
         commit_message, private, token, revision, create_pr: as in `huggingface_hub.HfApi.upload_folder` /
             `create_repo`; `revision` names a branch, created when missing.
+        evaluation, license, base_model: the card's metadata, as in [`save_model_folder`].
         save_pretrained_kwargs: passed to `model.save_pretrained`.
 
     Returns:
@@ -122,7 +152,16 @@ def push_model_folder_to_hub(
     if revision is not None and not create_pr:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
-        save_model_folder(model, folder, processor=processor, remote_pipeline=True, **save_pretrained_kwargs)
+        save_model_folder(
+            model,
+            folder,
+            processor=processor,
+            remote_pipeline=True,
+            evaluation=evaluation,
+            license=license,
+            base_model=base_model,
+            **save_pretrained_kwargs,
+        )
         return api.upload_folder(
             repo_id=repo_id,
             folder_path=folder,

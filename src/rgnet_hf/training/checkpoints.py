@@ -106,9 +106,10 @@ def _changed_hyperparameters(saved: dict | None, config: TrainingConfig) -> list
     ]
 
 
-def _save_model_atomically(model: RGNetForVideoGrounding, folder: Path) -> None:
-    """Replace `folder` with a saved copy of `model` (weights, processor, card); a complete copy always exists."""
-    write_folder_atomically(folder, lambda partial: save_model_folder(model, partial))
+def _save_model_atomically(model: RGNetForVideoGrounding, folder: Path, **card) -> None:
+    """Replace `folder` with a saved copy of `model` (weights, processor, card); a complete copy always exists.
+    `card`: `evaluation`, `license`, `base_model` of [`save_model_folder`]."""
+    write_folder_atomically(folder, lambda partial: save_model_folder(model, partial, **card))
 
 
 __all__ = [

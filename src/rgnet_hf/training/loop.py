@@ -21,6 +21,7 @@ import torch
 from ..configuration_rgnet import RGNetConfig
 from ..evaluation.model_evaluation import evaluate_model
 from ..hub.atomic_files import restore_interrupted_replace
+from ..hub.model_card import ModelEvaluation, license_of_model_folder
 from ..hub.model_folder import push_model_folder_to_hub
 from ..modeling_rgnet import RGNetForVideoGrounding
 from .checkpoints import (
@@ -61,6 +62,35 @@ class EpochShuffleSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return self.length
+
+
+def model_card_terms(config: TrainingConfig) -> dict[str, Any]:
+    """`license` and `base_model` for the cards of a run: weights fine-tuned from a model (`init_from`) carry its
+    licence (the official checkpoints' CC BY-NC-ND 4.0 forbids sharing adapted weights, which the card then says)."""
+    if not config.init_from:
+        return {}
+    if Path(config.init_from).is_dir():
+        return {"license": license_of_model_folder(config.init_from)}
+    from huggingface_hub import ModelCard
+
+    try:
+        license = ModelCard.load(config.init_from).data.license
+    except Exception as error:  # noqa: BLE001 - a card that cannot be read must not stop training
+        logger.warning(
+            "could not read the model card of %s (%s): its licence is not carried over", config.init_from, error
+        )
+        license = None
+    return {"license": license, "base_model": config.init_from}
+
+
+def _card_dataset(data: dict[str, Any]) -> tuple[str, str]:
+    """(name, type) of the training data for a model card's results."""
+    kind = data.get("format")
+    named = {"mad": ("MAD", "mad"), "ego4d_nlq": ("Ego4D-NLQ", "ego4d_nlq"), "cone": ("CONE variant", "cone")}
+    if kind in named:
+        return named[kind]
+    path = data.get("path") or data.get("dataset_dict_path") or ""
+    return (Path(str(path)).name or str(kind), str(kind))
 
 
 def build_model(config: TrainingConfig, dataset=None) -> RGNetForVideoGrounding:
@@ -126,6 +156,7 @@ class _TrainingRun:
 
         dataset = dataset if dataset is not None else load_data_from_spec(config.data)
         model = build_model(config, dataset)
+        self.card = model_card_terms(config)
         check_best_metric(config.best_metric, model.config.dataset_name)
         self._build_data(dataset, model.config)
         self._build_optimization(model)
@@ -381,6 +412,15 @@ class _TrainingRun:
         self.state["scheduler"] = _scheduler_state(self.scheduler)
         _save_checkpoint(self.accelerator, self.output_dir, self.state, self.config.keep_checkpoints)
 
+    def _card(self, metrics: dict[str, Any] | None) -> dict[str, Any]:
+        """The model card terms of a saved folder: the licence inherited from `init_from`, and the metrics of the
+        evaluation it was selected by."""
+        card = dict(self.card)
+        dataset_name, dataset_type = _card_dataset(self.config.data)
+        if metrics and self.config.eval_split:
+            card["evaluation"] = ModelEvaluation(dataset_name, dataset_type, self.config.eval_split, dict(metrics))
+        return card
+
     def _evaluate_and_select(self) -> None:
         config, accelerator, state = self.config, self.accelerator, self.state
         self.last_metrics = evaluate_model(
@@ -395,7 +435,9 @@ class _TrainingRun:
         if state["best_score"] is None or score > state["best_score"]:
             state["best_score"], state["best_metrics"] = score, self.last_metrics
             if accelerator.is_main_process:
-                _save_model_atomically(self._unwrapped_finite_model("best/"), self.output_dir / "best")
+                _save_model_atomically(
+                    self._unwrapped_finite_model("best/"), self.output_dir / "best", **self._card(self.last_metrics)
+                )
         accelerator.print(
             f"epoch {state['epoch']}: "
             + ", ".join(f"{k} {v:.4f}" for k, v in self.last_metrics.items() if k.startswith("R@1 ") or k == "mIoU")
@@ -408,10 +450,11 @@ class _TrainingRun:
         final_dir = self.output_dir / "final"
         if accelerator.is_main_process:
             final_model = self._unwrapped_finite_model("final/")
-            _save_model_atomically(final_model, final_dir)
+            card = self._card(self.last_metrics)
+            _save_model_atomically(final_model, final_dir, **card)
             if config.push_to_hub:
                 push_model_folder_to_hub(
-                    final_model, config.push_to_hub, commit_message="Upload RGNet trained with rgnet_hf"
+                    final_model, config.push_to_hub, commit_message="Upload RGNet trained with rgnet_hf", **card
                 )
         accelerator.wait_for_everyone()
         if self.log_with:
