@@ -95,9 +95,9 @@ def test_training_takes_sizes_rate_and_encoder_from_the_manifest(prepared, tmp_p
 
 
 def test_init_from_must_fit_the_prepared_data(prepared, tmp_path):
-    from rgnet_hf.training import TrainingConfig, train
-
     from huggingface_hub import ModelCard
+
+    from rgnet_hf.training import TrainingConfig, train
 
     fitting = build_tiny_rgnet(tmp_path / "fits", prepared["clip"], **TINY_LAYERS)  # 0.5 s per feature, same encoder
     # Weights under the official checkpoints' licence: the fine-tuned folder inherits it and its card says so.
