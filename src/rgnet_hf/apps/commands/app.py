@@ -15,8 +15,45 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    # Defaults from the app module would import it (and gradio) for `--help`; tests check they agree.
+    parser.add_argument(
+        "--max-upload-mb",
+        type=_positive(float),
+        default=500.0,
+        help="largest video a submission may ground, in MB of 2**20 bytes (default: 500)",
+    )
+    parser.add_argument(
+        "--max-video-minutes",
+        type=_positive(float),
+        default=240.0,
+        help="longest video a submission may ground, by its container's declared duration (default: 240)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=_positive(int),
+        default=16,
+        help="how many submissions may wait; more are refused with a message (default: 16)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive(int), default=1, help="how many videos are grounded at once (default: 1)"
+    )
     parser.set_defaults(handler=run)
     return parser
+
+
+def _positive(kind: type):
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
     from ..web_app import GroundingApp, launch
 
     try:
-        app = GroundingApp(args.model, device=args.device, examples=args.examples)
+        app = GroundingApp(
+            args.model,
+            device=args.device,
+            examples=args.examples,
+            max_upload_mb=args.max_upload_mb,
+            max_video_minutes=args.max_video_minutes,
+            max_queue=args.max_queue,
+            concurrency=args.concurrency,
+        )
     except OSError as error:  # a missing folder or an unknown Hub id
         raise ValueError(f"cannot load the model {args.model!r}: {error}") from error
     launch(app, args.host, args.port, args.share)
