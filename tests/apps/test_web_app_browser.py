@@ -177,16 +177,35 @@ def test_app_in_a_browser(served_app, browser, tmp_path):
     assert screenshot.stat().st_size > 10_000
 
 
-# Records every progress text the page shows, however briefly, from the moment it is installed.
+# Records every progress text the page shows, however briefly, from the moment it is installed, and with each change
+# the visible progress trackers (Gradio's status overlays) beside the boxes of the app's components.
 WATCH_PROGRESS = """
 window.rgnetProgress = [];
+window.rgnetTrackers = [];
+const box = (element) => {
+  const r = element.getBoundingClientRect();
+  return [r.left, r.top, r.right, r.bottom];
+};
 new MutationObserver(() => {
   for (const element of document.querySelectorAll('.progress-text, .meta-text, .meta-text-center')) {
     const text = element.textContent.trim();
     if (text && !window.rgnetProgress.includes(text)) window.rgnetProgress.push(text);
   }
-}).observe(document.body, {subtree: true, childList: true, characterData: true});
+  const trackers = [...document.querySelectorAll('.wrap.full:not(.hide), .wrap.minimal:not(.hide)')];
+  const texts = [...document.querySelectorAll('.progress-text')].filter((element) => element.offsetParent !== null);
+  if (!trackers.length && !texts.length) return;
+  window.rgnetTrackers.push({
+    trackers: trackers.map((element) => ({owner: element.closest('[id^=rgnet-]')?.id, box: box(element)})),
+    texts: texts.length,
+    components: [...document.querySelectorAll('[id^=rgnet-]')].map((element) => ({id: element.id, box: box(element)})),
+  });
+}).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
 """
+
+
+def _overlap(a: list[float], b: list[float], tolerance: float = 1.0) -> bool:
+    """Whether two `[left, top, right, bottom]` boxes share more than a `tolerance`-pixel sliver."""
+    return min(a[2], b[2]) - max(a[0], b[0]) > tolerance and min(a[3], b[3]) - max(a[1], b[1]) > tolerance
 
 
 def test_long_video_shows_encoding_progress(served_app, browser):
@@ -205,5 +224,15 @@ def test_long_video_shows_encoding_progress(served_app, browser):
     counts = [re.match(r"([\d.]+k?)/([\d.]+k?) frame", text) for text in shown]
     partial = [match.groups() for match in counts if match and match.group(1) != match.group(2)]
     assert partial, f"no encoding progress was shown; the page showed {shown}"
+    # One progress bar, drawn on the timeline, inside its box and over no other box, at every moment.
+    snapshots = browser.execute_script("return window.rgnetTrackers")
+    assert snapshots, "no progress tracker was seen"
+    for snapshot in snapshots:
+        assert len(snapshot["trackers"]) <= 1 and snapshot["texts"] <= 1, snapshot
+        for tracker in snapshot["trackers"]:
+            assert tracker["owner"] == "rgnet-timeline", snapshot
+            for component in snapshot["components"]:
+                if component["id"] != tracker["owner"]:
+                    assert not _overlap(tracker["box"], component["box"]), (component["id"], snapshot)
     duration = float(browser.find_element(By.CSS_SELECTOR, ".rgnet-timeline").get_attribute("data-duration"))
     assert duration == pytest.approx(600.0, abs=1e-3)

@@ -21,7 +21,6 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 CLIP_MAX_HEIGHT = 480
 MAX_TOP_K = 20
 LANE_PX = 16  # height of one moment's lane on the timeline
-TIMELINE_MIN_PX = 120
 KEPT_CLIPS = 16
 # What one submission may cost, by default: a feature-length film (MAD's movies run up to about 3 hours) in an upload
 # a single machine stores and decodes without trouble. The queue holds this many waiting submissions at most.
@@ -33,7 +32,10 @@ MIB = 1024 * 1024  # Gradio's "mb" is 2**20 bytes; the app's limits use the same
 # Grounding errors a user can cause (bad file, empty query, a model that cannot read videos): shown in the page.
 USER_ERRORS = (ValueError, KeyError, OSError)
 
+# `#rgnet-timeline`'s least height holds the progress bar shown on it while a video is grounded (Gradio's status
+# overlay is taller than an empty HTML box and would cover the boxes below it).
 CSS = """
+#rgnet-timeline { min-height: 120px; }
 .rgnet-timeline { font-size: 14px; }
 .rgnet-query { margin: 0 0 18px 0; }
 .rgnet-query-text { font-weight: 600; margin-bottom: 4px; }
@@ -442,8 +444,8 @@ class GroundingApp:
                     button = gr.Button("Find moments", variant="primary", elem_id="rgnet-submit")
                     status = gr.Markdown(elem_id="rgnet-status")
                 with gr.Column(scale=1):
-                    # Tall enough, even empty, to hold the progress bar drawn on it while a video is grounded.
-                    timeline = gr.HTML(label="Moments", elem_id="rgnet-timeline", min_height=TIMELINE_MIN_PX)
+                    # The page's CSS keeps it tall enough, even empty, to hold the progress bar drawn on it.
+                    timeline = gr.HTML(label="Moments", elem_id="rgnet-timeline")
                     moment = gr.Dropdown(label="Play a moment", choices=[], elem_id="rgnet-moment")
                     clip = gr.Video(label="Moment clip", interactive=False, height=300, elem_id="rgnet-clip")
             button.click(
