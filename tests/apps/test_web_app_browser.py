@@ -38,7 +38,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from rgnet_hf.apps.web_app import GroundingApp, launch  # noqa: E402
+from rgnet_hf.apps.web_app import MOMENT_MIN_PX, GroundingApp, GroundingResult, launch, render_timeline  # noqa: E402
 
 WAIT_S = 30  # every wait on the page is bounded
 QUERIES = ["a man opens the door.", "the car drives down the street at night."]
@@ -236,3 +236,36 @@ def test_long_video_shows_encoding_progress(served_app, browser):
                     assert not _overlap(tracker["box"], component["box"]), (component["id"], snapshot)
     duration = float(browser.find_element(By.CSS_SELECTOR, ".rgnet-timeline").get_attribute("data-duration"))
     assert duration == pytest.approx(600.0, abs=1e-3)
+
+
+# Every moment bar of the timeline with its track's box, its own box and whether its rank number fits in it.
+MOMENT_BOXES = """
+return [...document.querySelectorAll('#rgnet-timeline .rgnet-moment')].map((moment) => {
+  const own = moment.getBoundingClientRect();
+  const track = moment.closest('.rgnet-track').getBoundingClientRect();
+  return {rank: moment.textContent, left: own.left, right: own.right, width: own.width, track_left: track.left,
+          track_right: track.right, fits: moment.scrollWidth <= moment.clientWidth};
+});
+"""
+
+
+def test_a_short_moment_at_the_end_of_a_long_video_stays_visible_and_labelled(served_app, browser):
+    _, url, _, _ = served_app
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url)
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-timeline")))
+    # The page's own timeline markup and style, for a 0.5 s moment in the last second of a 2-hour video (and two more).
+    moments = [
+        {"start": 7199.5, "end": 7200.0, "score": 0.9},
+        {"start": 0.0, "end": 0.5, "score": 0.5},
+        {"start": 3600.0, "end": 5400.0, "score": 0.4},
+    ]
+    page = render_timeline(GroundingResult("movie.mp4", 7200.0, ["the credits roll"], [moments]))
+    browser.execute_script("document.querySelector('#rgnet-timeline').innerHTML = arguments[0];", page)
+    boxes = browser.execute_script(MOMENT_BOXES)
+    assert [box["rank"] for box in boxes] == ["1", "2", "3"]
+    for box in boxes:
+        assert box["track_left"] - 0.5 <= box["left"] and box["right"] <= box["track_right"] + 0.5, box
+        assert box["width"] >= MOMENT_MIN_PX - 0.5 and box["fits"], box
+    track_width = boxes[2]["track_right"] - boxes[2]["track_left"]
+    assert boxes[2]["width"] == pytest.approx(track_width / 4, abs=1.0)  # a long moment keeps its share

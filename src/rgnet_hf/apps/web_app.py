@@ -21,6 +21,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 CLIP_MAX_HEIGHT = 480
 MAX_TOP_K = 20
 LANE_PX = 16  # height of one moment's lane on the timeline
+MOMENT_MIN_PX = 14  # least drawn width of a moment: its rank number fits (up to 20)
 KEPT_CLIPS = 16
 # What one submission may cost, by default: a feature-length film (MAD's movies run up to about 3 hours) in an upload
 # a single machine stores and decodes without trouble. The queue holds this many waiting submissions at most.
@@ -40,7 +41,7 @@ CSS = """
 .rgnet-query { margin: 0 0 18px 0; }
 .rgnet-query-text { font-weight: 600; margin-bottom: 4px; }
 .rgnet-track { position: relative; background: #e5e7eb; border-radius: 4px; overflow: hidden; }
-.rgnet-moment { position: absolute; min-width: 3px; background: #ea580c; border-radius: 3px; color: #fff;
+.rgnet-moment { position: absolute; background: #ea580c; border-radius: 3px; color: #fff;
   font-size: 11px; text-align: center; overflow: hidden; }
 .rgnet-axis { display: flex; justify-content: space-between; color: #6b7280; font-size: 11px; margin-top: 2px; }
 .rgnet-table { border-collapse: collapse; margin-top: 6px; font-size: 13px; }
@@ -195,11 +196,14 @@ def render_timeline(result: GroundingResult) -> str:
             left = 100 * min(max(moment["start"] / duration, 0.0), 1.0)
             width = 100 * min(max((moment["end"] - moment["start"]) / duration, 0.0), 1.0 - left / 100)
             opacity = 1.0 - 0.6 * rank_index / max(count - 1, 1)
+            # At least wide enough for its rank number; a short moment at the very end grows to the left, so that it
+            # stays inside the bar (whose overflow is hidden).
+            span = f"left:min({left:.3f}%, calc(100% - {MOMENT_MIN_PX}px));width:max({width:.3f}%, {MOMENT_MIN_PX}px)"
             parts.append(
                 f'<div class="rgnet-moment" data-rank="{rank_index + 1}" data-start="{moment["start"]:.4f}" '
                 f'data-end="{moment["end"]:.4f}" data-score="{moment["score"]:.6f}" '
                 f'title="#{rank_index + 1}: {moment["start"]:.2f}-{moment["end"]:.2f} s, score {moment["score"]:.3f}" '
-                f'style="left:{left:.3f}%;width:{width:.3f}%;top:{2 + rank_index * LANE_PX}px;height:{LANE_PX - 2}px;'
+                f'style="{span};top:{2 + rank_index * LANE_PX}px;height:{LANE_PX - 2}px;'
                 f'line-height:{LANE_PX - 2}px;opacity:{opacity:.2f}">{rank_index + 1}</div>'
             )
         parts.append("</div>")
