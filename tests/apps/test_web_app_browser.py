@@ -29,6 +29,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 pytest.importorskip("gradio", reason="the web app needs the app extra (gradio)")
 pytest.importorskip("selenium", reason="the browser test needs selenium (dev extra)")
 
+from app_videos import make_stamped_video  # noqa: E402
 from conftest import free_port  # noqa: E402
 from raw_video_utils import PALETTE, build_tiny_clip, build_tiny_rgnet, make_test_video  # noqa: E402
 from selenium import webdriver  # noqa: E402
@@ -55,7 +56,8 @@ def served_app(tmp_path_factory):
     video = make_test_video(root / "street.mp4", colors=PALETTE[:8], fps=10, size=(160, 96))
     # Ten minutes at 2 frames per second: 1200 features to encode, long enough to watch the progress.
     long_video = make_test_video(root / "long.mp4", colors=PALETTE * 6, seconds_per_color=10, fps=2, size=(64, 48))
-    app = GroundingApp(model, device="cpu", examples=[video])
+    # Small limits, so that the page's refusals can be seen: every video above is far below them.
+    app = GroundingApp(model, device="cpu", examples=[video], max_upload_mb=1, max_video_minutes=30)
     page = launch(app, host="127.0.0.1", port=free_port(), block=False, quiet=True)
     try:
         yield app, page.local_url, video, long_video
@@ -269,3 +271,36 @@ def test_a_short_moment_at_the_end_of_a_long_video_stays_visible_and_labelled(se
         assert box["width"] >= MOMENT_MIN_PX - 0.5 and box["fits"], box
     track_width = boxes[2]["track_right"] - boxes[2]["track_left"]
     assert boxes[2]["width"] == pytest.approx(track_width / 4, abs=1.0)  # a long moment keeps its share
+
+
+def _toast(browser, wait) -> str:
+    toast = wait.until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=toast-body]")))
+    text = toast.text
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=toast-close]").click()
+    return text
+
+
+def test_videos_beyond_the_limits_are_refused_with_a_message(served_app, browser, tmp_path):
+    _, url, _, _ = served_app
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+    # A 1.5 KB file stamped to last 20 hours: refused from its declared duration, before any decoding.
+    stamped = make_stamped_video(tmp_path / "twenty_hours.mp4", 20 * 3600)
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-video input[type=file]").send_keys(str(stamped))
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-video video")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-queries textarea").send_keys(QUERIES[0])
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-submit").click()
+    message = _toast(browser, wait)
+    assert "lasts 1200.0 minutes" in message and "limit of 30 minutes" in message, message
+    assert "--max-video-minutes" in message
+    assert not browser.find_elements(By.CSS_SELECTOR, "#rgnet-timeline .rgnet-moment")
+    # A file over the upload limit never reaches the server: Gradio refuses it in the page.
+    big = tmp_path / "big.mp4"
+    big.write_bytes(stamped.read_bytes() + bytes(3 * 1024 * 1024 // 2))
+    browser.get(url)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-video input[type=file]").send_keys(str(big))
+    message = _toast(browser, wait)
+    assert "exceed the maximum allowed size of 1.0 Mb" in message and "big.mp4" in message, message
+    assert not browser.find_elements(By.CSS_SELECTOR, "#rgnet-video video")

@@ -17,6 +17,7 @@ import pytest
 
 gr = pytest.importorskip("gradio", reason="the web app needs the app extra (gradio)")
 
+from app_videos import make_stamped_video  # noqa: E402
 from conftest import free_port  # noqa: E402
 from raw_video_utils import PALETTE, make_test_video  # noqa: E402
 
@@ -35,25 +36,6 @@ class RecordingPipe:
     def __call__(self, inputs, top_k=5):
         self.calls.append(inputs["video"])
         return [[{"start": 0.5, "end": 1.5, "score": 0.9, "query": query}] for query in inputs["text"]]
-
-
-def make_stamped_video(path, last_time_s: float):
-    """A tiny mp4 (about 1.5 KB) of two 32 x 32 frames, the second stamped `last_time_s` seconds in."""
-    import av
-    import numpy as np
-
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=1)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for pts in (0, int(last_time_s)):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            frame = frame.reformat(format="yuv420p")
-            frame.pts = pts
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 @pytest.fixture(scope="module")
