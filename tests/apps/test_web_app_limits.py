@@ -104,7 +104,16 @@ def test_a_still_image_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_upload_mb", 0), ("max_video_minutes", -1.0), ("max_queue", 0), ("max_queue", 2.5), ("concurrency", None)],
+    [
+        ("max_upload_mb", 0),
+        ("max_upload_mb", float("nan")),
+        ("max_video_minutes", -1.0),
+        ("max_video_minutes", float("inf")),
+        ("max_queue", 0),
+        ("max_queue", 2.5),
+        ("max_queue", "4"),
+        ("concurrency", None),
+    ],
 )
 def test_bad_limits_are_refused(option, value):
     with pytest.raises(ValueError, match=f"`{option}`"):

@@ -8,6 +8,8 @@ whole video, and plays the moment chosen in a list: the clip is cut from the vid
 from __future__ import annotations
 
 import html
+import math
+import numbers
 import os
 import tempfile
 from collections.abc import Sequence
@@ -85,7 +87,7 @@ def _positive_limit(name: str, value: float | None, integer: bool = False) -> fl
     """`value` checked as a limit: None (no limit) or a positive number (an integer where `integer`)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
         raise ValueError(f"`{name}` must be a positive number (or None for no limit), got {value!r}")
     if integer:
         if int(value) != value:
@@ -259,7 +261,7 @@ class GroundingApp:
         examples: example video files or folders of videos shown under the upload box.
         pipe: an already built `video-grounding` pipeline (then `model` and `device` are ignored).
         max_upload_mb: the largest video file a submission may ground, in MB of 2**20 bytes (None: no limit). When
-            the app is served with [`launch`], Gradio also refuses larger uploads before storing them.
+            the app is served with [`launch`], the page also refuses larger uploads before sending them.
         max_video_minutes: the longest video a submission may ground, by the duration its container declares (None:
             no limit). Both limits are checked before anything is decoded, for uploads and examples alike.
         max_queue: how many submissions may wait for their turn (None: no limit); when the queue is full the page
