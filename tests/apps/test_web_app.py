@@ -120,8 +120,8 @@ def test_render_timeline_carries_every_moment():
         ("1", "0.0000", "10.0000", "0.700000"),
     ]
     # Positions are shares of the video; each rank has its own lane.
-    assert "left:10.000%;width:20.000%;top:2px" in page and "left:50.000%;width:15.000%;top:18px" in page
-    assert "left:0.000%;width:100.000%;top:2px" in page
+    spans = re.findall(r"left:min\(([\d.]+)%, calc\(100% - 14px\)\);width:max\(([\d.]+)%, 14px\);top:(\d+)px", page)
+    assert spans == [("10.000", "20.000", "2"), ("50.000", "15.000", "18"), ("0.000", "100.000", "2")]
     assert [choice for _, choice in result.moment_choices()] == ["0:0", "0:1", "1:0"]
     assert result.moment("0:1") == rankings[0][1]
 

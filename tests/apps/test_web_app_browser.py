@@ -29,6 +29,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 pytest.importorskip("gradio", reason="the web app needs the app extra (gradio)")
 pytest.importorskip("selenium", reason="the browser test needs selenium (dev extra)")
 
+from app_videos import make_stamped_video  # noqa: E402
 from conftest import free_port  # noqa: E402
 from raw_video_utils import PALETTE, build_tiny_clip, build_tiny_rgnet, make_test_video  # noqa: E402
 from selenium import webdriver  # noqa: E402
@@ -38,7 +39,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from rgnet_hf.apps.web_app import GroundingApp, launch  # noqa: E402
+from rgnet_hf.apps.web_app import MOMENT_MIN_PX, GroundingApp, GroundingResult, launch, render_timeline  # noqa: E402
 
 WAIT_S = 30  # every wait on the page is bounded
 QUERIES = ["a man opens the door.", "the car drives down the street at night."]
@@ -55,7 +56,8 @@ def served_app(tmp_path_factory):
     video = make_test_video(root / "street.mp4", colors=PALETTE[:8], fps=10, size=(160, 96))
     # Ten minutes at 2 frames per second: 1200 features to encode, long enough to watch the progress.
     long_video = make_test_video(root / "long.mp4", colors=PALETTE * 6, seconds_per_color=10, fps=2, size=(64, 48))
-    app = GroundingApp(model, device="cpu", examples=[video])
+    # Small limits, so that the page's refusals can be seen: every video above is far below them.
+    app = GroundingApp(model, device="cpu", examples=[video], max_upload_mb=1, max_video_minutes=30)
     page = launch(app, host="127.0.0.1", port=free_port(), block=False, quiet=True)
     try:
         yield app, page.local_url, video, long_video
@@ -177,16 +179,35 @@ def test_app_in_a_browser(served_app, browser, tmp_path):
     assert screenshot.stat().st_size > 10_000
 
 
-# Records every progress text the page shows, however briefly, from the moment it is installed.
+# Records every progress text the page shows, however briefly, from the moment it is installed, and with each change
+# the visible progress trackers (Gradio's status overlays) beside the boxes of the app's components.
 WATCH_PROGRESS = """
 window.rgnetProgress = [];
+window.rgnetTrackers = [];
+const box = (element) => {
+  const r = element.getBoundingClientRect();
+  return [r.left, r.top, r.right, r.bottom];
+};
 new MutationObserver(() => {
   for (const element of document.querySelectorAll('.progress-text, .meta-text, .meta-text-center')) {
     const text = element.textContent.trim();
     if (text && !window.rgnetProgress.includes(text)) window.rgnetProgress.push(text);
   }
-}).observe(document.body, {subtree: true, childList: true, characterData: true});
+  const trackers = [...document.querySelectorAll('.wrap.full:not(.hide), .wrap.minimal:not(.hide)')];
+  const texts = [...document.querySelectorAll('.progress-text')].filter((element) => element.offsetParent !== null);
+  if (!trackers.length && !texts.length) return;
+  window.rgnetTrackers.push({
+    trackers: trackers.map((element) => ({owner: element.closest('[id^=rgnet-]')?.id, box: box(element)})),
+    texts: texts.length,
+    components: [...document.querySelectorAll('[id^=rgnet-]')].map((element) => ({id: element.id, box: box(element)})),
+  });
+}).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
 """
+
+
+def _overlap(a: list[float], b: list[float], tolerance: float = 1.0) -> bool:
+    """Whether two `[left, top, right, bottom]` boxes share more than a `tolerance`-pixel sliver."""
+    return min(a[2], b[2]) - max(a[0], b[0]) > tolerance and min(a[3], b[3]) - max(a[1], b[1]) > tolerance
 
 
 def test_long_video_shows_encoding_progress(served_app, browser):
@@ -205,5 +226,81 @@ def test_long_video_shows_encoding_progress(served_app, browser):
     counts = [re.match(r"([\d.]+k?)/([\d.]+k?) frame", text) for text in shown]
     partial = [match.groups() for match in counts if match and match.group(1) != match.group(2)]
     assert partial, f"no encoding progress was shown; the page showed {shown}"
+    # One progress bar, drawn on the timeline, inside its box and over no other box, at every moment.
+    snapshots = browser.execute_script("return window.rgnetTrackers")
+    assert snapshots, "no progress tracker was seen"
+    for snapshot in snapshots:
+        assert len(snapshot["trackers"]) <= 1 and snapshot["texts"] <= 1, snapshot
+        for tracker in snapshot["trackers"]:
+            assert tracker["owner"] == "rgnet-timeline", snapshot
+            for component in snapshot["components"]:
+                if component["id"] != tracker["owner"]:
+                    assert not _overlap(tracker["box"], component["box"]), (component["id"], snapshot)
     duration = float(browser.find_element(By.CSS_SELECTOR, ".rgnet-timeline").get_attribute("data-duration"))
     assert duration == pytest.approx(600.0, abs=1e-3)
+
+
+# Every moment bar of the timeline with its track's box, its own box and whether its rank number fits in it.
+MOMENT_BOXES = """
+return [...document.querySelectorAll('#rgnet-timeline .rgnet-moment')].map((moment) => {
+  const own = moment.getBoundingClientRect();
+  const track = moment.closest('.rgnet-track').getBoundingClientRect();
+  return {rank: moment.textContent, left: own.left, right: own.right, width: own.width, track_left: track.left,
+          track_right: track.right, fits: moment.scrollWidth <= moment.clientWidth};
+});
+"""
+
+
+def test_a_short_moment_at_the_end_of_a_long_video_stays_visible_and_labelled(served_app, browser):
+    _, url, _, _ = served_app
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url)
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-timeline")))
+    # The page's own timeline markup and style, for a 0.5 s moment in the last second of a 2-hour video (and two more).
+    moments = [
+        {"start": 7199.5, "end": 7200.0, "score": 0.9},
+        {"start": 0.0, "end": 0.5, "score": 0.5},
+        {"start": 3600.0, "end": 5400.0, "score": 0.4},
+    ]
+    page = render_timeline(GroundingResult("movie.mp4", 7200.0, ["the credits roll"], [moments]))
+    browser.execute_script("document.querySelector('#rgnet-timeline').innerHTML = arguments[0];", page)
+    boxes = browser.execute_script(MOMENT_BOXES)
+    assert [box["rank"] for box in boxes] == ["1", "2", "3"]
+    for box in boxes:
+        assert box["track_left"] - 0.5 <= box["left"] and box["right"] <= box["track_right"] + 0.5, box
+        assert box["width"] >= MOMENT_MIN_PX - 0.5 and box["fits"], box
+    track_width = boxes[2]["track_right"] - boxes[2]["track_left"]
+    assert boxes[2]["width"] == pytest.approx(track_width / 4, abs=1.0)  # a long moment keeps its share
+
+
+def _toast(browser, wait) -> str:
+    toast = wait.until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=toast-body]")))
+    text = toast.text
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=toast-close]").click()
+    return text
+
+
+def test_videos_beyond_the_limits_are_refused_with_a_message(served_app, browser, tmp_path):
+    _, url, _, _ = served_app
+    wait = WebDriverWait(browser, WAIT_S)
+    browser.get(url)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+    # A 1.5 KB file stamped to last 20 hours: refused from its declared duration, before any decoding.
+    stamped = make_stamped_video(tmp_path / "twenty_hours.mp4", 20 * 3600)
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-video input[type=file]").send_keys(str(stamped))
+    wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-video video")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-queries textarea").send_keys(QUERIES[0])
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-submit").click()
+    message = _toast(browser, wait)
+    assert "lasts 1200.0 minutes" in message and "limit of 30 minutes" in message, message
+    assert "--max-video-minutes" in message
+    assert not browser.find_elements(By.CSS_SELECTOR, "#rgnet-timeline .rgnet-moment")
+    # A file over the upload limit never reaches the server: Gradio refuses it in the page.
+    big = tmp_path / "big.mp4"
+    big.write_bytes(stamped.read_bytes() + bytes(3 * 1024 * 1024 // 2))
+    browser.get(url)
+    wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+    browser.find_element(By.CSS_SELECTOR, "#rgnet-video input[type=file]").send_keys(str(big))
+    message = _toast(browser, wait)
+    assert "exceed the maximum allowed size of 1.0 Mb" in message and "big.mp4" in message, message
+    assert not browser.find_elements(By.CSS_SELECTOR, "#rgnet-video video")

@@ -8,6 +8,9 @@ whole video, and plays the moment chosen in a list: the clip is cut from the vid
 from __future__ import annotations
 
 import html
+import math
+import numbers
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,17 +23,27 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpe
 CLIP_MAX_HEIGHT = 480
 MAX_TOP_K = 20
 LANE_PX = 16  # height of one moment's lane on the timeline
+MOMENT_MIN_PX = 14  # least drawn width of a moment: its rank number fits (up to 20)
 KEPT_CLIPS = 16
+# What one submission may cost, by default: a feature-length film (MAD's movies run up to about 3 hours) in an upload
+# a single machine stores and decodes without trouble. The queue holds this many waiting submissions at most.
+DEFAULT_MAX_UPLOAD_MB = 500
+DEFAULT_MAX_VIDEO_MINUTES = 240
+DEFAULT_MAX_QUEUE = 16
+MIB = 1024 * 1024  # Gradio's "mb" is 2**20 bytes; the app's limits use the same unit
 
 # Grounding errors a user can cause (bad file, empty query, a model that cannot read videos): shown in the page.
 USER_ERRORS = (ValueError, KeyError, OSError)
 
+# `#rgnet-timeline`'s least height holds the progress bar shown on it while a video is grounded (Gradio's status
+# overlay is taller than an empty HTML box and would cover the boxes below it).
 CSS = """
+#rgnet-timeline { min-height: 120px; }
 .rgnet-timeline { font-size: 14px; }
 .rgnet-query { margin: 0 0 18px 0; }
 .rgnet-query-text { font-weight: 600; margin-bottom: 4px; }
 .rgnet-track { position: relative; background: #e5e7eb; border-radius: 4px; overflow: hidden; }
-.rgnet-moment { position: absolute; min-width: 3px; background: #ea580c; border-radius: 3px; color: #fff;
+.rgnet-moment { position: absolute; background: #ea580c; border-radius: 3px; color: #fff;
   font-size: 11px; text-align: center; overflow: hidden; }
 .rgnet-axis { display: flex; justify-content: space-between; color: #6b7280; font-size: 11px; margin-top: 2px; }
 .rgnet-table { border-collapse: collapse; margin-top: 6px; font-size: 13px; }
@@ -70,11 +83,17 @@ def parse_queries(text: str | None) -> list[str]:
     return queries
 
 
-def video_duration(path: str | Path) -> float | None:
-    """The video's length in seconds as its container declares it (None when it does not say)."""
-    from ..video_decoding import probe_video
-
-    return probe_video(path).duration
+def _positive_limit(name: str, value: float | None, integer: bool = False) -> float | int | None:
+    """`value` checked as a limit: None (no limit) or a positive number (an integer where `integer`)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"`{name}` must be a positive number (or None for no limit), got {value!r}")
+    if integer:
+        if int(value) != value:
+            raise ValueError(f"`{name}` must be a whole number, got {value!r}")
+        return int(value)
+    return value
 
 
 def cut_clip(
@@ -179,11 +198,14 @@ def render_timeline(result: GroundingResult) -> str:
             left = 100 * min(max(moment["start"] / duration, 0.0), 1.0)
             width = 100 * min(max((moment["end"] - moment["start"]) / duration, 0.0), 1.0 - left / 100)
             opacity = 1.0 - 0.6 * rank_index / max(count - 1, 1)
+            # At least wide enough for its rank number; a short moment at the very end grows to the left, so that it
+            # stays inside the bar (whose overflow is hidden).
+            span = f"left:min({left:.3f}%, calc(100% - {MOMENT_MIN_PX}px));width:max({width:.3f}%, {MOMENT_MIN_PX}px)"
             parts.append(
                 f'<div class="rgnet-moment" data-rank="{rank_index + 1}" data-start="{moment["start"]:.4f}" '
                 f'data-end="{moment["end"]:.4f}" data-score="{moment["score"]:.6f}" '
                 f'title="#{rank_index + 1}: {moment["start"]:.2f}-{moment["end"]:.2f} s, score {moment["score"]:.3f}" '
-                f'style="left:{left:.3f}%;width:{width:.3f}%;top:{2 + rank_index * LANE_PX}px;height:{LANE_PX - 2}px;'
+                f'style="{span};top:{2 + rank_index * LANE_PX}px;height:{LANE_PX - 2}px;'
                 f'line-height:{LANE_PX - 2}px;opacity:{opacity:.2f}">{rank_index + 1}</div>'
             )
         parts.append("</div>")
@@ -238,6 +260,13 @@ class GroundingApp:
         device: where the pipeline runs (`"cpu"`, `"cuda"`, ...); default: the pipeline's choice.
         examples: example video files or folders of videos shown under the upload box.
         pipe: an already built `video-grounding` pipeline (then `model` and `device` are ignored).
+        max_upload_mb: the largest video file a submission may ground, in MB of 2**20 bytes (None: no limit). When
+            the app is served with [`launch`], the page also refuses larger uploads before sending them.
+        max_video_minutes: the longest video a submission may ground, by the duration its container declares (None:
+            no limit). Both limits are checked before anything is decoded, for uploads and examples alike.
+        max_queue: how many submissions may wait for their turn (None: no limit); when the queue is full the page
+            says so and the submission is not queued.
+        concurrency: how many submissions are grounded at the same time; the others wait in the queue.
     """
 
     def __init__(
@@ -246,7 +275,18 @@ class GroundingApp:
         device: str | None = None,
         examples: Sequence[str | Path] | None = None,
         pipe=None,
+        max_upload_mb: float | None = DEFAULT_MAX_UPLOAD_MB,
+        max_video_minutes: float | None = DEFAULT_MAX_VIDEO_MINUTES,
+        max_queue: int | None = DEFAULT_MAX_QUEUE,
+        concurrency: int = 1,
     ):
+        # Checked before the model loads: a bad limit fails at once.
+        self.max_upload_mb = _positive_limit("max_upload_mb", max_upload_mb)
+        self.max_video_minutes = _positive_limit("max_video_minutes", max_video_minutes)
+        self.max_queue = _positive_limit("max_queue", max_queue, integer=True)
+        self.concurrency = _positive_limit("concurrency", concurrency, integer=True)
+        if self.concurrency is None:
+            raise ValueError("`concurrency` must be a positive whole number, got None")
         if pipe is None:
             if model is None:
                 raise ValueError("give a model folder (or Hub id) or a pipeline")
@@ -276,7 +316,8 @@ class GroundingApp:
         )
 
     def ground(self, video: str | Path | None, queries_text: str | None, top_k: int = 5) -> GroundingResult:
-        """Ground every query (one per line of `queries_text`) in `video` with the pipeline."""
+        """Ground every query (one per line of `queries_text`) in `video` with the pipeline, once the video is found
+        within the app's limits ([`~GroundingApp.check_limits`])."""
         if not video:
             raise ValueError("Choose an example video or upload one first.")
         queries = parse_queries(queries_text)
@@ -287,7 +328,7 @@ class GroundingApp:
         if not 1 <= top_k <= MAX_TOP_K:
             raise ValueError(f"The number of moments per query must be between 1 and {MAX_TOP_K}, got {top_k}.")
         video = str(video)
-        duration = video_duration(video)  # also rejects a file that is not a video before any work
+        duration = self.check_limits(video)  # also rejects a file that is not a video, before any decoding
         rankings = self.pipe({"video": video, "text": queries}, top_k=top_k)
         if len(rankings) != len(queries):
             raise RuntimeError(f"the pipeline answered {len(rankings)} queries for {len(queries)}")
@@ -295,6 +336,65 @@ class GroundingApp:
         last_end = max((moment["end"] for moments in rankings for moment in moments), default=0.0)
         duration = max(duration or 0.0, last_end)
         return GroundingResult(video=video, duration=duration, queries=queries, rankings=rankings)
+
+    def check_limits(self, video: str | Path) -> float | None:
+        """Refuse a video beyond the app's size or duration limits; return its declared duration in seconds.
+
+        Only the file's size and its container's header are read: a file stamped to last 20 hours is refused
+        before any frame is decoded or encoded. Raises `ValueError` (a video decoding error for a file that is not a
+        video, a still image among them) with the limit, the file's value and the option that raises the limit.
+        """
+        from ..video_decoding import _declared_duration
+
+        name = Path(video).name
+        if self.max_upload_mb is not None and os.path.isfile(video):
+            size_mb = os.path.getsize(video) / MIB
+            if size_mb > self.max_upload_mb:
+                raise ValueError(
+                    f"{name} is {size_mb:.1f} MB, more than this app's limit of {self.max_upload_mb:g} MB per video. "
+                    "Cut the video shorter, or raise the limit when starting the app (`rgnet-hf app --max-upload-mb`, "
+                    "`GroundingApp(max_upload_mb=...)`)."
+                )
+        duration = _declared_duration(video)
+        if self.max_video_minutes is None:
+            return duration
+        if duration is None:
+            raise ValueError(
+                f"{name} does not declare its duration, so the work it would cost cannot be bounded before decoding "
+                f"(this app grounds videos of up to {self.max_video_minutes:g} minutes). Remux it into a container "
+                "that declares it (e.g. `ffmpeg -i IN -c copy OUT.mp4`), or start the app without a duration limit "
+                "(`GroundingApp(max_video_minutes=None)`)."
+            )
+        if duration > self.max_video_minutes * 60:
+            raise ValueError(
+                f"{name} lasts {duration / 60:.1f} minutes (by its container), more than this app's limit of "
+                f"{self.max_video_minutes:g} minutes per video. Cut the video shorter, or raise the limit when "
+                "starting the app (`rgnet-hf app --max-video-minutes`, `GroundingApp(max_video_minutes=...)`)."
+            )
+        return duration
+
+    def submit(self, video: str | None, queries_text: str | None, top_k: int, progress=None) -> tuple:
+        """What the page's "Find moments" button does: `(timeline_html, moment_dropdown, clip_path, status, result)`.
+
+        A problem the user can fix (no video, no query, a file beyond the limits, ...) raises `gr.Error`, which
+        the page shows; `progress` is Gradio's progress tracker (None: no progress is reported).
+        """
+        import gradio as gr
+
+        try:
+            if progress is not None:
+                progress(0, desc="Reading and encoding the video")
+            result = self.ground(video, queries_text, top_k)
+            choices = result.moment_choices()
+            if progress is not None:
+                progress(0.95, desc="Cutting the best moment's clip")
+            clip = str(self.clip(result, choices[0][1])) if choices else None
+        except USER_ERRORS as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        count = len(result.queries)
+        status = f"{count} {'query' if count == 1 else 'queries'} grounded in a {result.duration:.1f} s video."
+        dropdown = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, interactive=True)
+        return render_timeline(result), dropdown, clip, status, result
 
     def clip(self, result: GroundingResult, choice: str) -> Path:
         """Cut the chosen moment (`"query_index:rank_index"`) into a new mp4 in the app's clip folder."""
@@ -312,18 +412,7 @@ class GroundingApp:
         import gradio as gr
 
         def submit(video, queries_text, top_k, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's API
-            try:
-                progress(0, desc="Reading and encoding the video")
-                result = self.ground(video, queries_text, top_k)
-                choices = result.moment_choices()
-                progress(0.95, desc="Cutting the best moment's clip")
-                clip = str(self.clip(result, choices[0][1])) if choices else None
-            except USER_ERRORS as error:
-                raise gr.Error(str(error), print_exception=False) from error
-            count = len(result.queries)
-            status = f"{count} {'query' if count == 1 else 'queries'} grounded in a {result.duration:.1f} s video."
-            dropdown = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, interactive=True)
-            return render_timeline(result), dropdown, clip, status, result
+            return self.submit(video, queries_text, top_k, progress)
 
         def play(choice, result):
             if not choice or result is None:
@@ -361,6 +450,7 @@ class GroundingApp:
                     button = gr.Button("Find moments", variant="primary", elem_id="rgnet-submit")
                     status = gr.Markdown(elem_id="rgnet-status")
                 with gr.Column(scale=1):
+                    # The page's CSS keeps it tall enough, even empty, to hold the progress bar drawn on it.
                     timeline = gr.HTML(label="Moments", elem_id="rgnet-timeline")
                     moment = gr.Dropdown(label="Play a moment", choices=[], elem_id="rgnet-moment")
                     clip = gr.Video(label="Moment clip", interactive=False, height=300, elem_id="rgnet-clip")
@@ -368,9 +458,14 @@ class GroundingApp:
                 submit,
                 inputs=[video, queries, top_k],
                 outputs=[timeline, moment, clip, status, result_state],
-                concurrency_limit=1,
+                concurrency_limit=self.concurrency,
+                # One progress bar, on the timeline: on every output, each box would draw its own over its neighbours.
+                show_progress_on=[timeline],
             )
-            moment.input(play, inputs=[moment, result_state], outputs=[clip])
+            # Playing a clip is its own event with its own limit, so it never waits behind a grounding.
+            moment.input(play, inputs=[moment, result_state], outputs=[clip], concurrency_limit=1)
+        # Submissions beyond `concurrency` wait in a bounded queue; a full queue refuses new ones with a message.
+        page.queue(max_size=self.max_queue, default_concurrency_limit=1)
         return page
 
 
@@ -389,8 +484,7 @@ def launch(
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    page = app.build()
-    page.queue(default_concurrency_limit=1)
+    page = app.build()  # with its queue
     page.launch(
         server_name=host,
         server_port=port,
@@ -404,6 +498,9 @@ def launch(
         # The example files themselves, never their folders: a folder would serve every file beside an example.
         # Clips and uploads live in Gradio's own cache, which it serves without being told.
         allowed_paths=sorted({str(Path(path).resolve()) for path in app.examples}),
+        # Gradio refuses a larger upload before storing it; `GroundingApp.check_limits` covers examples and files
+        # given by path.
+        max_file_size=int(app.max_upload_mb * MIB) if app.max_upload_mb is not None else None,
     )
     return page
 

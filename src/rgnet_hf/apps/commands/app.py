@@ -20,8 +20,45 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="run the model folder's own code (model, processor, pipeline) instead of the installed rgnet_hf",
     )
+    # Defaults from the app module would import it (and gradio) for `--help`; tests check they agree.
+    parser.add_argument(
+        "--max-upload-mb",
+        type=_positive(float),
+        default=500.0,
+        help="largest video a submission may ground, in MB of 2**20 bytes (default: 500)",
+    )
+    parser.add_argument(
+        "--max-video-minutes",
+        type=_positive(float),
+        default=240.0,
+        help="longest video a submission may ground, by its container's declared duration (default: 240)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=_positive(int),
+        default=16,
+        help="how many submissions may wait; more are refused with a message (default: 16)",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive(int), default=1, help="how many videos are grounded at once (default: 1)"
+    )
     parser.set_defaults(handler=run)
     return parser
+
+
+def _positive(kind: type):
+    """An argparse type: a number of `kind` above zero."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     # The same loader as `rgnet-hf ground`: the installed classes unless --trust-remote-code.
     pipe = load_grounding_pipeline(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    app = GroundingApp(args.model, examples=args.examples, pipe=pipe)
+    app = GroundingApp(
+        args.model,
+        examples=args.examples,
+        pipe=pipe,
+        max_upload_mb=args.max_upload_mb,
+        max_video_minutes=args.max_video_minutes,
+        max_queue=args.max_queue,
+        concurrency=args.concurrency,
+    )
     launch(app, args.host, args.port, args.share)
     return 0
