@@ -146,6 +146,9 @@ def test_cli_passes_the_limits_to_the_app(monkeypatch):
 
     monkeypatch.setattr(web_app, "GroundingApp", FakeApp)
     monkeypatch.setattr(web_app, "launch", lambda app, *args, **kwargs: None)
+    import rgnet_hf.apps.commands.common as common
+
+    monkeypatch.setattr(common, "load_grounding_pipeline", lambda *args, **kwargs: "a pipeline")
     arguments = ["app", "--model", "m", "--max-upload-mb", "50", "--max-video-minutes", "30.5"]
     assert main([*arguments, "--max-queue", "4", "--concurrency", "2"]) == 0
     assert (seen["max_upload_mb"], seen["max_video_minutes"], seen["max_queue"], seen["concurrency"]) == (
@@ -154,6 +157,7 @@ def test_cli_passes_the_limits_to_the_app(monkeypatch):
         4,
         2,
     )
+    assert seen["pipe"] == "a pipeline"
 
 
 def test_cli_refuses_a_limit_that_is_not_positive(capsys):
