@@ -18,7 +18,8 @@ def tiny_model(**overrides):
     from rgnet_hf import RGNetForVideoGrounding
 
     torch.manual_seed(0)
-    return RGNetForVideoGrounding(tiny_config(feature_encoder=ENCODER, top_k_windows=4, **overrides)).eval()
+    values = {"feature_encoder": ENCODER, "top_k_windows": 4, **overrides}
+    return RGNetForVideoGrounding(tiny_config(**values)).eval()
 
 
 def write_cache(path: Path, videos: dict[str, np.ndarray], encoder: str = ENCODER, rate: float = 0.2) -> Path:

@@ -82,6 +82,7 @@ class VideoLibrary:
     def from_folders(cls, index: str | os.PathLike, model: str | os.PathLike, device: str | None = None, **kwargs):
         from ..modeling_rgnet import RGNetForVideoGrounding
 
+        index = LibraryIndex.open(index)  # a missing or broken index fails before the model loads
         loaded = RGNetForVideoGrounding.from_pretrained(model).eval()
         if device is not None:
             loaded = loaded.to(device)

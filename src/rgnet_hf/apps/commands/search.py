@@ -1,0 +1,67 @@
+"""`rgnet-hf search`: the best moments of a whole video library for query sentences."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import check_device, load_array, looks_like_a_path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("search", help="search a video library indexed by `rgnet-hf index`")
+    parser.add_argument("--index", required=True, help="the library's index folder")
+    parser.add_argument("--model", required=True, help="the RGNet model folder or Hub id the index was built for")
+    parser.add_argument("--query", action="append", default=None, help="a query sentence (repeat for several)")
+    parser.add_argument("--text", default=None, help="query token features (Lq, Dt) or (Q, Lq, Dt), instead of --query")
+    parser.add_argument("--text-key", default=None)
+    parser.add_argument("--sentence", default=None, help="with --text: sentence features (Ds,) or (Q, Ds)")
+    parser.add_argument("--sentence-key", default=None)
+    parser.add_argument("--top-k", type=int, default=10, help="moments per query (10)")
+    parser.add_argument("--depth", type=int, default=200, help="segments the pre-filter takes per query (200)")
+    parser.add_argument("--exhaustive", action="store_true", help="score every window of every video (no pre-filter)")
+    parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def _format(results) -> str:
+    lines = []
+    for number, result in enumerate(results):
+        lines.append(result.query if result.query is not None else f"query {number}")
+        lines.append(f"  {'rank':>4}  {'video':<24}  {'start (s)':>10}  {'end (s)':>10}  {'score':>7}")
+        for rank, moment in enumerate(result.moments, 1):
+            lines.append(
+                f"  {rank:>4}  {moment.key:<24}  {moment.start:>10.2f}  {moment.end:>10.2f}  {moment.score:>7.3f}"
+            )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...search.library import VideoLibrary
+
+    if (args.text is None) == (not args.query):
+        raise ValueError("give the queries as text (--query, repeatable) or as token features (--text, --sentence)")
+    if args.text is not None and args.sentence is None and not args.exhaustive:
+        raise ValueError("--text needs --sentence (the pre-filter's query vectors), or --exhaustive")
+    for name in ("top_k", "depth"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_device(args.device)
+    if looks_like_a_path(args.model) and not Path(args.model).is_dir():
+        raise FileNotFoundError(f"--model {args.model}: no such model folder")
+    library = VideoLibrary.from_folders(args.index, args.model, device=args.device)
+    options = {"top_k": args.top_k, "depth": args.depth, "exhaustive": args.exhaustive}
+    if args.query:
+        results = library.search(args.query, **options)
+    else:
+        text = load_array(args.text, args.text_key)
+        sentence = load_array(args.sentence, args.sentence_key) if args.sentence else None
+        results = library.search(text_features=text, sentence_features=sentence, **options)
+    if args.json:
+        print(json.dumps([[moment.to_dict() for moment in result.moments] for result in results], indent=2))
+    else:
+        print(_format(results))
+    return 0
