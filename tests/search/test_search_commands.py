@@ -1,0 +1,82 @@
+"""`rgnet-hf index` and `rgnet-hf search` end to end, with query features and with sentences (a tiny CLIP)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss", reason="library search needs the search extra (faiss-cpu)")
+
+from library_utils import random_queries, random_videos, tiny_model, write_cache  # noqa: E402
+from raw_video_utils import CLIP_PROJECTION_DIM, build_tiny_clip, build_tiny_rgnet  # noqa: E402
+
+from rgnet_hf.apps.cli import main as cli_main  # noqa: E402
+from rgnet_hf.search import LibraryIndex, VideoLibrary  # noqa: E402
+
+
+def test_index_and_search_with_query_features(tmp_path, capsys):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    caches = [
+        write_cache(tmp_path / "a.h5", random_videos(1, {"alpha": 120, "beta": 80})),
+        write_cache(tmp_path / "b.h5", random_videos(2, {"gamma": 150})),
+    ]
+    base = ["--model", str(tmp_path / "model"), "--output", str(tmp_path / "index")]
+    assert cli_main(["index", "--features", str(caches[0]), *base]) == 0
+    assert "2 videos, 10 segments of 20 features, flat index; added 2" in capsys.readouterr().out
+    assert cli_main(["index", "--features", str(caches[0]), "--features", str(caches[1]), *base]) == 0
+    assert "added 1, re-indexed 0, unchanged 2" in capsys.readouterr().out
+    text, sentence = random_queries(3)
+    np.save(tmp_path / "text.npy", text)
+    np.save(tmp_path / "sentence.npy", sentence)
+    search = ["search", "--index", str(tmp_path / "index"), "--model", str(tmp_path / "model")]
+    features = ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy")]
+    assert cli_main([*search, *features, "--top-k", "3", "--depth", "4", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = VideoLibrary(LibraryIndex.open(tmp_path / "index"), model).search(
+        text_features=text, sentence_features=sentence, top_k=3, depth=4
+    )
+    assert [[(m["key"], m["source"]) for m in moments] for moments in printed] == [
+        [(m.key, m.source) for m in result.moments] for result in expected
+    ]
+    for moments, result in zip(printed, expected):
+        np.testing.assert_allclose(
+            [[m["start"], m["end"], m["score"]] for m in moments],
+            [[m.start, m.end, m.score] for m in result.moments],
+            atol=1e-5,
+        )
+    assert cli_main([*search, *features, "--exhaustive"]) == 0
+    table = capsys.readouterr().out
+    assert "query 0" in table and "query 1" in table and "video" in table
+    # errors: one line on stderr, exit status 2, nothing printed as a result
+    assert cli_main([*search, "--text", str(tmp_path / "text.npy")]) == 2
+    assert "--text needs --sentence" in capsys.readouterr().err
+    assert cli_main(["search", "--index", str(tmp_path / "none"), "--model", str(tmp_path / "model"), *features]) == 2
+    captured = capsys.readouterr()
+    assert "is not a library index" in captured.err and captured.out == ""
+    assert cli_main([*search, *features, "--depth", "0"]) == 2
+    assert "--depth must be >= 1" in capsys.readouterr().err
+
+
+def test_search_sentences_through_the_model_encoder(tmp_path, capsys):
+    clip = build_tiny_clip(tmp_path / "clip")
+    model = build_tiny_rgnet(tmp_path / "rgnet", clip)
+    cache = write_cache(
+        tmp_path / "cache.h5",
+        random_videos(4, {"kitchen": 70, "street": 50}, size=CLIP_PROJECTION_DIM),
+        encoder=str(clip.resolve()),
+        rate=0.5,
+    )
+    index = tmp_path / "index"
+    assert cli_main(["index", "--features", str(cache), "--model", str(model), "--output", str(index)]) == 0
+    capsys.readouterr()
+    search = ["search", "--index", str(index), "--model", str(model)]
+    assert cli_main([*search, "--query", "a red door opens", "--query", "a car drives by", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed) == 2 and all(moments for moments in printed)
+    assert {m["query"] for m in printed[0]} == {"a red door opens"}
+    assert {m["key"] for moments in printed for m in moments} <= {"kitchen", "street"}
+    assert cli_main([*search, "--query", "   "]) == 2
+    assert "empty query" in capsys.readouterr().err
