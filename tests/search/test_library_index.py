@@ -165,6 +165,10 @@ def test_search_refuses_a_model_missing_files_empty_queries_and_corrupt_files(tm
         library.search(text_features=text, text_mask=np.zeros(text.shape[:2]), sentence_features=sentence)
     with pytest.raises(ValueError, match="needs `sentence_features`"):
         library.search(text_features=text)
+    with pytest.raises(ValueError, match="one row per query"):
+        library.search(text_features=text, sentence_features=sentence[:1])
+    with pytest.raises(ValueError, match="NaN"):
+        library.search(text_features=text, sentence_features=np.full_like(sentence, np.nan))
     cache.rename(tmp_path / "moved.h5")
     with pytest.raises(FileNotFoundError, match=r"'alpha' reads its features from .*cache\.h5, which does not exist"):
         library.search(text_features=text, sentence_features=sentence, exhaustive=True)

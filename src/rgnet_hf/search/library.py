@@ -131,7 +131,15 @@ class VideoLibrary:
             raise ValueError("an empty query (no text token): give a sentence that describes the moment")
         sentence = None
         if sentence_features is not None:
-            sentence = np.asarray(sentence_features, dtype=np.float32).reshape(len(features), -1)
+            sentence = np.asarray(sentence_features, dtype=np.float32)
+            sentence = sentence[None] if sentence.ndim == 1 else sentence
+            if sentence.ndim != 2 or len(sentence) != len(features):
+                raise ValueError(
+                    f"`sentence_features` must be (num_queries, D) with one row per query ({len(features)}), got "
+                    f"shape {tuple(np.shape(sentence_features))}"
+                )
+            if not np.isfinite(sentence).all():
+                raise ValueError("`sentence_features` contain NaN or infinite values")
         return [None] * len(features), features, mask, sentence
 
     # ------------------------------------------------------------------ search
