@@ -143,6 +143,11 @@ def test_entries_that_do_not_fit_the_model_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         LibraryIndex.update(folder, [tmp_path / "missing.h5"], config)
     assert _snapshot(folder) == before
+    # a model that names no encoder: the library still holds one encoder's features
+    mixed = [write_cache(tmp_path / f"{name}.h5", random_videos(9, {name: 40}), encoder=name) for name in ("p", "q")]
+    with pytest.raises(ValueError, match="'q', but the library holds 'p' features"):
+        LibraryIndex.update(tmp_path / "mixed", mixed, tiny_model(feature_encoder=None).config)
+    assert not (tmp_path / "mixed").exists()
 
 
 def test_search_refuses_a_model_missing_files_empty_queries_and_corrupt_files(tmp_path):

@@ -89,7 +89,7 @@ def test_exhaustive_equals_grounding_each_video_and_merging(library):
         _assert_same_ranking(result.rows, result.videos, rows, owners)
         moment = result.moments[0]
         video = index.videos[int(result.videos[0])]
-        assert (moment.key, moment.source) == (video.key, video.source)
+        assert (moment.key, moment.path) == (video.key, video.source)
         assert 0 <= moment.start <= moment.end <= video.duration
 
 

@@ -38,8 +38,8 @@ def test_index_and_search_with_query_features(tmp_path, capsys):
     expected = VideoLibrary(LibraryIndex.open(tmp_path / "index"), model).search(
         text_features=text, sentence_features=sentence, top_k=3, depth=4
     )
-    assert [[(m["key"], m["source"]) for m in moments] for moments in printed] == [
-        [(m.key, m.source) for m in result.moments] for result in expected
+    assert [[(m["key"], m["path"]) for m in moments] for moments in printed] == [
+        [(m.key, m.path) for m in result.moments] for result in expected
     ]
     for moments, result in zip(printed, expected):
         np.testing.assert_allclose(

@@ -264,8 +264,17 @@ class LibraryIndex:
         update = IndexUpdate([], [], [])
         new_entries, new_vectors, removed_ids = [], [], []
         next_id = int(existing.manifest["next_id"]) if existing is not None else 0
+        library_encoder = existing.encoder if existing is not None else getattr(config, "feature_encoder", None)
         for key, path in entries:
             features, attrs = _read_entry(path, key)
+            encoder = _text(attrs.get("encoder"))
+            if library_encoder is None:
+                library_encoder = encoder
+            elif encoder is not None and encoder != library_encoder:
+                raise ValueError(
+                    f"{path} [{key}] holds features of encoder {encoder!r}, but the library holds {library_encoder!r} "
+                    "features: one library holds the features of one encoder; build a separate library"
+                )
             if features.ndim != 2 or len(features) == 0:
                 raise ValueError(f"{path} [{key}] must hold (T, D) features with T >= 1, got shape {features.shape}")
             if not np.isfinite(features).all():
@@ -325,7 +334,7 @@ class LibraryIndex:
         videos.extend(new_entries)
         manifest = {
             "format": FORMAT,
-            "encoder": getattr(config, "feature_encoder", None) or (new_entries[0].encoder if new_entries else None),
+            "encoder": library_encoder,
             "seconds_per_feature": spf,
             "feature_size": int(config.video_feature_size),
             "segment_seconds": segment_frames * spf,
@@ -336,8 +345,6 @@ class LibraryIndex:
             "vectors_file": f"vectors-{generation}.faiss",
             "videos": [asdict(video) for video in videos],
         }
-        if existing is not None:
-            manifest["encoder"] = existing.manifest["encoder"]
         folder.mkdir(parents=True, exist_ok=True)
         vectors_path = folder / manifest["vectors_file"]
         temporary_vectors = folder / f".{manifest['vectors_file']}.tmp-{os.getpid()}"

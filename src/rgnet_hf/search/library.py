@@ -20,10 +20,11 @@ __all__ = ["LibraryMoment", "LibrarySearchResult", "VideoLibrary"]
 
 @dataclass
 class LibraryMoment:
-    """One moment found in a library (times clamped to the video; the ranking is the unclamped one)."""
+    """One moment found in a library: the video's key and file (`path`, the source its features were extracted
+    from), start and end in seconds (clamped to the video; the ranking is the unclamped one), fused score, query."""
 
     key: str
-    source: str
+    path: str
     start: float
     end: float
     score: float
@@ -32,7 +33,7 @@ class LibraryMoment:
     def to_dict(self) -> dict:
         return {
             "key": self.key,
-            "source": self.source,
+            "path": self.path,
             "start": self.start,
             "end": self.end,
             "score": self.score,
@@ -269,7 +270,7 @@ class VideoLibrary:
                 moments.append(
                     LibraryMoment(
                         key=video.key,
-                        source=video.source,
+                        path=video.source,
                         start=float(min(max(row[0], 0.0), video.duration)),
                         end=float(min(max(row[1], 0.0), video.duration)),
                         score=float(row[4]),
