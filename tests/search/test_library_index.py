@@ -188,4 +188,31 @@ def test_search_refuses_a_model_missing_files_empty_queries_and_corrupt_files(tm
     (folder / "manifest.json").write_text("{ not json")
     with pytest.raises(ValueError, match="manifest.json is not valid JSON"):
         LibraryIndex.open(folder)
+    del manifest["videos"][0]["content_hash"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="manifest.json is incomplete or damaged"):
+        LibraryIndex.open(folder)
+    del manifest["index"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="manifest.json is incomplete or damaged"):
+        LibraryIndex.open(folder)
     assert ENCODER == index.encoder
+
+
+def test_a_failed_write_leaves_the_previous_index_whole(tmp_path, monkeypatch):
+    from rgnet_hf.search import FaissBackend
+
+    config = tiny_model().config
+    folder = tmp_path / "index"
+    LibraryIndex.update(folder, [write_cache(tmp_path / "a.h5", random_videos(12, {"alpha": 80}))], config)
+    before = _snapshot(folder)
+
+    def full_disk(self, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FaissBackend, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        LibraryIndex.update(folder, [write_cache(tmp_path / "b.h5", random_videos(13, {"beta": 60}))], config)
+    assert _snapshot(folder) == before
+    assert [video.key for video in LibraryIndex.open(folder).videos] == ["alpha"]

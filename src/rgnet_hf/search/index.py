@@ -135,12 +135,22 @@ class LibraryIndex:
             ) from error
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ValueError(f"{manifest_path} is not a {FORMAT} manifest; rebuild the index with `rgnet-hf index`")
-        spec = IndexSpec.from_dict(manifest["index"])
-        backend = FaissBackend.load(folder / manifest["vectors_file"], spec, int(manifest["feature_size"]))
-        expected = sum(int(video["num_segments"]) for video in manifest["videos"])
+        try:
+            spec = IndexSpec.from_dict(manifest["index"])
+            videos = [VideoEntry(**video) for video in manifest["videos"]]
+            feature_size, vectors_file = int(manifest["feature_size"]), str(manifest["vectors_file"])
+            for name in ("encoder", "seconds_per_feature", "segment_frames", "next_id", "generation"):
+                manifest[name]  # noqa: B018 - present, or the manifest is incomplete
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{manifest_path} is incomplete or damaged ({type(error).__name__}: {error}); rebuild the index with "
+                "`rgnet-hf index`"
+            ) from error
+        backend = FaissBackend.load(folder / vectors_file, spec, feature_size)
+        expected = sum(video.num_segments for video in videos)
         if backend.size != expected:
             raise ValueError(
-                f"{folder / manifest['vectors_file']} holds {backend.size} vectors but {MANIFEST} lists {expected} "
+                f"{folder / vectors_file} holds {backend.size} vectors but {MANIFEST} lists {expected} "
                 "segments: the index is inconsistent; rebuild it with `rgnet-hf index`"
             )
         return cls(folder, manifest, backend)
