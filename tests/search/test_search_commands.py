@@ -80,3 +80,19 @@ def test_search_sentences_through_the_model_encoder(tmp_path, capsys):
     assert {m["key"] for moments in printed for m in moments} <= {"kitchen", "street"}
     assert cli_main([*search, "--query", "   "]) == 2
     assert "empty query" in capsys.readouterr().err
+    # a query file, in batches, to JSON Lines: the same moments as the queries given one by one
+    (tmp_path / "queries.txt").write_text("a red door opens\n\na car drives by\n")
+    output = tmp_path / "results.jsonl"
+    assert (
+        cli_main([*search, "--queries", str(tmp_path / "queries.txt"), "--batch-size", "1", "--output", str(output)])
+        == 0
+    )
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["query"] for line in lines] == ["a red door opens", "a car drives by"]
+    for line, moments in zip(lines, printed):
+        assert [m["key"] for m in line["moments"]] == [m["key"] for m in moments]
+        np.testing.assert_allclose([m["score"] for m in line["moments"]], [m["score"] for m in moments], atol=1e-5)
+    assert not output.with_name("results.jsonl.tmp").exists()
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    assert cli_main([*search, "--queries", str(tmp_path / "blank.txt")]) == 2
+    assert "holds no query sentence" in capsys.readouterr().err

@@ -14,6 +14,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--index", required=True, help="the library's index folder")
     parser.add_argument("--model", required=True, help="the RGNet model folder or Hub id the index was built for")
     parser.add_argument("--query", action="append", default=None, help="a query sentence (repeat for several)")
+    parser.add_argument(
+        "--queries", default=None, help="a text file of query sentences, one per line (blank lines are skipped)"
+    )
+    parser.add_argument(
+        "--output", default=None, help="write the results as JSON Lines (one {query, moments} object per query)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="queries searched together (16)")
     parser.add_argument("--text", default=None, help="query token features (Lq, Dt) or (Q, Lq, Dt), instead of --query")
     parser.add_argument("--text-key", default=None)
     parser.add_argument("--sentence", default=None, help="with --text: sentence features (Ds,) or (Q, Ds)")
@@ -39,11 +46,50 @@ def _format(results) -> str:
     return "\n".join(lines)
 
 
+def _read_queries(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--queries {path}: no such file")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--queries {path} is not UTF-8 text (one sentence per line)") from error
+    queries = [line.strip() for line in lines if line.strip()]
+    if not queries:
+        raise ValueError(f"--queries {path} holds no query sentence")
+    return queries
+
+
+def _write_jsonl(path: str, results) -> None:
+    """All lines to `OUTPUT.tmp`, then renamed: a failed run leaves no half-written output."""
+    import os
+
+    output = Path(path)
+    temporary = output.with_name(output.name + ".tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            for result in results:
+                moments = [moment.to_dict() for moment in result.moments]
+                handle.write(json.dumps({"query": result.query, "moments": moments}) + "\n")
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, output)
+
+
 def run(args: argparse.Namespace) -> int:
     from ...search.library import VideoLibrary
 
+    if args.queries is not None:
+        if args.query or args.text:
+            raise ValueError("give the queries one way: --queries FILE, --query, or --text")
+        args.query = _read_queries(args.queries)
     if (args.text is None) == (not args.query):
         raise ValueError("give the queries as text (--query, repeatable) or as token features (--text, --sentence)")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.output is not None and Path(args.output).is_dir():
+        raise ValueError(f"--output {args.output} is a folder: give the path of a .jsonl file")
     if args.text is not None and args.sentence is None and not args.exhaustive:
         raise ValueError("--text needs --sentence (the pre-filter's query vectors), or --exhaustive")
     for name in ("top_k", "depth"):
@@ -55,12 +101,17 @@ def run(args: argparse.Namespace) -> int:
     library = VideoLibrary.from_folders(args.index, args.model, device=args.device)
     options = {"top_k": args.top_k, "depth": args.depth, "exhaustive": args.exhaustive}
     if args.query:
-        results = library.search(args.query, **options)
+        results = []
+        for start in range(0, len(args.query), args.batch_size):
+            results.extend(library.search(args.query[start : start + args.batch_size], **options))
     else:
         text = load_array(args.text, args.text_key)
         sentence = load_array(args.sentence, args.sentence_key) if args.sentence else None
         results = library.search(text_features=text, sentence_features=sentence, **options)
-    if args.json:
+    if args.output is not None:
+        _write_jsonl(args.output, results)
+        print(f"{len(results)} queries -> {args.output}")
+    elif args.json:
         print(json.dumps([[moment.to_dict() for moment in result.moments] for result in results], indent=2))
     else:
         print(_format(results))
