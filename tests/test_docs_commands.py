@@ -43,6 +43,8 @@ def _argv(command: str) -> list[str]:
                 argv[2:] if len(argv) > 1 and not argv[1].startswith("--") and not argv[1].endswith(".py") else argv[1:]
             )
         argv = ["python", *argv]
+    if argv[1:3] == ["-m", "rgnet_hf.apps.cli"]:
+        argv = ["rgnet-hf", *argv[3:]]  # the command line as a module: the same parser
     if argv[0].endswith("rgnet-hf"):
         argv[0] = "rgnet-hf"
     return argv

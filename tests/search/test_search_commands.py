@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import numpy as np
 import pytest
 
 pytest.importorskip("faiss", reason="library search needs the search extra (faiss-cpu)")
 
+from conftest import accelerate_launch_command  # noqa: E402
 from library_utils import random_queries, random_videos, tiny_model, write_cache  # noqa: E402
 from raw_video_utils import CLIP_PROJECTION_DIM, build_tiny_clip, build_tiny_rgnet  # noqa: E402
 
@@ -96,3 +99,29 @@ def test_search_sentences_through_the_model_encoder(tmp_path, capsys):
     (tmp_path / "blank.txt").write_text("\n  \n")
     assert cli_main([*search, "--queries", str(tmp_path / "blank.txt")]) == 2
     assert "holds no query sentence" in capsys.readouterr().err
+
+
+def test_queries_shared_out_to_processes_give_the_results_of_one(tmp_path):
+    tiny_model().save_pretrained(tmp_path / "model")
+    cache = write_cache(tmp_path / "a.h5", random_videos(5, {"alpha": 100, "beta": 70, "gamma": 90}))
+    LibraryIndex.update(tmp_path / "index", [cache], tiny_model().config)
+    text, sentence = random_queries(6, num_queries=3)
+    np.save(tmp_path / "text.npy", text)
+    np.save(tmp_path / "sentence.npy", sentence)
+    arguments = ["search", "--index", str(tmp_path / "index"), "--model", str(tmp_path / "model")]
+    arguments += ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy"), "--depth", "6"]
+    assert cli_main([*arguments, "--output", str(tmp_path / "one.jsonl")]) == 0
+    command = accelerate_launch_command(
+        2, "-m", "rgnet_hf.apps.cli", *arguments, "--output", str(tmp_path / "two.jsonl")
+    )
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "3 queries from 2 processes" in run.stdout
+    one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [line["index"] for line in two] == [0, 1, 2]
+    for a, b in zip(one, two):
+        assert [m["key"] for m in a["moments"]] == [m["key"] for m in b["moments"]]
+        np.testing.assert_allclose([m["score"] for m in a["moments"]], [m["score"] for m in b["moments"]], atol=1e-5)
+    assert not (tmp_path / "two.jsonl.parts").exists()

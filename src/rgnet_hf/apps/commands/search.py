@@ -18,7 +18,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--queries", default=None, help="a text file of query sentences, one per line (blank lines are skipped)"
     )
     parser.add_argument(
-        "--output", default=None, help="write the results as JSON Lines (one {query, moments} object per query)"
+        "--output",
+        default=None,
+        help="write the results as JSON Lines (one {index, query, moments} object per query, in query order); "
+        "needed under `accelerate launch`, which shares the queries out to its processes",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="queries searched together (16)")
     parser.add_argument("--text", default=None, help="query token features (Lq, Dt) or (Q, Lq, Dt), instead of --query")
@@ -60,7 +63,7 @@ def _read_queries(path: str) -> list[str]:
     return queries
 
 
-def _write_jsonl(path: str, results) -> None:
+def _write_jsonl(path: str | Path, lines: list[dict]) -> None:
     """All lines to `OUTPUT.tmp`, then renamed: a failed run leaves no half-written output."""
     import os
 
@@ -68,13 +71,48 @@ def _write_jsonl(path: str, results) -> None:
     temporary = output.with_name(output.name + ".tmp")
     try:
         with temporary.open("w", encoding="utf-8") as handle:
-            for result in results:
-                moments = [moment.to_dict() for moment in result.moments]
-                handle.write(json.dumps({"query": result.query, "moments": moments}) + "\n")
+            for line in lines:
+                handle.write(json.dumps(line) + "\n")
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     os.replace(temporary, output)
+
+
+def _lines(results, indices) -> list[dict]:
+    return [
+        {"index": int(index), "query": result.query, "moments": [moment.to_dict() for moment in result.moments]}
+        for index, result in zip(indices, results)
+    ]
+
+
+def _gather(output: str, lines: list[dict], state) -> list[dict] | None:
+    """Each process's lines through a part file `OUTPUT.parts/<rank>.jsonl`; the main process returns them all in
+    query order (the others None) and removes the parts."""
+    import shutil
+
+    parts = Path(output).with_name(Path(output).name + ".parts")
+    if state.is_main_process:
+        shutil.rmtree(parts, ignore_errors=True)
+        parts.mkdir(parents=True)
+    state.wait_for_everyone()
+    _write_jsonl(parts / f"{state.process_index}.jsonl", lines)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    merged = [json.loads(line) for part in sorted(parts.glob("*.jsonl")) for line in part.read_text().splitlines()]
+    shutil.rmtree(parts)
+    return sorted(merged, key=lambda line: line["index"])
+
+
+def _process_state():
+    """accelerate's process state (one process without a launcher)."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
         args.query = _read_queries(args.queries)
     if (args.text is None) == (not args.query):
         raise ValueError("give the queries as text (--query, repeatable) or as token features (--text, --sentence)")
+    for query in args.query or []:
+        if not query.strip():
+            # refused here, before the queries are shared out: every process must stop alike
+            raise ValueError(f"an empty query ({query!r}): give a sentence that describes the moment")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.output is not None and Path(args.output).is_dir():
@@ -98,19 +140,37 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if looks_like_a_path(args.model) and not Path(args.model).is_dir():
         raise FileNotFoundError(f"--model {args.model}: no such model folder")
-    library = VideoLibrary.from_folders(args.index, args.model, device=args.device)
+    state = _process_state()
+    if state.num_processes > 1 and args.output is None:
+        raise ValueError("with several processes (accelerate launch), give --output RESULTS.jsonl")
+    library = VideoLibrary.from_folders(args.index, args.model, device=args.device or state.device)
     options = {"top_k": args.top_k, "depth": args.depth, "exhaustive": args.exhaustive}
     if args.query:
-        results = []
-        for start in range(0, len(args.query), args.batch_size):
-            results.extend(library.search(args.query[start : start + args.batch_size], **options))
+        num_queries = len(args.query)
     else:
         text = load_array(args.text, args.text_key)
+        text = text[None] if text.ndim == 2 else text
         sentence = load_array(args.sentence, args.sentence_key) if args.sentence else None
-        results = library.search(text_features=text, sentence_features=sentence, **options)
+        num_queries = len(text)
+    # Process r of n takes queries r, r + n, ...: every process loads the model and the index once.
+    mine = list(range(state.process_index, num_queries, state.num_processes))
+    results = []
+    for start in range(0, len(mine), args.batch_size):
+        batch = mine[start : start + args.batch_size]
+        if args.query:
+            results.extend(library.search([args.query[index] for index in batch], **options))
+        else:
+            batch_sentence = None if sentence is None else sentence.reshape(num_queries, -1)[batch]
+            results.extend(library.search(text_features=text[batch], sentence_features=batch_sentence, **options))
     if args.output is not None:
-        _write_jsonl(args.output, results)
-        print(f"{len(results)} queries -> {args.output}")
+        lines = _lines(results, mine)
+        if state.num_processes > 1:
+            lines = _gather(args.output, lines, state)
+            if lines is None:
+                return 0
+        _write_jsonl(args.output, lines)
+        shared = f" from {state.num_processes} processes" if state.num_processes > 1 else ""
+        print(f"{len(lines)} queries{shared} -> {args.output}")
     elif args.json:
         print(json.dumps([[moment.to_dict() for moment in result.moments] for result in results], indent=2))
     else:
