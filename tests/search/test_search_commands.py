@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -125,3 +126,19 @@ def test_queries_shared_out_to_processes_give_the_results_of_one(tmp_path):
         assert [m["key"] for m in a["moments"]] == [m["key"] for m in b["moments"]]
         np.testing.assert_allclose([m["score"] for m in a["moments"]], [m["score"] for m in b["moments"]], atol=1e-5)
     assert not (tmp_path / "two.jsonl.parts").exists()
+
+
+def test_without_faiss_the_package_imports_and_the_commands_say_what_to_install(tmp_path):
+    script = f"""
+import sys
+sys.modules["faiss"] = None  # import faiss now fails, as where faiss-cpu is not installed
+import rgnet_hf.search
+from rgnet_hf.apps.cli import main
+assert "faiss" not in [name for name in sys.modules if sys.modules[name] is not None]
+status = main(["index", "--features", "a.h5", "--model", {str(tmp_path)!r}, "--output", {str(tmp_path / "index")!r}])
+print("status", status)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "status 2" in run.stdout, run.stderr[-2000:]
+    assert "pip install rgnet_hf[search]" in run.stderr
+    assert not (tmp_path / "index").exists()

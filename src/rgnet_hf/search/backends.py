@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FaissBackend", "IndexSpec", "VectorBackend", "choose_index_spec", "import_faiss"]
+__all__ = ["FaissBackend", "IndexSpec", "VectorBackend", "choose_index_spec", "import_faiss", "require_faiss"]
 
 # Below this many segment vectors the index is an exact flat search (about 1,100 hours of 4-second segments: a flat
 # search over them is one (N x D) matrix-vector product per query); from it on, an inverted-file (IVF) index.
@@ -30,6 +30,14 @@ def import_faiss():
             "library search needs FAISS: install it with `pip install rgnet_hf[search]` (the faiss-cpu package)"
         ) from error
     return faiss
+
+
+def require_faiss() -> None:
+    """For the command line: a missing FAISS as a `ValueError`, which `rgnet-hf` prints as one line."""
+    try:
+        import_faiss()
+    except ImportError as error:
+        raise ValueError(str(error)) from error
 
 
 @dataclass(frozen=True)

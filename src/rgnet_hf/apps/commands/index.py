@@ -41,8 +41,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ...configuration_rgnet import RGNetConfig
-    from ...search.backends import FLAT_LIMIT
+    from ...search.backends import FLAT_LIMIT, require_faiss
     from ...search.index import LibraryIndex
+
+    require_faiss()
 
     for name in ("flat_limit", "nlist", "nprobe"):
         value = getattr(args, name)

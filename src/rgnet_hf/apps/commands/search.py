@@ -116,7 +116,10 @@ def _process_state():
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...search.backends import require_faiss
     from ...search.library import VideoLibrary
+
+    require_faiss()
 
     if args.queries is not None:
         if args.query or args.text:
