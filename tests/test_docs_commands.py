@@ -42,8 +42,9 @@ def _argv(command: str) -> list[str]:
             argv = (
                 argv[2:] if len(argv) > 1 and not argv[1].startswith("--") and not argv[1].endswith(".py") else argv[1:]
             )
-        # `accelerate launch ... -m rgnet_hf.apps.cli SUBCOMMAND` is the command line under a launcher.
-        argv = ["rgnet-hf", *argv[2:]] if argv[:2] == ["-m", "rgnet_hf.apps.cli"] else ["python", *argv]
+        argv = ["python", *argv]
+    if argv[1:3] == ["-m", "rgnet_hf.apps.cli"]:
+        argv = ["rgnet-hf", *argv[3:]]  # the command line as a module: the same parser
     if argv[0].endswith("rgnet-hf"):
         argv[0] = "rgnet-hf"
     return argv

@@ -25,7 +25,7 @@ FLAT_CORE = {
     "video_text_encoders",
     "video_decoding",
 }
-SUB_PACKAGES = {"apps", "data", "evaluation", "hub", "synthetic", "training"}
+SUB_PACKAGES = {"apps", "data", "evaluation", "hub", "search", "synthetic", "training"}
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

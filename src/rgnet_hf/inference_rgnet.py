@@ -190,6 +190,20 @@ class _QueryGroup:
         return len(self.query_ids) * self.num_windows
 
 
+@dataclass
+class _WindowRows:
+    """Explicit rows `(query_index[r], window_index[r])` of one video, in the layout of a [`_QueryGroup`] of one
+    block (`query_ids` is `[0]`: `_window_predictions` returns them as one `(1, R, num_queries, 4)` block)."""
+
+    query_index: torch.Tensor
+    window_index: torch.Tensor
+    query_ids: tuple[int, ...] = (0,)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.query_index)
+
+
 class _MaybeCompiled:
     """`torch.compile(function)` when asked and available; on any compile or run failure, a warning and the plain
     function from then on (the results are the same, only slower)."""
@@ -482,6 +496,138 @@ class RGNetGroundingEngine:
                 )
             )
         return results
+
+    def _prepare_rows(
+        self,
+        video_features: torch.Tensor | np.ndarray,
+        text_features: torch.Tensor | np.ndarray,
+        text_mask: torch.Tensor | np.ndarray | None,
+        query_index: torch.Tensor | np.ndarray,
+        window_index: torch.Tensor | np.ndarray,
+        sentence_features: torch.Tensor | np.ndarray | None = None,
+    ):
+        """Checked inputs of `score_windows` / `decode_windows`: tensors, the grid, the plan and the rows."""
+        config = self.model.config
+        video_features = _as_tensor(video_features, "video_features")
+        text_features = _as_tensor(text_features, "text_features")
+        if text_features.dim() == 2:
+            text_features = text_features.unsqueeze(0)
+        text_mask = torch.ones(text_features.shape[:2]) if text_mask is None else _as_tensor(text_mask, "text_mask")
+        if sentence_features is not None:
+            sentence_features = _as_tensor(sentence_features, "sentence_features")
+        self._validate(video_features, text_features, text_mask, sentence_features, video_features)
+        device, dtype = self.model.device, self.model.dtype
+        grid = WindowGrid.for_video(video_features.shape[0], config.window_length, config.window_stride, device, dtype)
+        rows = _WindowRows(
+            torch.as_tensor(np.asarray(query_index), dtype=torch.long).flatten(),
+            torch.as_tensor(np.asarray(window_index), dtype=torch.long).flatten(),
+        )
+        if len(rows.query_index) != len(rows.window_index):
+            raise ValueError(
+                f"`query_index` ({len(rows.query_index)}) and `window_index` ({len(rows.window_index)}) must have one "
+                "entry per row"
+            )
+        for name, index, limit in (
+            ("query_index", rows.query_index, text_features.shape[0]),
+            ("window_index", rows.window_index, grid.num_windows),
+        ):
+            if len(index) and (int(index.min()) < 0 or int(index.max()) >= limit):
+                raise ValueError(
+                    f"`{name}` must lie in [0, {limit}), got values in [{int(index.min())}, {int(index.max())}]"
+                )
+        plan = self.memory_planner.plan(grid, text_features.shape[1], text_features.shape[0])
+        text_features, text_mask = _to_device(text_features, device, dtype), _to_device(text_mask, device, dtype)
+        return video_features, text_features, text_mask, sentence_features, grid, plan, rows
+
+    @torch.no_grad()
+    @_in_eval_mode
+    def score_windows(
+        self,
+        video_features: torch.Tensor | np.ndarray,
+        text_features: torch.Tensor | np.ndarray,
+        text_mask: torch.Tensor | np.ndarray | None,
+        query_index: torch.Tensor | np.ndarray,
+        window_index: torch.Tensor | np.ndarray,
+    ) -> torch.Tensor:
+        """
+        Window logits of an explicit list of (query, window) rows of one video, encoded as `ground` scores every
+        window (batched and chunked to the memory budget; the window scorer when one is set; `[RET]` alone in the
+        last layer). For searches that score candidate windows only.
+
+        Args:
+            video_features (`(T, video_feature_size)`): the whole video's features.
+            text_features (`(Q, Lq, text_feature_size)`), text_mask (`(Q, Lq)`, *optional*): the queries, padded.
+            query_index, window_index (`(R,)`): row `r` is query `query_index[r]` in window `window_index[r]` of
+                the video's window grid (`WindowGrid.for_video`).
+        Returns:
+            `(R,)` float32 window logits (on the model's device); `sigmoid` of them is `ground`'s window score.
+        """
+        video, text, mask, _, grid, plan, rows = self._prepare_rows(
+            video_features, text_features, text_mask, query_index, window_index
+        )
+        scorer = self.window_scorer if self.window_scorer is not None else self.model
+        video = _to_device(video, self.model.device, self.model.dtype)
+        inputs = self._encoder_inputs(scorer, grid, video, text, mask, plan)
+        logits, _ = self._score_windows(rows, grid, inputs, plan.rows_per_chunk, False, self.share_video_work)
+        _check_model_outputs("window logits", logits, scorer)
+        return logits
+
+    @torch.no_grad()
+    @_in_eval_mode
+    def decode_windows(
+        self,
+        video_features: torch.Tensor | np.ndarray,
+        text_features: torch.Tensor | np.ndarray,
+        text_mask: torch.Tensor | np.ndarray | None,
+        query_index: torch.Tensor | np.ndarray,
+        window_index: torch.Tensor | np.ndarray,
+        window_scores: torch.Tensor | np.ndarray,
+        sentence_features: torch.Tensor | np.ndarray | None = None,
+        seconds_per_feature: float | None = None,
+    ) -> np.ndarray:
+        """
+        The moment rows of an explicit list of (query, window) rows of one video, as `ground` decodes its top-k
+        windows (`window_predictions`).
+
+        Args:
+            video_features, text_features, text_mask, query_index, window_index: as in `score_windows`.
+            window_scores (`(R,)`): each row's window score (`sigmoid` of its logit), the proposal scores' weight.
+            sentence_features (`(Q, sentence_feature_size)`, *optional*): for the matching score (0 without).
+            seconds_per_feature (`float`, *optional*): defaults to `config.seconds_per_feature`.
+        Returns:
+            `(R, num_queries, 4)` rows `[start, end, proposal, matching]` (seconds; rows of a window sorted by
+            proposal score, rounded to 4 decimals).
+        """
+        video, text, mask, sentence, grid, plan, rows = self._prepare_rows(
+            video_features, text_features, text_mask, query_index, window_index, sentence_features
+        )
+        seconds_per_feature = _check_seconds_per_feature(
+            self.model.config.seconds_per_feature if seconds_per_feature is None else seconds_per_feature
+        )
+        window_scores = _as_tensor(window_scores, "window_scores").float().flatten().to(self.model.device)
+        if len(window_scores) != rows.num_rows:
+            raise ValueError(f"`window_scores` has {len(window_scores)} entries for {rows.num_rows} rows")
+        if rows.num_rows == 0:
+            return np.zeros((0, self.model.config.num_queries, 4))
+        inputs = self._encoder_inputs(
+            self.model, grid, _to_device(video, self.model.device, self.model.dtype), text, mask, plan
+        )
+        every_row = torch.arange(rows.num_rows)
+        logits, spans = self._decode_rows(rows, grid, inputs, every_row, None, plan.rows_per_chunk)
+        _check_model_outputs("moment predictions", torch.cat([logits.flatten(), spans.flatten()]), self.model)
+        window_rows = self._window_predictions(
+            rows,
+            grid,
+            every_row,
+            logits,
+            spans,
+            window_scores,
+            sentence,
+            video,
+            seconds_per_feature,
+            plan.rows_per_chunk,
+        )
+        return window_rows[0]
 
     def _encoder_inputs(
         self,

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Sub-commands, in the order `rgnet-hf --help` lists them.
-COMMANDS = ("ground", "extract", "prepare", "evaluate", "demo", "convert", "app")
+COMMANDS = ("ground", "extract", "prepare", "evaluate", "demo", "convert", "app", "index", "search")
 
 
 def build_parser() -> argparse.ArgumentParser:

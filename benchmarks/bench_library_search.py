@@ -1,0 +1,217 @@
+"""Library search: recall of the segment pre-filter by depth, agreement of pre-filtered and exhaustive search, query
+latency and index cost, on generated libraries. Prints one JSON object.
+
+    python benchmarks/bench_library_search.py [--hours 2] [--queries 8] [--depths 10,50,200]
+        [--index-hours 1,10,100] [--model DIR] [--device cpu] [--threads N] [--prefilter-only]
+
+The library: videos of `--video-minutes` minutes of 512-d features at 5 fps, each a sequence of scenes (a random
+unit direction per scene plus per-frame noise of norm about 1). Each query plants a moment (5 to 15 s) in a random
+video: its frames get `--signal` times a random unit direction `g`, and the query's sentence feature is
+`a * g + sqrt(1 - a^2) * u` with `a = --alignment` and `u` a unit vector orthogonal to `g`. Its true window is a
+window holding the moment's middle.
+
+- `prefilter_recall[depth]`: share of queries with a true window among the candidate windows (feature statistics
+  only: no model involved).
+- `agreement_at_5[depth]`: share of queries whose exhaustive best moment (same video, IoU >= 0.5) is among the
+  pre-filtered top 5. With the default random-weight MAD-size model this measures only how often the two searches
+  see the same windows; pass `--model` (a trained folder for 512-d features at 0.2 s) for a meaningful R@5.
+- latency: seconds per query of the pre-filter alone, of pre-filtered search per depth, and of exhaustive search.
+- `index`: build seconds, file size and flat search milliseconds per query for generated unit segment vectors of
+  `--index-hours` hours (4 s segments), without RGNet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from rgnet_hf import RGNetConfig, RGNetForVideoGrounding
+from rgnet_hf.post_processing import temporal_iou_matrix
+from rgnet_hf.search import FaissBackend, LibraryIndex, VideoLibrary, choose_index_spec
+from rgnet_hf.windowing import window_bounds
+
+FEATURE_SIZE, RATE, ENCODER = 512, 0.2, "generated"
+
+
+def _unit(array: np.ndarray) -> np.ndarray:
+    return array / np.linalg.norm(array, axis=-1, keepdims=True)
+
+
+def make_library(folder: Path, hours: float, video_minutes: float, queries: int, signal: float, alignment: float, seed):
+    """Writes `library.h5`; returns the cache path and the queries (video key, start, end, sentence feature)."""
+    rng = np.random.default_rng(seed)
+    num_videos = max(1, round(hours * 60 / video_minutes))
+    frames = int(video_minutes * 60 / RATE)
+    planted = [(int(rng.integers(num_videos)), rng.uniform(5, 15)) for _ in range(queries)]
+    truth = []
+    path = folder / "library.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs.update({"encoder": ENCODER, "seconds_per_feature": RATE})
+        for video in range(num_videos):
+            scene_starts = np.sort(rng.choice(frames, size=max(1, frames // 150), replace=False))
+            scene_starts[0] = 0
+            directions = _unit(rng.normal(size=(len(scene_starts), FEATURE_SIZE)))
+            scene = np.searchsorted(scene_starts, np.arange(frames), side="right") - 1
+            features = directions[scene] + rng.normal(size=(frames, FEATURE_SIZE)) / np.sqrt(FEATURE_SIZE)
+            for query, (target, length) in enumerate(planted):
+                if target != video:
+                    continue
+                start = rng.uniform(0, video_minutes * 60 - length)
+                first, last = int(start / RATE), int((start + length) / RATE)
+                direction = _unit(rng.normal(size=FEATURE_SIZE))
+                features[first:last] += signal * direction
+                noise = _unit(rng.normal(size=FEATURE_SIZE))
+                noise = _unit(noise - noise @ direction * direction)
+                sentence = alignment * direction + np.sqrt(1 - alignment**2) * noise
+                truth.append((query, f"video{video:04d}", start, start + length, sentence))
+            dataset = handle.create_dataset(f"video{video:04d}", data=features.astype(np.float32))
+            dataset.attrs.update({"encoder": ENCODER, "seconds_per_feature": RATE, "duration": frames * RATE})
+    truth.sort(key=lambda row: row[0])
+    return path, truth
+
+
+def _true_windows(library: VideoLibrary, key: str, start: float, end: float) -> set[tuple[int, int]]:
+    position = [video.key for video in library.index.videos].index(key)
+    config = library.model.config
+    bounds = window_bounds(library.index.videos[position].num_frames, config.window_length, config.window_stride)
+    middle = (start + end) / 2 / RATE
+    inside = (bounds[:, 0] <= middle) & (bounds[:, 1] > middle)
+    return {(position, int(window)) for window in torch.nonzero(inside).flatten()}
+
+
+def _timed(function, repeats: int = 1):
+    best, value = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = function()
+        best = min(best, time.perf_counter() - start)
+    return value, best
+
+
+def bench_index_alone(hours: float, seed: int) -> dict:
+    count = int(hours * 3600 / 4)
+    rng = np.random.default_rng(seed)
+    vectors = _unit(rng.normal(size=(count, FEATURE_SIZE)).astype(np.float32))
+    spec = choose_index_spec(count)
+    backend, build = _timed(lambda: _built(spec, vectors))
+    queries = _unit(rng.normal(size=(16, FEATURE_SIZE)).astype(np.float32))
+    _, search = _timed(lambda: backend.search(queries, 200), repeats=3)
+    with tempfile.TemporaryDirectory() as folder:
+        backend.save(Path(folder) / "vectors.faiss")
+        size = (Path(folder) / "vectors.faiss").stat().st_size
+    return {
+        "hours": hours,
+        "segments": count,
+        "index": spec.type,
+        "build_s": round(build, 3),
+        "file_mb": round(size / 2**20, 1),
+        "search_ms_per_query": round(1000 * search / len(queries), 3),
+    }
+
+
+def _built(spec, vectors):
+    backend = FaissBackend.create(spec, vectors.shape[1], vectors)
+    backend.add(np.arange(len(vectors)), vectors)
+    return backend
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0, help="library size for the search measurements")
+    parser.add_argument("--video-minutes", type=float, default=30.0)
+    parser.add_argument("--queries", type=int, default=8)
+    parser.add_argument("--depths", default="10,50,200")
+    parser.add_argument("--signal", type=float, default=1.0)
+    parser.add_argument("--alignment", type=float, default=0.5)
+    parser.add_argument("--index-hours", default="1,10,100", help="sizes of the index-alone measurement ('' for none)")
+    parser.add_argument("--model", default=None, help="a trained RGNet folder (512-d features at 0.2 s)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prefilter-only", action="store_true", help="measure the pre-filter alone (no RGNet scoring, no agreement)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    depths = [int(depth) for depth in args.depths.split(",")]
+    if args.model:
+        model = RGNetForVideoGrounding.from_pretrained(args.model)
+    else:
+        torch.manual_seed(args.seed)
+        model = RGNetForVideoGrounding(RGNetConfig.from_preset("mad", feature_encoder=None))
+    model = model.eval().to(args.device)
+    report: dict = {
+        "hours": args.hours,
+        "queries": args.queries,
+        "model": args.model or "random mad-size",
+        "torch_threads": torch.get_num_threads(),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        (cache, truth), generate = _timed(
+            lambda: make_library(
+                folder, args.hours, args.video_minutes, args.queries, args.signal, args.alignment, args.seed
+            )
+        )
+        index, build = _timed(lambda: LibraryIndex.update(folder / "index", [cache], model.config)[0])
+        library = VideoLibrary(index, model)
+        sentence = np.stack([row[4] for row in truth]).astype(np.float32)
+        text = np.random.default_rng(args.seed + 1).normal(size=(len(truth), 8, model.config.text_feature_size))
+        text = _unit(text).astype(np.float32)
+        report["library"] = {
+            "videos": len(index.videos),
+            "segments": index.backend.size,
+            "windows": int(sum(len(library._grid_bounds(p)) for p in range(len(index.videos)))),
+            "index_build_s": round(build, 2),
+        }
+        truth_windows = [_true_windows(library, key, start, end) for _, key, start, end, _ in truth]
+        exhaustive, exhaustive_s = None, None
+        if not args.prefilter_only:
+            exhaustive, exhaustive_s = _timed(
+                lambda: library.search(text_features=text, sentence_features=sentence, top_k=5, exhaustive=True)
+            )
+        recall, agreement, latency, candidates = {}, {}, {}, {}
+        for depth in depths:
+            rows, prefilter_s = _timed(lambda depth=depth: library._candidate_windows(sentence, depth), repeats=3)
+            found = [set(map(tuple, rows[rows[:, 1] == query][:, [0, 2]].tolist())) for query in range(len(truth))]
+            recall[depth] = float(np.mean([bool(found[q] & truth_windows[q]) for q in range(len(truth))]))
+            candidates[depth] = float(np.mean([len(windows) for windows in found]))
+            latency[depth] = {"prefilter_s": round(prefilter_s / len(truth), 4)}
+            if args.prefilter_only:
+                continue
+            results, seconds = _timed(
+                lambda depth=depth: library.search(text_features=text, sentence_features=sentence, top_k=5, depth=depth)
+            )
+            hits = []
+            for reference, result in zip(exhaustive, results):
+                best_video, best = reference.videos[0], reference.rows[:1, :2]
+                same = result.videos[:5] == best_video
+                iou = temporal_iou_matrix(result.rows[:5, :2], best)[:, 0]
+                hits.append(bool((same & (iou >= 0.5)).any()))
+            agreement[depth] = float(np.mean(hits))
+            latency[depth]["search_s"] = round(seconds / len(truth), 3)
+        report.update(
+            {
+                "prefilter_recall": recall,
+                "agreement_at_5": agreement,
+                "mean_candidate_windows": candidates,
+                "latency_per_query": {
+                    "by_depth": latency,
+                    "exhaustive_s": None if exhaustive_s is None else round(exhaustive_s / len(truth), 3),
+                },
+            }
+        )
+    report["index"] = [bench_index_alone(float(hours), args.seed) for hours in args.index_hours.split(",") if hours]
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

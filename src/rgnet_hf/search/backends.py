@@ -1,0 +1,184 @@
+"""The vector store behind a library index: one small interface, so that another store (a vector database) is a new
+backend rather than a rewrite. The embedded default is FAISS (`pip install rgnet_hf[search]`).
+
+A backend holds unit-norm float32 segment vectors under int64 ids and answers inner-product (cosine) searches."""
+
+from __future__ import annotations
+
+import math
+import os
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FaissBackend", "IndexSpec", "VectorBackend", "choose_index_spec", "import_faiss", "require_faiss"]
+
+# Below this many segment vectors the index is an exact flat search (about 1,100 hours of 4-second segments: a flat
+# search over them is one (N x D) matrix-vector product per query); from it on, an inverted-file (IVF) index.
+FLAT_LIMIT = 1_000_000
+INDEX_TYPES = ("auto", "flat", "ivf")
+
+
+def import_faiss():
+    """`faiss`, or an error that says how to install it."""
+    try:
+        import faiss
+    except ImportError as error:
+        raise ImportError(
+            "library search needs FAISS: install it with `pip install rgnet_hf[search]` (the faiss-cpu package)"
+        ) from error
+    return faiss
+
+
+def require_faiss() -> None:
+    """For the command line: a missing FAISS as a `ValueError`, which `rgnet-hf` prints as one line."""
+    try:
+        import_faiss()
+    except ImportError as error:
+        raise ValueError(str(error)) from error
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """How the segment vectors are indexed.
+
+    Attributes:
+        type (`str`): `"flat"` (exact) or `"ivf"` (inverted file over `nlist` k-means cells, `nprobe` searched).
+        nlist (`int`): IVF cells (0 for flat).
+        nprobe (`int`): IVF cells visited per query (0 for flat).
+    """
+
+    type: str
+    nlist: int = 0
+    nprobe: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> IndexSpec:
+        return cls(str(values["type"]), int(values.get("nlist", 0)), int(values.get("nprobe", 0)))
+
+
+def choose_index_spec(
+    num_vectors: int,
+    index_type: str = "auto",
+    flat_limit: int = FLAT_LIMIT,
+    nlist: int | None = None,
+    nprobe: int | None = None,
+) -> IndexSpec:
+    """
+    The index rule: `"auto"` is exact flat search below `flat_limit` vectors and IVF from it on, with
+    `nlist = 4 * sqrt(N)` rounded to a power of two (between 16 and 65,536) and `nprobe = nlist / 64` (at least 16),
+    the usual FAISS guidance; `nlist` and `nprobe` override the derived values.
+
+    Args:
+        num_vectors (`int`): segment vectors of the first build (IVF cells are trained on them).
+        index_type (`str`): `"auto"`, `"flat"` or `"ivf"`.
+    """
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
+    if index_type == "flat" or (index_type == "auto" and num_vectors < flat_limit):
+        return IndexSpec("flat")
+    if nlist is None:
+        nlist = int(min(65536, max(16, 2 ** round(math.log2(4 * math.sqrt(max(num_vectors, 1)))))))
+    if nlist < 1 or nlist > num_vectors:
+        raise ValueError(
+            f"an IVF index of {nlist} cells needs at least {nlist} segment vectors to train on, got {num_vectors}: "
+            "use a flat index (--index-type flat) or fewer cells (--nlist)"
+        )
+    if nprobe is None:
+        nprobe = max(16, nlist // 64)
+    return IndexSpec("ivf", nlist, max(1, min(int(nprobe), nlist)))
+
+
+class VectorBackend(ABC):
+    """What a library needs from a vector store."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Vectors held."""
+
+    @abstractmethod
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add `(N, D)` float32 unit vectors under `(N,)` int64 ids (not yet held)."""
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove the vectors of `(N,)` ids."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """`(Q, D)` unit queries -> `(Q, k)` inner products and `(Q, k)` ids, best first; id -1 pads missing hits."""
+
+    @abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the store to `path` (a new file; the caller swaps it in)."""
+
+
+class FaissBackend(VectorBackend):
+    """FAISS inner-product index with ids: `IndexIDMap2(IndexFlatIP)` (flat) or `IndexIVFFlat` (ivf)."""
+
+    def __init__(self, index, spec: IndexSpec):
+        self.index = index
+        self.spec = spec
+        if spec.type == "ivf":
+            self.index.nprobe = spec.nprobe
+
+    @classmethod
+    def create(cls, spec: IndexSpec, dimension: int, training_vectors: np.ndarray | None = None) -> FaissBackend:
+        """An empty index; IVF cells are trained on `training_vectors` (the first build's segments)."""
+        faiss = import_faiss()
+        if spec.type == "flat":
+            return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)), spec)
+        if spec.type != "ivf":
+            raise ValueError(f"unknown index type {spec.type!r}")
+        if training_vectors is None or len(training_vectors) < spec.nlist:
+            raise ValueError(f"an IVF index of {spec.nlist} cells needs at least {spec.nlist} vectors to train on")
+        quantizer = faiss.IndexFlatIP(dimension)
+        index = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(np.ascontiguousarray(training_vectors, dtype=np.float32))
+        backend = cls(index, spec)
+        backend._quantizer = quantizer  # the IVF index does not own its quantizer's Python object
+        return backend
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, spec: IndexSpec, dimension: int) -> FaissBackend:
+        faiss = import_faiss()
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the library's vector index is missing; rebuild it with `rgnet-hf index`")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as error:
+            raise ValueError(
+                f"{path} is not a readable FAISS index (corrupt or truncated: {str(error).splitlines()[0]}); rebuild "
+                "the library with `rgnet-hf index`"
+            ) from error
+        if index.d != dimension:
+            raise ValueError(f"{path} holds {index.d}-d vectors but the manifest records {dimension}-d segments")
+        return cls(index, spec)
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, dtype=np.int64)
+            )
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, min(int(k), self.size))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def save(self, path: Path) -> None:
+        import_faiss().write_index(self.index, str(path))

@@ -1,0 +1,293 @@
+"""Search a library of videos: a vector pre-filter over segments, RGNet's retrieval token on the candidate windows,
+its decoder on the best of them, and one ranking across videos (docs/library_search.md)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..feature_extraction_rgnet import pad_sequences
+from ..inference_rgnet import RGNetGroundingEngine
+from ..windowing import window_bounds
+from .index import LibraryIndex
+from .ranking import rank_library_rows, select_library_windows
+
+__all__ = ["LibraryMoment", "LibrarySearchResult", "VideoLibrary"]
+
+
+@dataclass
+class LibraryMoment:
+    """One moment found in a library: the video's key and file (`path`, the source its features were extracted
+    from), start and end in seconds (clamped to the video; the ranking is the unclamped one), fused score, query."""
+
+    key: str
+    path: str
+    start: float
+    end: float
+    score: float
+    query: str | None
+
+    def to_dict(self) -> dict:
+        return {
+            "key": self.key,
+            "path": self.path,
+            "start": self.start,
+            "end": self.end,
+            "score": self.score,
+            "query": self.query,
+        }
+
+
+@dataclass
+class LibrarySearchResult:
+    """What a library search found for one query.
+
+    Attributes:
+        moments (`list[LibraryMoment]`): the best `top_k`, best first.
+        rows (`np.ndarray` of shape `(K, 5)`): the whole ranking, rows `[start, end, proposal, matching, fused]`.
+        videos (`np.ndarray` of shape `(K,)`): position in `VideoLibrary.index.videos` of each row's video.
+        candidate_windows (`int`): windows scored by the retrieval token for this query.
+    """
+
+    query: str | None
+    moments: list[LibraryMoment]
+    rows: np.ndarray = field(repr=False)
+    videos: np.ndarray = field(repr=False)
+    candidate_windows: int = 0
+
+
+class VideoLibrary:
+    """
+    Queries over every video of a library index (built by `rgnet-hf index`).
+
+    Args:
+        index (`str`, `os.PathLike` or [`LibraryIndex`]): the index folder.
+        model ([`RGNetForVideoGrounding`]): the model the index was built for (checked: encoder, rate, size).
+        engine ([`RGNetGroundingEngine`], *optional*): scores and decodes windows; one with default settings by default.
+        feature_encoder (*optional*): a [`VideoTextEncoder`] or its name, to encode query sentences (the model's
+            `config.feature_encoder` by default); not needed when queries come as features.
+    """
+
+    def __init__(self, index, model, engine: RGNetGroundingEngine | None = None, feature_encoder=None):
+        self.index = index if isinstance(index, LibraryIndex) else LibraryIndex.open(index)
+        self.model = model
+        self.index.check_fits(model.config)
+        self.engine = engine if engine is not None else RGNetGroundingEngine(model)
+        self._feature_encoder = feature_encoder
+        self._processor = None
+
+    @classmethod
+    def from_folders(cls, index: str | os.PathLike, model: str | os.PathLike, device: str | None = None, **kwargs):
+        from ..modeling_rgnet import RGNetForVideoGrounding
+
+        index = LibraryIndex.open(index)  # a missing or broken index fails before the model loads
+        loaded = RGNetForVideoGrounding.from_pretrained(model).eval()
+        if device is not None:
+            loaded = loaded.to(device)
+        return cls(index, loaded, **kwargs)
+
+    # ------------------------------------------------------------------ queries
+    def encode_queries(self, text: list[str]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Sentences -> padded token features `(Q, Lq, Dt)`, mask `(Q, Lq)`, sentence features `(Q, Ds)`."""
+        from ..processing_rgnet import RGNetProcessor
+        from ..video_text_encoders import VideoTextEncoder, feature_encoder_for_model, load_feature_encoder
+
+        if self._processor is None:
+            encoder = self._feature_encoder
+            options = {"device": self.model.device}
+            if encoder is None:
+                encoder = feature_encoder_for_model(self.model.config, **options)
+            elif not isinstance(encoder, VideoTextEncoder):
+                encoder = load_feature_encoder(encoder, **options)
+            encoder.check_fits(self.model.config)
+            self._processor = RGNetProcessor.from_model_config(self.model.config, feature_encoder=encoder)
+        raw = self._processor.encode_queries(text, lowercase=self.model.config.dataset_name == "ego4d")
+        features, mask = pad_sequences([torch.as_tensor(t) for t in raw.text_features], "text_features")
+        return features, mask, np.asarray(raw.sentence_features, dtype=np.float32)
+
+    def _query_inputs(self, text, text_features, text_mask, sentence_features):
+        if text is not None:
+            queries = [text] if isinstance(text, str) else list(text)
+            if not queries:
+                raise ValueError("no query given")
+            for query in queries:
+                if not isinstance(query, str) or not query.strip():
+                    raise ValueError(f"an empty query ({query!r}): give a sentence that describes the moment")
+            features, mask, sentence = self.encode_queries([query.strip() for query in queries])
+            return queries, features, mask, sentence
+        if text_features is None:
+            raise ValueError("give the queries as `text` or as `text_features` (with `sentence_features`)")
+        if isinstance(text_features, (list, tuple)):
+            if not text_features:
+                raise ValueError("no query given (`text_features` is an empty list)")
+            features, mask = pad_sequences([torch.as_tensor(np.asarray(t)) for t in text_features], "text_features")
+        else:
+            features = torch.as_tensor(np.asarray(text_features))
+            features = features[None] if features.dim() == 2 else features
+            mask = torch.ones(features.shape[:2]) if text_mask is None else torch.as_tensor(np.asarray(text_mask))
+        if features.shape[0] == 0 or features.shape[1] == 0 or bool((mask.sum(-1) == 0).any()):
+            raise ValueError("an empty query (no text token): give a sentence that describes the moment")
+        sentence = None
+        if sentence_features is not None:
+            sentence = np.asarray(sentence_features, dtype=np.float32)
+            sentence = sentence[None] if sentence.ndim == 1 else sentence
+            if sentence.ndim != 2 or len(sentence) != len(features):
+                raise ValueError(
+                    f"`sentence_features` must be (num_queries, D) with one row per query ({len(features)}), got "
+                    f"shape {tuple(np.shape(sentence_features))}"
+                )
+            if not np.isfinite(sentence).all():
+                raise ValueError("`sentence_features` contain NaN or infinite values")
+        return [None] * len(features), features, mask, sentence
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        text: str | list[str] | None = None,
+        *,
+        text_features=None,
+        text_mask=None,
+        sentence_features=None,
+        top_k: int = 10,
+        depth: int = 200,
+        exhaustive: bool = False,
+    ) -> list[LibrarySearchResult]:
+        """
+        The best moments of the whole library for each query.
+
+        Args:
+            text (`str` or `list[str]`): query sentences (encoded by the feature encoder), or:
+            text_features (`(Q, Lq, Dt)` or a list of `(Lq_i, Dt)`), text_mask (`(Q, Lq)`, *optional*),
+            sentence_features (`(Q, Ds)`): precomputed query features (the sentence features are the pre-filter's
+                query vectors and feed the matching score; required unless `exhaustive`).
+            top_k (`int`): moments returned per query.
+            depth (`int`): segments taken from the vector index per query; the windows overlapping them are the
+                candidates the retrieval token scores.
+            exhaustive (`bool`): score every window of every video (no pre-filter): the reference.
+        Returns:
+            one [`LibrarySearchResult`] per query.
+        """
+        for name, value in (("top_k", top_k), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+        names, features, mask, sentence = self._query_inputs(text, text_features, text_mask, sentence_features)
+        if sentence is None and not exhaustive:
+            raise ValueError("the pre-filter needs `sentence_features` (one per query); or search with exhaustive=True")
+        if sentence is not None and sentence.shape[1] != self.index.feature_size:
+            raise ValueError(
+                f"the sentence features are {sentence.shape[1]}-d but the index holds {self.index.feature_size}-d "
+                "segment vectors: the model's sentence and video features must share one space for the pre-filter"
+            )
+        candidates = self._all_windows(len(names)) if exhaustive else self._candidate_windows(sentence, depth)
+        scores = self._score(candidates, features, mask)
+        return self._decode_and_rank(candidates, scores, names, features, mask, sentence, top_k)
+
+    def _grid_bounds(self, position: int) -> np.ndarray:
+        config = self.model.config
+        num_frames = self.index.videos[position].num_frames
+        return window_bounds(num_frames, config.window_length, config.window_stride).numpy()
+
+    def _all_windows(self, num_queries: int) -> np.ndarray:
+        """Rows `(video, query, window)` of every window of every video, sorted."""
+        parts = []
+        for position in range(len(self.index.videos)):
+            windows = np.arange(len(self._grid_bounds(position)))
+            queries, windows = np.meshgrid(np.arange(num_queries), windows, indexing="ij")
+            parts.append(np.stack([np.full(queries.size, position), queries.ravel(), windows.ravel()], axis=1))
+        return np.concatenate(parts).astype(np.int64)
+
+    def _candidate_windows(self, sentence: np.ndarray, depth: int) -> np.ndarray:
+        """The `depth` best segments of each query -> deduplicated rows `(video, query, window)` of the windows that
+        overlap them, sorted (video, query, window)."""
+        norms = np.linalg.norm(sentence, axis=1, keepdims=True)
+        queries = np.divide(sentence, norms, out=np.zeros_like(sentence), where=norms > 0)
+        _, ids = self.index.backend.search(queries, depth)
+        query_of_hit = np.repeat(np.arange(len(ids)), ids.shape[1])
+        ids = ids.ravel()
+        found = ids >= 0
+        videos, segments = self.index.segments_of(ids[found])
+        query_of_hit = query_of_hit[found]
+        segment_frames = self.index.segment_frames
+        parts = [np.zeros((0, 3), dtype=np.int64)]
+        # One step per video with hits (never per window): the windows overlapping each hit segment.
+        for position in np.unique(videos):
+            hits = videos == position
+            bounds = self._grid_bounds(int(position))
+            start = segments[hits] * segment_frames
+            end = np.minimum(start + segment_frames, self.index.videos[position].num_frames)
+            overlap = (bounds[None, :, 0] < end[:, None]) & (bounds[None, :, 1] > start[:, None])
+            hit, window = np.nonzero(overlap)
+            parts.append(np.stack([np.full(len(hit), position), query_of_hit[hits][hit], window], axis=1))
+        return np.unique(np.concatenate(parts).astype(np.int64), axis=0)
+
+    def _score(self, candidates: np.ndarray, features: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        """`sigmoid(window logit)` of each candidate row, one engine call per video (batched over its rows)."""
+        scores = np.zeros(len(candidates), dtype=np.float32)
+        for position, rows in _rows_by_video(candidates):
+            video = self.index.read_features(position)
+            logits = self.engine.score_windows(video, features, mask, candidates[rows, 1], candidates[rows, 2])
+            scores[rows] = torch.sigmoid(logits).cpu().numpy()
+        return scores
+
+    def _decode_and_rank(self, candidates, scores, names, features, mask, sentence, top_k):
+        config = self.engine.model.config
+        engine = self.engine
+        # Per query: the library's best windows (rows of `candidates` are in library order within a query).
+        kept_rows = []
+        for query in range(len(names)):
+            rows = np.flatnonzero(candidates[:, 1] == query)
+            kept_rows.append(rows[select_library_windows(scores[rows], engine.top_k_windows)])
+        decoded = np.zeros((len(candidates), config.num_queries, 4))
+        every_kept = np.unique(np.concatenate(kept_rows)) if kept_rows else np.zeros(0, dtype=np.int64)
+        for position, rows in _rows_by_video(candidates[every_kept]):
+            rows = every_kept[rows]
+            decoded[rows] = engine.decode_windows(
+                self.index.read_features(position),
+                features,
+                mask,
+                candidates[rows, 1],
+                candidates[rows, 2],
+                scores[rows],
+                sentence_features=sentence,
+                seconds_per_feature=self.index.seconds_per_feature,
+            )
+        results = []
+        for query, rows in enumerate(kept_rows):
+            ranked, videos = rank_library_rows(
+                decoded[rows].reshape(-1, 4),
+                np.repeat(candidates[rows, 0], config.num_queries),
+                "fused",
+                engine.nms_threshold,
+                engine.max_predictions_before_nms,
+                engine.max_predictions,
+            )
+            moments = []
+            for row, position in zip(ranked[:top_k], videos[:top_k]):
+                video = self.index.videos[position]
+                moments.append(
+                    LibraryMoment(
+                        key=video.key,
+                        path=video.source,
+                        start=float(min(max(row[0], 0.0), video.duration)),
+                        end=float(min(max(row[1], 0.0), video.duration)),
+                        score=float(row[4]),
+                        query=names[query],
+                    )
+                )
+            results.append(
+                LibrarySearchResult(names[query], moments, ranked, videos, int((candidates[:, 1] == query).sum()))
+            )
+        return results
+
+
+def _rows_by_video(candidates: np.ndarray):
+    """(video position, row indices) for each video of sorted-by-video candidate rows."""
+    if len(candidates) == 0:
+        return
+    videos, starts = np.unique(candidates[:, 0], return_index=True)
+    ends = np.append(starts[1:], len(candidates))
+    for position, start, end in zip(videos, starts, ends):
+        yield int(position), np.arange(start, end)

@@ -1,0 +1,218 @@
+"""The library index on disk: the index rule, incremental adds, changed features and bad input (nothing lost)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss", reason="library search needs the search extra (faiss-cpu)")
+
+from library_utils import ENCODER, random_queries, random_videos, tiny_model, write_cache  # noqa: E402
+
+from rgnet_hf.search import LibraryIndex, VideoLibrary, choose_index_spec, segment_vectors  # noqa: E402
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.iterdir())}
+
+
+def _search(index, depth=10_000, exhaustive=False):
+    text, sentence = random_queries(11, num_queries=2)
+    return VideoLibrary(index, tiny_model()).search(
+        text_features=text, sentence_features=sentence, depth=depth, exhaustive=exhaustive
+    )
+
+
+def _same_results(first, second):
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.videos, b.videos)
+        np.testing.assert_allclose(a.rows, b.rows, atol=1e-6)
+
+
+def test_segment_vectors_are_unit_means_of_unit_frames():
+    features = np.array([[3.0, 4.0], [0.0, 2.0], [10.0, 0.0]], dtype=np.float32)
+    vectors = segment_vectors(features, 2)
+    mean = np.array([0.6, 0.8]) + np.array([0.0, 1.0])
+    np.testing.assert_allclose(vectors, [mean / np.linalg.norm(mean), [1.0, 0.0]], atol=1e-6)
+    assert not segment_vectors(np.zeros((3, 2)), 2).any()
+
+
+def test_index_rule():
+    assert choose_index_spec(50_000).type == "flat"
+    big = choose_index_spec(2_000_000)
+    assert (big.type, big.nlist, big.nprobe) == ("ivf", 4096, 64)  # 4 * sqrt(2e6) = 5657 -> 2 ** 12
+    assert choose_index_spec(500, flat_limit=100, nlist=8, nprobe=2).to_dict() == {
+        "type": "ivf",
+        "nlist": 8,
+        "nprobe": 2,
+    }
+    assert choose_index_spec(2_000_000, index_type="flat").type == "flat"
+    with pytest.raises(ValueError, match="at least 64 segment vectors"):
+        choose_index_spec(10, index_type="ivf", nlist=64)
+    with pytest.raises(ValueError, match="index type"):
+        choose_index_spec(10, index_type="hnsw")
+
+
+def test_incremental_add_equals_building_at_once(tmp_path):
+    config = tiny_model().config
+    first = write_cache(tmp_path / "first.h5", random_videos(1, {"alpha": 130, "beta": 70}))
+    second = write_cache(tmp_path / "second.h5", random_videos(2, {"gamma": 180}))
+    at_once, report = LibraryIndex.update(tmp_path / "at_once", [first, second], config)
+    assert report.added == ["alpha", "beta", "gamma"]
+    LibraryIndex.update(tmp_path / "grown", [first], config)
+    grown, report = LibraryIndex.update(tmp_path / "grown", [first, second], config)
+    assert (report.added, report.unchanged) == (["gamma"], ["alpha", "beta"])
+    assert grown.manifest["videos"] == at_once.manifest["videos"]
+    assert LibraryIndex.open(tmp_path / "grown").backend.size == at_once.backend.size == 7 + 4 + 9
+    _same_results(_search(LibraryIndex.open(tmp_path / "grown"), depth=5), _search(at_once, depth=5))
+    # indexing the same caches again changes nothing on disk
+    before = _snapshot(tmp_path / "grown")
+    _, report = LibraryIndex.update(tmp_path / "grown", [second], config)
+    assert report.unchanged == ["gamma"] and _snapshot(tmp_path / "grown") == before
+
+
+def test_ivf_index_searches_and_grows(tmp_path):
+    config = tiny_model().config
+    caches = [write_cache(tmp_path / f"{n}.h5", random_videos(n, {f"v{n}": 200})) for n in range(2)]
+    index, _ = LibraryIndex.update(tmp_path / "ivf", caches[:1], config, index_type="ivf", nlist=4, nprobe=4)
+    index, _ = LibraryIndex.update(tmp_path / "ivf", caches, config)
+    assert index.spec.type == "ivf" and index.backend.size == 20
+    _same_results(_search(index), _search(index, exhaustive=True))
+    flat, _ = LibraryIndex.update(tmp_path / "flat", caches, config)
+    _same_results(_search(LibraryIndex.open(tmp_path / "ivf")), _search(flat))
+
+
+def test_changed_features_are_refused_or_reindexed(tmp_path):
+    config = tiny_model().config
+    cache = write_cache(tmp_path / "cache.h5", random_videos(3, {"alpha": 120, "beta": 60}))
+    folder = tmp_path / "index"
+    LibraryIndex.update(folder, [cache], config)
+    changed = random_videos(4, {"alpha": 140})["alpha"]
+    with h5py.File(cache, "a") as handle:
+        attrs = dict(handle["alpha"].attrs)
+        del handle["alpha"]
+        handle.create_dataset("alpha", data=changed).attrs.update(attrs)
+    before = _snapshot(folder)
+    with pytest.raises(ValueError, match=r"\[alpha\] changed since it was indexed.*--reindex-changed"):
+        LibraryIndex.update(folder, [cache], config)
+    assert _snapshot(folder) == before
+    # a search of the stale index notices the new shape instead of reading wrong windows
+    with pytest.raises(ValueError, match="its features changed"):
+        _search(LibraryIndex.open(folder), exhaustive=True)
+    index, report = LibraryIndex.update(folder, [cache], config, reindex_changed=True)
+    assert (report.reindexed, report.unchanged) == (["alpha"], ["beta"])
+    assert [video.key for video in index.videos] == ["beta", "alpha"] and index.backend.size == 3 + 7
+    # the new vector file replaced the old one
+    assert sorted(_snapshot(folder)) == ["manifest.json", "vectors-1.faiss"]
+    fresh, _ = LibraryIndex.update(tmp_path / "fresh", [cache], config)
+    # the same videos in another library order: the same moments
+    for a, b in zip(_search(LibraryIndex.open(folder)), _search(fresh)):
+        keys_a = [index.videos[v].key for v in a.videos]
+        keys_b = [fresh.videos[v].key for v in b.videos]
+        assert keys_a == keys_b
+        np.testing.assert_allclose(a.rows, b.rows, atol=1e-6)
+
+
+def test_entries_that_do_not_fit_the_model_are_refused(tmp_path):
+    config = tiny_model().config
+    folder = tmp_path / "index"
+    good = write_cache(tmp_path / "good.h5", random_videos(5, {"alpha": 90}))
+    LibraryIndex.update(folder, [good], config)
+    before = _snapshot(folder)
+    cases = {
+        "encoder": (write_cache(tmp_path / "enc.h5", random_videos(6, {"x": 50}), encoder="other"), "encoder 'other'"),
+        "rate": (write_cache(tmp_path / "rate.h5", random_videos(6, {"x": 50}), rate=0.5), "0.5 s per feature"),
+        "size": (write_cache(tmp_path / "size.h5", random_videos(6, {"x": 50}, size=16)), "16-d features"),
+        "collision": (write_cache(tmp_path / "other.h5", random_videos(7, {"alpha": 50})), "already holds 'alpha'"),
+    }
+    for cache, message in cases.values():
+        with pytest.raises(ValueError, match=message):
+            LibraryIndex.update(folder, [cache], config)
+        assert _snapshot(folder) == before
+    twice = write_cache(tmp_path / "twice.h5", random_videos(8, {"delta": 40}))
+    with pytest.raises(ValueError, match=r"'delta' is in both .*twice\.h5 and .*twice2\.h5"):
+        LibraryIndex.update(
+            tmp_path / "new", [twice, write_cache(tmp_path / "twice2.h5", {"delta": np.ones((9, 24))})], config
+        )
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        LibraryIndex.update(folder, [tmp_path / "missing.h5"], config)
+    assert _snapshot(folder) == before
+    # a model that names no encoder: the library still holds one encoder's features
+    mixed = [write_cache(tmp_path / f"{name}.h5", random_videos(9, {name: 40}), encoder=name) for name in ("p", "q")]
+    with pytest.raises(ValueError, match="'q', but the library holds 'p' features"):
+        LibraryIndex.update(tmp_path / "mixed", mixed, tiny_model(feature_encoder=None).config)
+    assert not (tmp_path / "mixed").exists()
+
+
+def test_search_refuses_a_model_missing_files_empty_queries_and_corrupt_files(tmp_path):
+    model = tiny_model()
+    cache = write_cache(tmp_path / "cache.h5", random_videos(9, {"alpha": 90, "beta": 60}))
+    folder = tmp_path / "index"
+    index, _ = LibraryIndex.update(folder, [cache], model.config)
+    for overrides, message in (
+        ({"seconds_per_feature": 0.5}, "0.2 s per feature, but the model reads 0.5"),
+        ({"video_feature_size": 16, "sentence_feature_size": 16}, "24-d features, but the model reads 16-d"),
+        ({"feature_encoder": "another"}, "'tiny-encoder' features, but the model reads 'another'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            VideoLibrary(index, tiny_model(**overrides))
+    library = VideoLibrary(index, model)
+    text, sentence = random_queries(10)
+    with pytest.raises(ValueError, match="empty query"):
+        library.search(["a door opens", "  "])
+    with pytest.raises(ValueError, match="empty query"):
+        library.search(text_features=text, text_mask=np.zeros(text.shape[:2]), sentence_features=sentence)
+    with pytest.raises(ValueError, match="needs `sentence_features`"):
+        library.search(text_features=text)
+    with pytest.raises(ValueError, match="one row per query"):
+        library.search(text_features=text, sentence_features=sentence[:1])
+    with pytest.raises(ValueError, match="NaN"):
+        library.search(text_features=text, sentence_features=np.full_like(sentence, np.nan))
+    cache.rename(tmp_path / "moved.h5")
+    with pytest.raises(FileNotFoundError, match=r"'alpha' reads its features from .*cache\.h5, which does not exist"):
+        library.search(text_features=text, sentence_features=sentence, exhaustive=True)
+    (tmp_path / "moved.h5").rename(cache)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    vectors = folder / manifest["vectors_file"]
+    vectors.write_bytes(vectors.read_bytes()[:40])
+    with pytest.raises(ValueError, match="not a readable FAISS index"):
+        LibraryIndex.open(folder)
+    with pytest.raises(ValueError, match="not a readable FAISS index"):
+        LibraryIndex.update(folder, [cache], model.config)
+    (folder / "manifest.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="manifest.json is not valid JSON"):
+        LibraryIndex.open(folder)
+    del manifest["videos"][0]["content_hash"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="manifest.json is incomplete or damaged"):
+        LibraryIndex.open(folder)
+    del manifest["index"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="manifest.json is incomplete or damaged"):
+        LibraryIndex.open(folder)
+    assert ENCODER == index.encoder
+
+
+def test_a_failed_write_leaves_the_previous_index_whole(tmp_path, monkeypatch):
+    from rgnet_hf.search import FaissBackend
+
+    config = tiny_model().config
+    folder = tmp_path / "index"
+    LibraryIndex.update(folder, [write_cache(tmp_path / "a.h5", random_videos(12, {"alpha": 80}))], config)
+    before = _snapshot(folder)
+
+    def full_disk(self, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FaissBackend, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        LibraryIndex.update(folder, [write_cache(tmp_path / "b.h5", random_videos(13, {"beta": 60}))], config)
+    assert _snapshot(folder) == before
+    assert [video.key for video in LibraryIndex.open(folder).videos] == ["alpha"]

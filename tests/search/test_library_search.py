@@ -1,0 +1,108 @@
+"""Library search: the engine's explicit-window scoring, the cross-video ranking and its equivalences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("faiss", reason="library search needs the search extra (faiss-cpu)")
+
+from library_utils import random_queries, random_videos, tiny_model, write_cache  # noqa: E402
+
+from rgnet_hf import RGNetGroundingEngine  # noqa: E402
+from rgnet_hf.search import LibraryIndex, VideoLibrary, merge_video_groundings  # noqa: E402
+
+LENGTHS = {"alpha": 150, "beta": 95, "gamma": 230}
+
+
+def _assert_same_ranking(rows, videos, expected_rows, expected_videos):
+    """Same moments in the same order, to fp32 precision (times are rounded to 4 decimals on both sides)."""
+    assert rows.shape == expected_rows.shape
+    np.testing.assert_array_equal(videos, expected_videos)
+    np.testing.assert_allclose(rows, expected_rows, rtol=1e-5, atol=1e-4 + 1e-9)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory):
+    root = tmp_path_factory.mktemp("library")
+    videos = random_videos(1, LENGTHS)
+    cache = write_cache(root / "cache.h5", videos)
+    index, _ = LibraryIndex.update(root / "index", [cache], tiny_model().config)
+    return index, videos
+
+
+def test_engine_scores_and_decodes_explicit_windows_as_ground():
+    model = tiny_model()
+    engine = RGNetGroundingEngine(model)
+    video = random_videos(2, {"v": 170})["v"]
+    text, sentence = random_queries(3)
+    [first, second] = engine.ground(video, text, sentence_features=sentence)
+    num_windows = len(first.window_scores)
+    queries = np.repeat([0, 1], num_windows)
+    windows = np.tile(np.arange(num_windows), 2)
+    logits = engine.score_windows(video, text, None, queries, windows)
+    np.testing.assert_allclose(
+        torch.sigmoid(logits).numpy(), np.concatenate([first.window_scores, second.window_scores]), atol=1e-5
+    )
+    # the decoded rows of ground's top-k windows, in its window order
+    top = first.window_order[: len(first.window_predictions)]
+    rows = engine.decode_windows(
+        video, text, None, np.zeros(len(top)), top, first.window_scores[top], sentence_features=sentence
+    )
+    np.testing.assert_allclose(rows, first.window_predictions, atol=1e-4 + 1e-9)
+    with pytest.raises(ValueError, match="window_index"):
+        engine.score_windows(video, text, None, [0], [num_windows])
+
+
+def test_one_video_library_is_the_single_video_ranking(tmp_path):
+    model = tiny_model()
+    video = random_videos(4, {"solo": 210})
+    index, _ = LibraryIndex.update(tmp_path / "index", [write_cache(tmp_path / "c.h5", video)], model.config)
+    text, sentence = random_queries(5, num_queries=3)
+    library = VideoLibrary(index, model)
+    expected = RGNetGroundingEngine(model).ground(video["solo"], text, sentence_features=sentence)
+    for exhaustive in (True, False):
+        found = library.search(text_features=text, sentence_features=sentence, exhaustive=exhaustive, depth=10_000)
+        for result, reference in zip(found, expected):
+            fused = reference.rankings["fused"]
+            _assert_same_ranking(result.rows, result.videos, fused, np.zeros(len(fused), dtype=np.int64))
+
+
+def test_exhaustive_equals_grounding_each_video_and_merging(library):
+    index, videos = library
+    model = tiny_model()
+    text, sentence = random_queries(6, num_queries=2)
+    engine = RGNetGroundingEngine(model)
+    per_video = [engine.ground(videos[video.key], text, sentence_features=sentence) for video in index.videos]
+    found = VideoLibrary(index, model).search(text_features=text, sentence_features=sentence, exhaustive=True)
+    assert {v for result in found for v in result.videos.tolist()} != {0}  # the merge mixes videos
+    for query, result in enumerate(found):
+        rows, owners = merge_video_groundings(
+            [results[query] for results in per_video],
+            engine.top_k_windows,
+            "fused",
+            engine.nms_threshold,
+            engine.max_predictions_before_nms,
+            engine.max_predictions,
+        )
+        _assert_same_ranking(result.rows, result.videos, rows, owners)
+        moment = result.moments[0]
+        video = index.videos[int(result.videos[0])]
+        assert (moment.key, moment.path) == (video.key, video.source)
+        assert 0 <= moment.start <= moment.end <= video.duration
+
+
+def test_depth_covering_every_window_equals_exhaustive(library):
+    index, _ = library
+    library_search = VideoLibrary(index, tiny_model())
+    text, sentence = random_queries(7, num_queries=2)
+    exhaustive = library_search.search(text_features=text, sentence_features=sentence, exhaustive=True)
+    total = index.backend.size
+    covering = library_search.search(text_features=text, sentence_features=sentence, depth=total)
+    shallow = library_search.search(text_features=text, sentence_features=sentence, depth=1)
+    for full, deep, few in zip(exhaustive, covering, shallow):
+        assert deep.candidate_windows == full.candidate_windows
+        _assert_same_ranking(deep.rows, deep.videos, full.rows, full.videos)
+        # one segment overlaps at most two windows of one video (segments are shorter than the stride)
+        assert 1 <= few.candidate_windows <= 2 < full.candidate_windows

@@ -1,0 +1,144 @@
+"""`rgnet-hf index` and `rgnet-hf search` end to end, with query features and with sentences (a tiny CLIP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("faiss", reason="library search needs the search extra (faiss-cpu)")
+
+from conftest import accelerate_launch_command  # noqa: E402
+from library_utils import random_queries, random_videos, tiny_model, write_cache  # noqa: E402
+from raw_video_utils import CLIP_PROJECTION_DIM, build_tiny_clip, build_tiny_rgnet  # noqa: E402
+
+from rgnet_hf.apps.cli import main as cli_main  # noqa: E402
+from rgnet_hf.search import LibraryIndex, VideoLibrary  # noqa: E402
+
+
+def test_index_and_search_with_query_features(tmp_path, capsys):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    caches = [
+        write_cache(tmp_path / "a.h5", random_videos(1, {"alpha": 120, "beta": 80})),
+        write_cache(tmp_path / "b.h5", random_videos(2, {"gamma": 150})),
+    ]
+    base = ["--model", str(tmp_path / "model"), "--output", str(tmp_path / "index")]
+    assert cli_main(["index", "--features", str(caches[0]), *base]) == 0
+    assert "2 videos, 10 segments of 20 features, flat index; added 2" in capsys.readouterr().out
+    assert cli_main(["index", "--features", str(caches[0]), "--features", str(caches[1]), *base]) == 0
+    assert "added 1, re-indexed 0, unchanged 2" in capsys.readouterr().out
+    text, sentence = random_queries(3)
+    np.save(tmp_path / "text.npy", text)
+    np.save(tmp_path / "sentence.npy", sentence)
+    search = ["search", "--index", str(tmp_path / "index"), "--model", str(tmp_path / "model")]
+    features = ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy")]
+    assert cli_main([*search, *features, "--top-k", "3", "--depth", "4", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = VideoLibrary(LibraryIndex.open(tmp_path / "index"), model).search(
+        text_features=text, sentence_features=sentence, top_k=3, depth=4
+    )
+    assert [[(m["key"], m["path"]) for m in moments] for moments in printed] == [
+        [(m.key, m.path) for m in result.moments] for result in expected
+    ]
+    for moments, result in zip(printed, expected):
+        np.testing.assert_allclose(
+            [[m["start"], m["end"], m["score"]] for m in moments],
+            [[m.start, m.end, m.score] for m in result.moments],
+            atol=1e-5,
+        )
+    assert cli_main([*search, *features, "--exhaustive"]) == 0
+    table = capsys.readouterr().out
+    assert "query 0" in table and "query 1" in table and "video" in table
+    # errors: one line on stderr, exit status 2, nothing printed as a result
+    assert cli_main([*search, "--text", str(tmp_path / "text.npy")]) == 2
+    assert "--text needs --sentence" in capsys.readouterr().err
+    assert cli_main(["search", "--index", str(tmp_path / "none"), "--model", str(tmp_path / "model"), *features]) == 2
+    captured = capsys.readouterr()
+    assert "is not a library index" in captured.err and captured.out == ""
+    assert cli_main([*search, *features, "--depth", "0"]) == 2
+    assert "--depth must be >= 1" in capsys.readouterr().err
+
+
+def test_search_sentences_through_the_model_encoder(tmp_path, capsys):
+    clip = build_tiny_clip(tmp_path / "clip")
+    model = build_tiny_rgnet(tmp_path / "rgnet", clip)
+    cache = write_cache(
+        tmp_path / "cache.h5",
+        random_videos(4, {"kitchen": 70, "street": 50}, size=CLIP_PROJECTION_DIM),
+        encoder=str(clip.resolve()),
+        rate=0.5,
+    )
+    index = tmp_path / "index"
+    assert cli_main(["index", "--features", str(cache), "--model", str(model), "--output", str(index)]) == 0
+    capsys.readouterr()
+    search = ["search", "--index", str(index), "--model", str(model)]
+    assert cli_main([*search, "--query", "a red door opens", "--query", "a car drives by", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed) == 2 and all(moments for moments in printed)
+    assert {m["query"] for m in printed[0]} == {"a red door opens"}
+    assert {m["key"] for moments in printed for m in moments} <= {"kitchen", "street"}
+    assert cli_main([*search, "--query", "   "]) == 2
+    assert "empty query" in capsys.readouterr().err
+    # a query file, in batches, to JSON Lines: the same moments as the queries given one by one
+    (tmp_path / "queries.txt").write_text("a red door opens\n\na car drives by\n")
+    output = tmp_path / "results.jsonl"
+    assert (
+        cli_main([*search, "--queries", str(tmp_path / "queries.txt"), "--batch-size", "1", "--output", str(output)])
+        == 0
+    )
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["query"] for line in lines] == ["a red door opens", "a car drives by"]
+    for line, moments in zip(lines, printed):
+        assert [m["key"] for m in line["moments"]] == [m["key"] for m in moments]
+        np.testing.assert_allclose([m["score"] for m in line["moments"]], [m["score"] for m in moments], atol=1e-5)
+    assert not output.with_name("results.jsonl.tmp").exists()
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    assert cli_main([*search, "--queries", str(tmp_path / "blank.txt")]) == 2
+    assert "holds no query sentence" in capsys.readouterr().err
+
+
+def test_queries_shared_out_to_processes_give_the_results_of_one(tmp_path):
+    tiny_model().save_pretrained(tmp_path / "model")
+    cache = write_cache(tmp_path / "a.h5", random_videos(5, {"alpha": 100, "beta": 70, "gamma": 90}))
+    LibraryIndex.update(tmp_path / "index", [cache], tiny_model().config)
+    text, sentence = random_queries(6, num_queries=3)
+    np.save(tmp_path / "text.npy", text)
+    np.save(tmp_path / "sentence.npy", sentence)
+    arguments = ["search", "--index", str(tmp_path / "index"), "--model", str(tmp_path / "model")]
+    arguments += ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy"), "--depth", "6"]
+    assert cli_main([*arguments, "--output", str(tmp_path / "one.jsonl")]) == 0
+    command = accelerate_launch_command(
+        2, "-m", "rgnet_hf.apps.cli", *arguments, "--output", str(tmp_path / "two.jsonl")
+    )
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "3 queries from 2 processes" in run.stdout
+    one = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (tmp_path / "two.jsonl").read_text().splitlines()]
+    assert [line["index"] for line in two] == [0, 1, 2]
+    for a, b in zip(one, two):
+        assert [m["key"] for m in a["moments"]] == [m["key"] for m in b["moments"]]
+        np.testing.assert_allclose([m["score"] for m in a["moments"]], [m["score"] for m in b["moments"]], atol=1e-5)
+    assert not (tmp_path / "two.jsonl.parts").exists()
+
+
+def test_without_faiss_the_package_imports_and_the_commands_say_what_to_install(tmp_path):
+    script = f"""
+import sys
+sys.modules["faiss"] = None  # import faiss now fails, as where faiss-cpu is not installed
+import rgnet_hf.search
+from rgnet_hf.apps.cli import main
+assert "faiss" not in [name for name in sys.modules if sys.modules[name] is not None]
+status = main(["index", "--features", "a.h5", "--model", {str(tmp_path)!r}, "--output", {str(tmp_path / "index")!r}])
+print("status", status)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "status 2" in run.stdout, run.stderr[-2000:]
+    assert "pip install rgnet_hf[search]" in run.stderr
+    assert not (tmp_path / "index").exists()
