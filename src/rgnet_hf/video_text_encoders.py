@@ -20,8 +20,17 @@ one full stop is appended (Ego4D models also lower-case).
 become model inputs: [`l2_normalize`] (of `feature_extraction_rgnet`), applied by the data loaders for training and
 evaluation and by the `video-grounding` pipeline for text it encodes itself.
 
+**Encoder backends.** Frames go through PyTorch by default (`backend="pytorch"`, exact). Two opt-in backends run the
+image encoder (`get_image_features`: the vision tower and its projection) with ONNX Runtime instead, text staying in
+PyTorch: `"onnx"` (float32, the same features within float32 rounding) and `"onnx-int8"` (the exported graph with
+onnxruntime's dynamic int8 quantisation of its matrix products: faster on CPUs, features close to but not equal to
+float32's). The exported graphs are cached in a user folder (`$RGNET_HF_ONNX_CACHE`, default
+`~/.cache/rgnet_hf/onnx`) under a key made of the image encoder's configuration and weights, so they are made once per
+encoder. The encoder's `backend` is recorded in feature caches, which refuse to mix features of two backends.
+
 This file is copied flat into Hugging Face remote-code folders: it imports the standard library, numpy, torch,
-transformers, tqdm and flat modules of this package.
+transformers, tqdm and flat modules of this package (and `onnxruntime` / `onnx` inside functions, for the ONNX
+backends only).
 """
 
 from __future__ import annotations
@@ -44,12 +53,17 @@ __all__ = [
     "VideoTextEncoder",
     "CLIPVideoTextEncoder",
     "SiglipVideoTextEncoder",
+    "ENCODER_BACKENDS",
+    "check_encoder_backend",
     "clean_query",
     "load_feature_encoder",
     "feature_encoder_for_model",
 ]
 
 MAD_FEATURE_ENCODER = "openai/clip-vit-base-patch32"
+
+ENCODER_BACKENDS = ("pytorch", "onnx", "onnx-int8")
+"""How frames are encoded: PyTorch (default, exact), ONNX Runtime float32, ONNX Runtime with int8 matrix products."""
 
 
 class FeatureEncoderError(ValueError):
@@ -109,6 +123,14 @@ class EncodedVideo:
     declared_duration: float | None = None
 
 
+def check_encoder_backend(backend: str | None) -> str:
+    """`backend` (None: `"pytorch"`) checked to be one of [`ENCODER_BACKENDS`]."""
+    backend = "pytorch" if backend is None else backend
+    if backend not in ENCODER_BACKENDS:
+        raise FeatureEncoderError(f"unknown encoder backend {backend!r}: choose one of {', '.join(ENCODER_BACKENDS)}")
+    return backend
+
+
 def _pooled(output) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
@@ -124,11 +146,24 @@ class VideoTextEncoder:
         image_processor: its image processor (it resizes and normalises frames exactly as the model expects).
         name (`str`): the Hub id or folder it came from (recorded in feature caches).
         batch_size (`int`): frames per forward pass.
+        backend (`str`): how frames are encoded, one of [`ENCODER_BACKENDS`] (see the module docstring); the ONNX
+            ones need `onnxruntime` and `onnx` (`pip install rgnet-hf[onnx]`) and a float32 model.
+        onnx_cache_dir (`str` or `os.PathLike`, *optional*): where the ONNX backends keep their exported graphs
+            (default `$RGNET_HF_ONNX_CACHE`, else `~/.cache/rgnet_hf/onnx`).
     """
 
     family: str = ""
 
-    def __init__(self, model, tokenizer, image_processor, name: str = "", batch_size: int = 64):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        image_processor,
+        name: str = "",
+        batch_size: int = 64,
+        backend: str = "pytorch",
+        onnx_cache_dir: str | os.PathLike | None = None,
+    ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.model = model.eval()
@@ -136,6 +171,9 @@ class VideoTextEncoder:
         self.image_processor = image_processor
         self.name = name
         self.batch_size = batch_size
+        self.backend = check_encoder_backend(backend)
+        # Built now, not at the first frame: a missing package or a failed export is reported before any decoding.
+        self._onnx = None if self.backend == "pytorch" else _OnnxImageEncoder(self.model, self.backend, onnx_cache_dir)
 
     @classmethod
     def from_pretrained(
@@ -145,8 +183,18 @@ class VideoTextEncoder:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         batch_size: int = 64,
+        backend: str | None = None,
+        onnx_cache_dir: str | os.PathLike | None = None,
     ) -> VideoTextEncoder:
-        """Load a CLIP or SigLIP checkpoint (Hub id or local folder) as an encoder of the matching family."""
+        """Load a CLIP or SigLIP checkpoint (Hub id or local folder) as an encoder of the matching family.
+
+        `backend` (default `"pytorch"`) and `onnx_cache_dir` are [`VideoTextEncoder`]'s."""
+        backend = check_encoder_backend(backend)
+        if backend != "pytorch" and dtype not in (None, torch.float32):
+            raise FeatureEncoderError(
+                f"the {backend!r} encoder backend exports the float32 image encoder; leave the dtype out (it was "
+                f"{dtype}) or use the pytorch backend"
+            )
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
         name = os.fspath(name_or_path)
@@ -169,7 +217,15 @@ class VideoTextEncoder:
             model = model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(name)
         image_processor = AutoImageProcessor.from_pretrained(name)
-        return family(model, tokenizer, image_processor, name=name, batch_size=batch_size)
+        return family(
+            model,
+            tokenizer,
+            image_processor,
+            name=name,
+            batch_size=batch_size,
+            backend=backend,
+            onnx_cache_dir=onnx_cache_dir,
+        )
 
     # sizes -----------------------------------------------------------------------------------------------------
 
@@ -230,6 +286,9 @@ class VideoTextEncoder:
 
     @torch.no_grad()
     def _encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(N, 3, H, W)` processed frames -> `(N, video_feature_size)` float32 features on the CPU."""
+        if self._onnx is not None:
+            return self._onnx(pixel_values)
         pixel_values = pixel_values.to(self.device, self.dtype)
         return _pooled(self.model.get_image_features(pixel_values=pixel_values)).float().cpu()
 
@@ -495,15 +554,163 @@ class _PreparedFrameBatches:
                 close()
 
 
+class _ImageFeatures(torch.nn.Module):
+    """`get_image_features` as a module with one tensor output, the graph the ONNX backends export."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.model.get_image_features(pixel_values=pixel_values))
+
+
+def _onnx_cache_root(cache_dir: str | os.PathLike | None) -> str:
+    if cache_dir is not None:
+        return os.fspath(cache_dir)
+    if os.environ.get("RGNET_HF_ONNX_CACHE"):
+        return os.environ["RGNET_HF_ONNX_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rgnet_hf", "onnx")
+
+
+def _image_encoder_key(model) -> str:
+    """A digest of what the exported graph depends on: the model class, its vision configuration, every weight
+    outside the text tower, and the torch version (the exporter). Two folders holding the same encoder share it."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    vision_config = model.config.vision_config.to_dict()
+    header = {"class": type(model).__name__, "vision_config": vision_config, "torch": torch.__version__}
+    if hasattr(model.config, "projection_dim"):
+        header["projection_dim"] = model.config.projection_dim
+    digest.update(json.dumps(header, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(("text_model.", "text_projection.", "logit_")):
+            continue
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+class _OnnxImageEncoder:
+    """
+    The image encoder of a CLIP / SigLIP model run by ONNX Runtime (float32, or with int8 dynamic quantisation).
+
+    The graph is exported once per encoder (`torch.onnx.export`, a dynamic batch axis; frames keep the processor's
+    fixed size) into `<cache>/<key>/image_encoder.onnx`, and quantised into `image_encoder.int8.onnx` for `onnx-int8`;
+    each file is written under a temporary name and renamed, so a file found there is complete. Runs on the CUDA
+    provider when the model is on a GPU and onnxruntime has it, else on the CPU.
+    """
+
+    def __init__(self, model, backend: str, cache_dir: str | os.PathLike | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise FeatureEncoderError(
+                f"the {backend!r} encoder backend needs onnxruntime and onnx: pip install 'rgnet-hf[onnx]' (or "
+                "onnxruntime onnx), or use the default pytorch backend"
+            ) from error
+        parameter = next(model.parameters())
+        if parameter.dtype != torch.float32:
+            raise FeatureEncoderError(
+                f"the {backend!r} encoder backend exports the float32 image encoder, but the model is {parameter.dtype}"
+            )
+        self.backend = backend
+        folder = os.path.join(_onnx_cache_root(cache_dir), _image_encoder_key(model))
+        float_path = os.path.join(folder, "image_encoder.onnx")
+        if not os.path.isfile(float_path):
+            self._export(model, float_path)
+        path = float_path
+        if backend == "onnx-int8":
+            path = os.path.join(folder, "image_encoder.int8.onnx")
+            if not os.path.isfile(path):
+                self._quantize(float_path, path)
+        self.path = path
+        providers = ["CPUExecutionProvider"]
+        if parameter.device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = onnxruntime.InferenceSession(path, sess_options=options, providers=providers)
+        self._input = self.session.get_inputs()[0].name
+
+    @staticmethod
+    def _temporary(path: str) -> str:
+        return f"{path}.tmp-{os.getpid()}"
+
+    @classmethod
+    def _export(cls, model, path: str) -> None:
+        size = model.config.vision_config.image_size
+        parameter = next(model.parameters())
+        example = torch.zeros(2, model.config.vision_config.num_channels, size, size, device=parameter.device)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = cls._temporary(path)
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # the exporter's tracer warnings are about shapes fixed on purpose
+                torch.onnx.export(
+                    _ImageFeatures(model).eval(),
+                    (example,),
+                    temporary,
+                    input_names=["pixel_values"],
+                    output_names=["image_features"],
+                    dynamic_axes={"pixel_values": {0: "batch"}, "image_features": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,  # the TorchScript exporter: no onnxscript needed
+                )
+        except BaseException as error:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            if isinstance(error, Exception):
+                raise FeatureEncoderError(f"could not export the image encoder to ONNX ({error})") from error
+            raise
+        os.replace(temporary, path)
+
+    @classmethod
+    def _quantize(cls, float_path: str, path: str) -> None:
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        temporary = cls._temporary(path)
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)  # its advice to pre-process the graph, printed to the root logger
+        try:
+            # Matrix products only: they are nearly all of a ViT's work (the patch convolution is one layer).
+            quantize_dynamic(
+                float_path, temporary, op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8
+            )
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+        finally:
+            logging.disable(previous)
+        os.replace(temporary, path)
+
+    def __call__(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(N, 3, H, W)` -> `(N, D)` float32 on the CPU."""
+        inputs = pixel_values.detach().to("cpu", torch.float32).contiguous().numpy()
+        (features,) = self.session.run(None, {self._input: inputs})
+        return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+
+
 def load_feature_encoder(
     name_or_path: str | os.PathLike,
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     batch_size: int = 64,
+    backend: str | None = None,
+    onnx_cache_dir: str | os.PathLike | None = None,
 ) -> VideoTextEncoder:
     """[`VideoTextEncoder.from_pretrained`]: a CLIP or SigLIP checkpoint (Hub id or folder) as an encoder."""
-    return VideoTextEncoder.from_pretrained(name_or_path, device=device, dtype=dtype, batch_size=batch_size)
+    return VideoTextEncoder.from_pretrained(
+        name_or_path, device=device, dtype=dtype, batch_size=batch_size, backend=backend, onnx_cache_dir=onnx_cache_dir
+    )
 
 
 def feature_encoder_for_model(
@@ -512,8 +719,13 @@ def feature_encoder_for_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     batch_size: int = 64,
+    backend: str | None = None,
+    onnx_cache_dir: str | os.PathLike | None = None,
 ) -> VideoTextEncoder:
     """The encoder named by an RGNet config's `feature_encoder`, checked to fit the model's feature sizes.
+
+    `backend` defaults to the config's `feature_encoder_backend` when it names one (a model folder can ask for
+    `"onnx-int8"` in its `config.json`), else `"pytorch"`.
 
     Raises [`FeatureEncoderError`] when the config names none (Ego4D presets: EgoVLP has no transformers model) or
     when the encoder's sizes differ from the model's.
@@ -527,6 +739,10 @@ def feature_encoder_for_model(
             "`text_features` (or `rgnet-hf ground --features FILE.h5`). A model trained on CLIP or SigLIP features "
             f"names its encoder in `config.feature_encoder` (e.g. {MAD_FEATURE_ENCODER!r})."
         )
-    encoder = load_feature_encoder(name, device=device, dtype=dtype, batch_size=batch_size)
+    if backend is None:
+        backend = getattr(config, "feature_encoder_backend", None)
+    encoder = load_feature_encoder(
+        name, device=device, dtype=dtype, batch_size=batch_size, backend=backend, onnx_cache_dir=onnx_cache_dir
+    )
     encoder.check_fits(config)
     return encoder

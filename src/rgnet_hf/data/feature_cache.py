@@ -5,6 +5,11 @@ The output holds one float32 dataset `[T, D]` per video, keyed by the file's ste
 `i * seconds_per_feature`; raw, not normalised). Each dataset records `seconds_per_feature`, `encoder`, `duration` and
 `source` as attributes, and the file root records `encoder` and `seconds_per_feature`.
 
+**Encoder backends.** Entries and the root also record `encoder_backend`, the encoder's backend (`pytorch`, `onnx` or
+`onnx-int8`, see `video_text_encoders`); a cache written before backends were recorded counts as `pytorch`. A run
+with another backend than the existing output's is refused like one with another encoder, so int8 features are
+never mixed silently with float32 ones; [`check_cache_entry_fits`] can refuse an entry of another backend too.
+
 **Resuming without corrupt entries.** HDF5 files are not crash-safe while open for writing, so nothing writes into
 the output directly while videos are encoded:
 
@@ -192,14 +197,26 @@ def _parts_dir(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
 
 
-def _check_settings(path: Path, encoder: str, seconds_per_feature: float) -> None:
+def _recorded_backend(attrs) -> str:
+    # Caches written before backends were recorded were all made by PyTorch.
+    return str(attrs.get("encoder_backend", "pytorch"))
+
+
+def _check_settings(path: Path, encoder: str, seconds_per_feature: float, backend: str = "pytorch") -> None:
     import h5py
 
     with h5py.File(path, "r") as handle:
         recorded_encoder = handle.attrs.get("encoder")
         recorded_rate = handle.attrs.get("seconds_per_feature")
+        recorded_backend = _recorded_backend(handle.attrs)
     if recorded_encoder is not None and str(recorded_encoder) != encoder:
         raise ValueError(f"{path} holds features of encoder {str(recorded_encoder)!r}, not {encoder!r}")
+    if recorded_backend != backend:
+        raise ValueError(
+            f"{path} holds features made with the {recorded_backend!r} encoder backend, not {backend!r}: features "
+            f"of two backends differ and must not be mixed in one cache; rerun with --encoder-backend "
+            f"{recorded_backend} or write to another --output"
+        )
     if recorded_rate is not None and not np.isclose(float(recorded_rate), seconds_per_feature):
         raise ValueError(
             f"{path} holds features at {float(recorded_rate)} s per feature, not {seconds_per_feature}; "
@@ -207,19 +224,19 @@ def _check_settings(path: Path, encoder: str, seconds_per_feature: float) -> Non
         )
 
 
-def _done_keys(output: Path, encoder: str, seconds_per_feature: float) -> dict[str, dict]:
+def _done_keys(output: Path, encoder: str, seconds_per_feature: float, backend: str = "pytorch") -> dict[str, dict]:
     """Keys already extracted (in the output or in a part) -> the attributes recorded with them."""
     import h5py
 
     done: dict[str, dict] = {}
     if output.exists():
-        _check_settings(output, encoder, seconds_per_feature)
+        _check_settings(output, encoder, seconds_per_feature, backend)
         with h5py.File(output, "r") as handle:
             done.update({key: dict(handle[key].attrs) for key in handle.keys()})
     parts = _parts_dir(output)
     if parts.is_dir():
         for part in parts.glob("*.h5"):
-            _check_settings(part, encoder, seconds_per_feature)
+            _check_settings(part, encoder, seconds_per_feature, backend)
             with h5py.File(part, "r") as handle:
                 done[part.stem] = dict(handle[part.stem].attrs) if part.stem in handle else {}
     return done
@@ -285,6 +302,7 @@ def _write_part(parts: Path, key: str, features: np.ndarray, attrs: dict) -> Non
         with h5py.File(temporary, "w") as handle:
             handle.attrs["encoder"] = attrs["encoder"]
             handle.attrs["seconds_per_feature"] = attrs["seconds_per_feature"]
+            handle.attrs["encoder_backend"] = attrs["encoder_backend"]
             dataset = handle.create_dataset(key, data=features.astype(np.float32, copy=False))
             for name, value in attrs.items():
                 dataset.attrs[name] = value
@@ -294,8 +312,12 @@ def _write_part(parts: Path, key: str, features: np.ndarray, attrs: dict) -> Non
     os.replace(temporary, final)
 
 
-def merge_parts(output: str | os.PathLike, encoder: str, seconds_per_feature: float) -> list[str]:
+def merge_parts(
+    output: str | os.PathLike, encoder: str, seconds_per_feature: float, backend: str = "pytorch"
+) -> list[str]:
     """Write the output's entries and every finished part into a new output, atomically; remove the parts.
+
+    `backend` is the encoder backend recorded at the root (the parts were checked to share it).
 
     Returns the keys added from parts. Does nothing when there are no parts.
     """
@@ -314,6 +336,7 @@ def merge_parts(output: str | os.PathLike, encoder: str, seconds_per_feature: fl
         with h5py.File(temporary, "w") as merged:
             merged.attrs["encoder"] = encoder
             merged.attrs["seconds_per_feature"] = seconds_per_feature
+            merged.attrs["encoder_backend"] = backend
             if output.exists():
                 with h5py.File(output, "r") as previous:
                     for key in previous:
@@ -374,7 +397,8 @@ def extract_video_features(
     output = check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     name = encoder.name or type(encoder).__name__
-    done = _done_keys(output, name, seconds_per_feature)
+    backend = str(getattr(encoder, "backend", "pytorch"))
+    done = _done_keys(output, name, seconds_per_feature, backend)
     keys = [Path(video).stem for video in videos]
     if len(set(keys)) != len(keys):
         raise ValueError("two videos share a file stem (the key of their features)")
@@ -405,6 +429,7 @@ def extract_video_features(
                 continue
             attrs = {
                 "encoder": name,
+                "encoder_backend": backend,
                 "seconds_per_feature": seconds_per_feature,
                 "duration": encoded.duration,
                 "source": video.name,
@@ -423,13 +448,20 @@ def extract_video_features(
     if barrier is not None:
         barrier()
     if merge and process_index == 0:
-        merge_parts(output, name, seconds_per_feature)
+        merge_parts(output, name, seconds_per_feature, backend)
     return report
 
 
-def check_cache_entry_fits(path: str | os.PathLike, key: str, config, seconds_per_feature: float | None = None) -> None:
+def check_cache_entry_fits(
+    path: str | os.PathLike,
+    key: str,
+    config,
+    seconds_per_feature: float | None = None,
+    backend: str | None = None,
+) -> None:
     """
-    Refuse a cache entry made for another model: another feature rate, encoder or feature size.
+    Refuse a cache entry made for another model: another feature rate, encoder or feature size (or, when `backend`
+    is given, another encoder backend).
 
     Reading features at the wrong rate puts every moment at the wrong time (a 0.2 s cache read as 0.5 s per feature
     reports moments 2.5x too late), so a mismatch is an error that says which command makes a fitting cache.
@@ -439,6 +471,8 @@ def check_cache_entry_fits(path: str | os.PathLike, key: str, config, seconds_pe
         key: the video's entry.
         config ([`RGNetConfig`]): the model that will read the features.
         seconds_per_feature (`float`, *optional*): the rate the caller asks for; defaults to the model's.
+        backend (`str`, *optional*): the encoder backend the caller asks for (`pytorch`, `onnx`, `onnx-int8`); None
+            accepts an entry of any backend.
     """
     import h5py
 
@@ -450,6 +484,7 @@ def check_cache_entry_fits(path: str | os.PathLike, key: str, config, seconds_pe
         entry = handle[key]
         rate = entry.attrs.get("seconds_per_feature", handle.attrs.get("seconds_per_feature"))
         encoder = entry.attrs.get("encoder", handle.attrs.get("encoder"))
+        recorded_backend = _recorded_backend(entry.attrs if "encoder_backend" in entry.attrs else handle.attrs)
         size = int(entry.shape[-1]) if entry.ndim == 2 else None
     remedy = "make a fitting cache with `rgnet-hf extract --model MODEL --video VIDEO --output NEW.h5`"
     if rate is not None and not np.isclose(float(rate), expected_rate):
@@ -462,6 +497,12 @@ def check_cache_entry_fits(path: str | os.PathLike, key: str, config, seconds_pe
         raise ValueError(
             f"{path} [{key}] holds features of encoder {str(encoder)!r}, but the model was trained on "
             f"{str(model_encoder)!r} features; {remedy}"
+        )
+    if backend is not None and recorded_backend != backend:
+        raise ValueError(
+            f"{path} [{key}] holds features made with the {recorded_backend!r} encoder backend, but "
+            f"{backend!r} was asked for; give --encoder-backend {recorded_backend} to read them, or make a cache with "
+            f"`rgnet-hf extract --encoder-backend {backend} ...` into another --output"
         )
     if size is not None and size != config.video_feature_size:
         raise ValueError(

@@ -554,6 +554,7 @@ def prepare_dataset(
         "format_version": MANIFEST_VERSION,
         "encoder": encoder_name,
         "encoder_family": getattr(encoder, "family", ""),
+        "encoder_backend": getattr(encoder, "backend", "pytorch"),
         "seconds_per_feature": seconds_per_feature,
         "video_feature_size": video_size,
         "text_feature_size": text_size,

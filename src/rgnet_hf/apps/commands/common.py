@@ -86,6 +86,25 @@ def check_seconds_per_feature(seconds: float | None) -> None:
         raise ValueError(f"--seconds-per-feature: seconds_per_feature must be a finite number > 0, got {seconds}")
 
 
+# The choices of `video_text_encoders.ENCODER_BACKENDS`, spelled here so that `--help` does not import torch.
+ENCODER_BACKEND_CHOICES = ("pytorch", "onnx", "onnx-int8")
+
+
+def add_encoder_backend_argument(parser) -> None:
+    """`--encoder-backend`: how frames are encoded (default: the model folder's `feature_encoder_backend`, else
+    pytorch)."""
+    parser.add_argument(
+        "--encoder-backend",
+        default=None,
+        choices=ENCODER_BACKEND_CHOICES,
+        help="how frames are encoded: pytorch (the default, exact), onnx (ONNX Runtime, float32) or onnx-int8 (ONNX "
+        "Runtime with int8 matrix products: faster on CPUs, close to float32); the ONNX ones need "
+        "pip install 'rgnet-hf[onnx]' and a float32 encoder, export it once into ~/.cache/rgnet_hf/onnx "
+        "($RGNET_HF_ONNX_CACHE) and are recorded in feature caches, which refuse to mix backends. Default: the "
+        "model folder's feature_encoder_backend, else pytorch",
+    )
+
+
 ALLOW_TRUNCATED_HELP = (
     "ground / encode the decoded part of a truncated video file (its frames stop before the duration its container "
     "declares) with a warning, instead of refusing it"

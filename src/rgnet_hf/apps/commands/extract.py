@@ -8,6 +8,7 @@ import sys
 
 from .common import (
     ALLOW_TRUNCATED_HELP,
+    add_encoder_backend_argument,
     check_device,
     check_seconds_per_feature,
     warnings_as_lines,
@@ -31,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
     parser.add_argument("--device", default=None, help="default: this process's accelerate device")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_encoder_backend_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     parser.set_defaults(handler=run)
@@ -95,7 +97,9 @@ def _run_locked(args: argparse.Namespace, state) -> int:
         from ...configuration_rgnet import RGNetConfig
 
         config = RGNetConfig.from_pretrained(args.model)
-        encoder = feature_encoder_for_model(config, device=device, dtype=dtype, batch_size=args.batch_size)
+        encoder = feature_encoder_for_model(
+            config, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
+        )
         if seconds_per_feature is not None and not math.isclose(seconds_per_feature, config.seconds_per_feature):
             raise ValueError(
                 f"--seconds-per-feature {seconds_per_feature} differs from the model's {config.seconds_per_feature} s "
@@ -104,7 +108,9 @@ def _run_locked(args: argparse.Namespace, state) -> int:
             )
         seconds_per_feature = seconds_per_feature or config.seconds_per_feature
     else:
-        encoder = load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
+        encoder = load_feature_encoder(
+            args.encoder, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
+        )
     try:
         report = extract_video_features(
             encoder,

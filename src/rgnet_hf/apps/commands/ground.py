@@ -10,6 +10,7 @@ from pathlib import Path
 from .common import (
     ALLOW_TRUNCATED_HELP,
     FEATURE_SUFFIXES,
+    add_encoder_backend_argument,
     check_device,
     check_seconds_per_feature,
     format_table,
@@ -55,6 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while a video is encoded")
     parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
+    add_encoder_backend_argument(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -122,7 +124,9 @@ def _video_inputs(args: argparse.Namespace, pipe) -> tuple[dict, float | None]:
                 names = list(handle.keys())
             key = names[0] if len(names) == 1 else None
         if key is not None:
-            check_cache_entry_fits(features, key, pipe.model.config, args.seconds_per_feature)
+            check_cache_entry_fits(
+                features, key, pipe.model.config, args.seconds_per_feature, backend=_expected_backend(args, pipe)
+            )
             with h5py.File(features, "r") as handle:
                 attrs = dict(handle[key].attrs)
             duration = float(attrs["duration"]) if "duration" in attrs else None
@@ -135,6 +139,28 @@ def _video_inputs(args: argparse.Namespace, pipe) -> tuple[dict, float | None]:
                 if not encoded_now:  # a fresh entry was announced by the decoder already
                     print(f"warning: {where}: {span}; grounding the decoded part", file=sys.stderr)
     return {"video_features": load_array(features, key)}, duration
+
+
+def _expected_backend(args: argparse.Namespace, pipe) -> str:
+    """The encoder backend of the features this command grounds: the option's, else the model folder's, else
+    pytorch; a cache entry made by another backend is refused rather than read as if it were this one's."""
+    return args.encoder_backend or getattr(pipe.model.config, "feature_encoder_backend", None) or "pytorch"
+
+
+def _use_encoder_backend(args: argparse.Namespace, pipe) -> None:
+    """`--encoder-backend`: hand the pipeline a frame encoder of that backend (before it loads its own)."""
+    if args.encoder_backend is None:
+        return
+    if args.trust_remote_code:
+        raise ValueError(
+            "--encoder-backend does not go with --trust-remote-code (the folder's code loads its own encoder): name "
+            "the backend in the folder's config.json (feature_encoder_backend) instead"
+        )
+    from ...video_text_encoders import feature_encoder_for_model
+
+    pipe._feature_encoder = feature_encoder_for_model(
+        pipe.model.config, device=pipe.device, backend=args.encoder_backend
+    )
 
 
 def _clip(rankings: list[list[dict]], duration: float) -> list[list[dict]]:
@@ -177,7 +203,7 @@ def _zero_shot_features(args: argparse.Namespace, encoder, seconds_per_feature: 
         feature_encoder=encoder.name,
         video_feature_size=encoder.video_feature_size,
     )
-    check_cache_entry_fits(args.features, key, reader)
+    check_cache_entry_fits(args.features, key, reader, backend=encoder.backend)
     return load_array(args.features, key), None
 
 
@@ -189,7 +215,7 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
         raise ValueError("--zero-shot takes the queries as sentences (--query, repeatable)")
     if args.text is not None or args.sentence is not None:
         raise ValueError("--zero-shot encodes the --query sentences itself; leave out --text and --sentence")
-    encoder_name, seconds_per_feature = args.encoder, args.seconds_per_feature
+    encoder_name, seconds_per_feature, backend = args.encoder, args.seconds_per_feature, args.encoder_backend
     if args.model is not None:
         from ...configuration_rgnet import RGNetConfig
 
@@ -198,13 +224,14 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
             raise ValueError(f"--model {args.model} names no feature_encoder; give --encoder")
         encoder_name = encoder_name or config.feature_encoder
         seconds_per_feature = seconds_per_feature or config.seconds_per_feature
+        backend = backend or getattr(config, "feature_encoder_backend", None)
     if encoder_name is None:
         raise ValueError("--zero-shot needs --encoder (a CLIP or SigLIP Hub id or folder) or --model")
     if seconds_per_feature is None:
         from ...configuration_rgnet import MAD_SECONDS_PER_FEATURE
 
         seconds_per_feature = MAD_SECONDS_PER_FEATURE
-    encoder = load_feature_encoder(encoder_name, device=args.device)
+    encoder = load_feature_encoder(encoder_name, device=args.device, backend=backend)
     with warnings_as_lines():
         features, duration = _zero_shot_features(args, encoder, seconds_per_feature)
     queries = list(args.query)
@@ -244,6 +271,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = load_grounding_pipeline(
         args.model, device=args.device, progress=not args.no_progress, trust_remote_code=args.trust_remote_code
     )
+    _use_encoder_backend(args, pipe)
     with warnings_as_lines():
         inputs, duration = _video_inputs(args, pipe)
     if args.query:

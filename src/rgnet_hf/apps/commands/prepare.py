@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from .common import check_device, check_seconds_per_feature
+from .common import add_encoder_backend_argument, check_device, check_seconds_per_feature
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -52,6 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
     parser.add_argument("--device", default=None, help="default: this process's accelerate device")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_encoder_backend_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
     return parser
@@ -91,12 +92,16 @@ def run(args: argparse.Namespace) -> int:
         seconds_per_feature = config.seconds_per_feature
 
         def encoder():
-            return feature_encoder_for_model(config, device=device, dtype=dtype, batch_size=args.batch_size)
+            return feature_encoder_for_model(
+                config, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
+            )
 
     else:
 
         def encoder():
-            return load_feature_encoder(args.encoder, device=device, dtype=dtype, batch_size=args.batch_size)
+            return load_feature_encoder(
+                args.encoder, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
+            )
 
     try:
         result = prepare_dataset(
