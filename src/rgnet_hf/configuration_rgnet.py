@@ -427,4 +427,9 @@ class RGNetConfig(PreTrainedConfig):
         return cls(**values)
 
 
+# Saved folders carry this code and an `auto_map`, so they load with `trust_remote_code=True` where rgnet_hf is
+# not installed (`save_model_folder` adds the processor's code and, on request, the pipeline's).
+RGNetConfig.register_for_auto_class()
+
+
 __all__ = ["RGNetConfig"]

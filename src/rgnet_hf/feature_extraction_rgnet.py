@@ -177,4 +177,8 @@ class RGNetFeatureExtractor(SequenceFeatureExtractor):
         return BatchFeature(data, tensor_type=return_tensors)
 
 
+# `save_pretrained` writes this class into the folder's `auto_map` (see configuration_rgnet.py).
+RGNetFeatureExtractor.register_for_auto_class()
+
+
 __all__ = ["RGNetFeatureExtractor", "l2_normalize", "pad_sequences"]

@@ -1294,4 +1294,8 @@ class RGNetForVideoGrounding(RGNetPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+# `save_pretrained` writes this class into the folder's `auto_map` (see configuration_rgnet.py).
+RGNetForVideoGrounding.register_for_auto_class("AutoModel")
+
+
 __all__ = ["RGNetModel", "RGNetForVideoGrounding", "RGNetPreTrainedModel", "RGNetVideoGroundingOutput"]

@@ -251,4 +251,8 @@ class RGNetProcessor(ProcessorMixin):
         return results
 
 
+# `save_pretrained` writes this class into the folder's `auto_map` (see configuration_rgnet.py).
+RGNetProcessor.register_for_auto_class()
+
+
 __all__ = ["RGNetProcessor", "RGNetRawInputs"]

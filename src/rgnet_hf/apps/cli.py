@@ -1,5 +1,6 @@
 """`rgnet-hf` command line. Each sub-command lives in `rgnet_hf.apps.commands.<name>` with `add_parser` and `run`;
-building the parser imports only `argparse`, so `--help` answers at once and each command imports what it needs."""
+building the parser imports neither torch nor transformers (`import rgnet_hf` is lazy too), so `--help` answers at
+once and each command imports what it needs in `run`."""
 
 from __future__ import annotations
 
@@ -28,10 +29,6 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+"""`rgnet-hf --help` and every `rgnet-hf SUB --help` answer without importing torch or transformers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from rgnet_hf.apps.cli import COMMANDS
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from rgnet_hf.apps.cli import main
+        for argv in [["--help"]] + [[name, "--help"] for name in {list(COMMANDS)!r}]:
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                try:
+                    main(argv)
+                except SystemExit as exit:
+                    assert exit.code == 0, (argv, exit.code)
+            assert "usage: rgnet-hf" in out.getvalue(), (argv, out.getvalue())
+        heavy = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "transformers"))
+        print("HEAVY", heavy[:10])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HEAVY []" in result.stdout, result.stdout
