@@ -90,6 +90,32 @@ def check_seconds_per_feature(seconds: float | None) -> None:
 ENCODER_BACKEND_CHOICES = ("pytorch", "onnx", "onnx-int8")
 
 
+def add_frame_encoder_arguments(parser) -> None:
+    """The options of commands that encode video files (`extract`, `prepare`): which encoder (`--encoder` or a
+    `--model`'s), at what rate, in what batches, on what device, dtype and backend."""
+    parser.add_argument(
+        "--encoder", default=None, help="CLIP or SigLIP Hub id or folder, e.g. openai/clip-vit-base-patch32"
+    )
+    parser.add_argument("--model", default=None, help="an RGNet folder: use its config's feature_encoder and rate")
+    parser.add_argument(
+        "--seconds-per-feature", type=float, default=None, help="sampling interval (default: the model's, or 0.2)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
+    parser.add_argument("--device", default=None, help="default: this process's accelerate device")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_encoder_backend_argument(parser)
+
+
+def check_frame_encoder_arguments(args) -> None:
+    """Refuse the options of [`add_frame_encoder_arguments`] that do not fit, before any work."""
+    if (args.encoder is None) == (args.model is None):
+        raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    check_seconds_per_feature(args.seconds_per_feature)
+    check_device(args.device)
+
+
 def add_encoder_backend_argument(parser) -> None:
     """`--encoder-backend`: how frames are encoded (default: the model folder's `feature_encoder_backend`, else
     pytorch)."""

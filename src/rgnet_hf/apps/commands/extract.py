@@ -6,13 +6,7 @@ import argparse
 import math
 import sys
 
-from .common import (
-    ALLOW_TRUNCATED_HELP,
-    add_encoder_backend_argument,
-    check_device,
-    check_seconds_per_feature,
-    warnings_as_lines,
-)
+from .common import ALLOW_TRUNCATED_HELP, add_frame_encoder_arguments, check_frame_encoder_arguments, warnings_as_lines
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,19 +14,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "extract",
         help="encode video files into a frame-feature HDF5 file in MAD's layout (resumable; accelerate launch ok)",
     )
-    parser.add_argument(
-        "--encoder", default=None, help="CLIP or SigLIP Hub id or folder, e.g. openai/clip-vit-base-patch32"
-    )
-    parser.add_argument("--model", default=None, help="an RGNet folder: use its config's feature_encoder and rate")
+    add_frame_encoder_arguments(parser)
     parser.add_argument("--video", required=True, help="a video file or a folder of video files")
     parser.add_argument("--output", required=True, help="the .h5 file to create or complete (one entry per stem)")
-    parser.add_argument(
-        "--seconds-per-feature", type=float, default=None, help="sampling interval (default: the model's, or 0.2)"
-    )
-    parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
-    parser.add_argument("--device", default=None, help="default: this process's accelerate device")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    add_encoder_backend_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     parser.set_defaults(handler=run)
@@ -48,12 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ...data.feature_cache import OutputLockedError, check_output, lock_output
 
-    if (args.encoder is None) == (args.model is None):
-        raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
-    if args.batch_size <= 0:
-        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
-    check_seconds_per_feature(args.seconds_per_feature)
-    check_device(args.device)
+    check_frame_encoder_arguments(args)
     check_output(args.output)
     if args.no_progress:
         from transformers.utils import logging as transformers_logging

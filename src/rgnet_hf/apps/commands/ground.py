@@ -181,6 +181,14 @@ def as_json(rankings: list[list[dict]], queries: list[str | None]) -> list[dict]
     ]
 
 
+def _print_rankings(args, rankings: list[list[dict]], queries: list, names: list[str], duration: float | None) -> int:
+    """Clip the moments to the decoded duration when it is known, then print them as a table or `--json`."""
+    if duration is not None:
+        rankings = _clip(rankings, duration)
+    print(json.dumps(as_json(rankings, queries), indent=2) if args.json else format_table(rankings, names))
+    return 0
+
+
 def _zero_shot_features(args: argparse.Namespace, encoder, seconds_per_feature: float) -> tuple:
     """The frame features of the zero-shot baseline: `--video` encoded, or its entry of a `--features` cache made
     by the same encoder at the same rate. Returns `(features (T, D), the decoded duration or None)`."""
@@ -241,13 +249,7 @@ def _run_zero_shot(args: argparse.Namespace) -> int:
         [{"start": float(s), "end": float(e), "score": float(score), "query": query} for s, e, score in rows]
         for query, rows in zip(queries, ranked)
     ]
-    if duration is not None:
-        rankings = _clip(rankings, duration)
-    if args.json:
-        print(json.dumps(as_json(rankings, queries), indent=2))
-    else:
-        print(format_table(rankings, queries))
-    return 0
+    return _print_rankings(args, rankings, queries, queries, duration)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -290,10 +292,4 @@ def run(args: argparse.Namespace) -> int:
         inputs["seconds_per_feature"] = args.seconds_per_feature
     result = pipe(inputs, top_k=args.top_k)
     rankings = result if many else [result]
-    if duration is not None:
-        rankings = _clip(rankings, duration)
-    if args.json:
-        print(json.dumps(as_json(rankings, queries), indent=2))
-    else:
-        print(format_table(rankings, names))
-    return 0
+    return _print_rankings(args, rankings, queries, names, duration)

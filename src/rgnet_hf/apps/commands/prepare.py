@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from .common import add_encoder_backend_argument, check_device, check_seconds_per_feature
+from .common import add_frame_encoder_arguments, check_frame_encoder_arguments
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,14 +26,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a .jsonl/.json/.csv/.tsv/.parquet file, a folder written by save_to_disk, or a Hub dataset id",
     )
     parser.add_argument("--videos", required=True, help="the folder of the video files (searched recursively)")
-    parser.add_argument(
-        "--encoder", default=None, help="CLIP or SigLIP Hub id or folder, e.g. openai/clip-vit-base-patch32"
-    )
-    parser.add_argument("--model", default=None, help="an RGNet folder: use its config's feature_encoder and rate")
+    add_frame_encoder_arguments(parser)
     parser.add_argument("--output", required=True, help="the prepared dataset folder to create or complete")
-    parser.add_argument(
-        "--seconds-per-feature", type=float, default=None, help="sampling interval (default: the model's, or 0.2)"
-    )
     parser.add_argument(
         "--columns",
         default=None,
@@ -49,10 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-invalid", action="store_true", help="leave rows that fail a check out (they stay in the report)"
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
-    parser.add_argument("--device", default=None, help="default: this process's accelerate device")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    add_encoder_backend_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
     return parser
@@ -67,12 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ...data.prepared import InvalidAnnotationsError, parse_split_ratios, prepare_dataset
     from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
 
-    if (args.encoder is None) == (args.model is None):
-        raise ValueError("give the encoder with --encoder (Hub id or folder) or take it from an RGNet --model")
-    if args.batch_size <= 0:
-        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
-    check_seconds_per_feature(args.seconds_per_feature)
-    check_device(args.device)
+    check_frame_encoder_arguments(args)
     # Option errors before the encoder is loaded.
     parse_column_map(args.columns)
     parse_split_ratios(args.splits)
