@@ -11,6 +11,9 @@ then, on the CPU and on CUDA when available:
   thread, ahead of the encoder);
 - `ground`: `RGNetGroundingEngine.ground` on the extracted features with one query (MAD preset, full size).
 
+`*_video_hours_per_hour` give each stage's speed as hours of video per hour of wall time, and `bound` names the
+slower of decoding and encoding (what limits the whole path). `--skip-cpu` measures CUDA only (the GPU check).
+
 The image encoder is a CLIP with the ViT-B/32 architecture (`CLIPConfig()` defaults: 224 x 224, patch 32, 12 layers,
 512-d embeddings) and the `CLIPImageProcessor` defaults, built offline with random weights: the speed of
 `openai/clip-vit-base-patch32` without downloading it (`--encoder NAME` measures a real checkpoint instead).
@@ -144,6 +147,11 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
         "extract_over_encode_only_throughput": round(encode_only_s / extract_s, 3),
         "extract_speedup_over_sequential": round(sequential_s / extract_s, 3),
         "video_seconds_per_wall_second": round(num_features * spf / extract_s, 2),
+        # hours of video per hour of wall time, for each stage alone and for the whole path
+        "decode_video_hours_per_hour": round(decoded * spf / decode_s, 1),
+        "encode_only_video_hours_per_hour": round(len(distinct) * spf / encode_only_s, 1),
+        "extract_video_hours_per_hour": round(num_features * spf / extract_s, 1),
+        "bound": "decode" if decode_s > encode_only_s else "encode",
         "ground_s_one_query": round(ground_s, 3),
         "extract_over_ground": round(extract_s / ground_s, 1),
         "two_hour_movie_extract_min_estimate": round(2 * 3600 / spf / per_second / 60, 1),
@@ -160,6 +168,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--encoder", default=None, help="a CLIP / SigLIP Hub id or folder (default: random B/32)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--skip-cpu", action="store_true", help="measure CUDA only (the GPU check)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -168,7 +177,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         video = Path(scratch) / "synthetic.mp4"
         write_video(video, args.seconds, args.fps, args.width, args.height)
-        runs.append(measure(video, "cpu", None, args))
+        if not (args.skip_cpu and torch.cuda.is_available()):
+            runs.append(measure(video, "cpu", None, args))
         if torch.cuda.is_available():
             runs.append(measure(video, "cuda", None, args))
             runs.append(measure(video, "cuda", torch.bfloat16, args))

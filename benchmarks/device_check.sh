@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
 # baseline, exact, bf16, compile), the tiled feed-forward, fast-mode accuracy on the parity fixtures, the memory
-# budget, training-step cost in fp32 and bf16.
+# budget, training-step cost in fp32 and bf16, video extraction (decode / encode / whole path, where it is bound).
 # Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
 #   benchmarks/device_check.sh            # on the GPU
 #   benchmarks/device_check.sh --cpu      # dry run on CPU at small sizes (checks the script, not the speed)
@@ -37,5 +37,7 @@ step 40 $PYTHON benchmarks/bench_engine.py --device $DEVICE --preset ego4d $EGO 
 step 15 $PYTHON benchmarks/bench_feed_forward.py --device $DEVICE >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 20 $PYTHON benchmarks/bench_fast_mode_accuracy.py --device $DEVICE --skip-synthetic >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 step 40 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
+if [ "$DEVICE" = cuda ]; then EXTRACT="--seconds 300 --width 1280 --height 720 --batch-size 256 --skip-cpu"; else EXTRACT="--seconds 4"; fi
+step 60 $PYTHON benchmarks/bench_extraction.py $EXTRACT 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
 step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 grep -h "rc=\|Error\|error" "$OUT/log.txt" | tail -20
