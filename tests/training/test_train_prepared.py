@@ -129,3 +129,19 @@ def test_a_recipe_that_contradicts_the_manifest_is_refused(prepared, tmp_path):
     recipe["model"]["video_feature_size"] = 512
     with pytest.raises(ValueError, match=r"model.video_feature_size 512 differs from the prepared data's 24"):
         train(TrainingConfig.from_dict(recipe))
+
+
+def test_a_new_model_takes_its_window_grid_from_the_data(prepared, tmp_path):
+    from rgnet_hf import RGNetForVideoGrounding
+    from rgnet_hf.training import TrainingConfig, train
+
+    # 8-second videos, 2-second moments: max(2 x 2, 8 x 2, 8 / 64) = 16 s, capped at the median video's 8 s,
+    # which is 16 features at 0.5 s per feature, stride 8.
+    layers = dict(TINY_LAYERS, max_text_length=8, top_k_windows=3)
+    train(TrainingConfig.from_dict(_recipe(prepared, tmp_path / "rule", model=layers)))
+    config = RGNetForVideoGrounding.from_pretrained(tmp_path / "rule" / "final").config
+    assert (config.window_length, config.window_stride) == (16, 8)
+
+    # A stride of the recipe's own is kept; one that does not fit the chosen window is refused.
+    with pytest.raises(ValueError, match=r"window_stride 20 is not smaller than the window chosen from the data"):
+        train(TrainingConfig.from_dict(_recipe(prepared, tmp_path / "bad", model=dict(layers, window_stride=20))))

@@ -115,10 +115,30 @@ def build_model(config: TrainingConfig, dataset=None) -> RGNetForVideoGrounding:
                         "leave it out of the recipe, it is read from the manifest"
                     )
                 overrides[name] = value
+            if "window_length" not in overrides:
+                overrides.update(_window_grid_from_data(config, dataset, overrides.get("window_stride")))
         model = RGNetForVideoGrounding(RGNetConfig.from_preset(config.preset, **overrides))
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model
+
+
+def _window_grid_from_data(config: TrainingConfig, dataset, window_stride: int | None) -> dict[str, int]:
+    """`window_length` / `window_stride` for a new model on a prepared dataset, by the rule of
+    `rgnet_hf.data.window_rule` on the training split (a recipe's own `window_stride` is kept)."""
+    from ..data.window_rule import choose_window_grid_for_split
+
+    choice = choose_window_grid_for_split(dataset[config.train_split], dataset.seconds_per_feature)
+    logger.info("window grid from the data: %s", choice.describe())
+    if window_stride is not None and window_stride >= choice.window_length:
+        raise ValueError(
+            f"model.window_stride {window_stride} is not smaller than the window chosen from the data "
+            f"({choice.window_length} features): set model.window_length too, or leave window_stride out"
+        )
+    grid = {"window_length": choice.window_length}
+    if window_stride is None:
+        grid["window_stride"] = choice.window_stride
+    return grid
 
 
 def enable_gradient_checkpointing(model: RGNetForVideoGrounding, use_reentrant: bool = False) -> None:
