@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rgnet_hf.synthetic.tiny_encoders import build_tiny_clip as _build_tiny_clip
+
 SENTENCES = [
     "a man opens the door.",
     "a woman walks into the room.",
@@ -62,64 +64,18 @@ PALETTE = [
 ]
 
 
-def _clip_tokenizer(context: int):
-    """A byte-level-free BPE in CLIP's format, built deterministically: one merge chain per word of `SENTENCES`."""
-    import re
-
-    from transformers import CLIPTokenizer
-
-    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    merges: list[tuple[str, str]] = []
-    for character in "abcdefghijklmnopqrstuvwxyz0123456789.,?!'":
-        vocab.setdefault(character, len(vocab))
-        vocab.setdefault(character + "</w>", len(vocab))
-    words = sorted({word for sentence in SENTENCES for word in re.findall(r"[a-z]+|[^a-z\s]", sentence.lower())})
-    for word in words:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        left = pieces[0]
-        for piece in pieces[1:]:
-            if (left, piece) not in merges:
-                merges.append((left, piece))
-            left = left + piece
-            vocab.setdefault(left, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context)
-
-
 def build_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
     """A random CLIP saved to `folder` (model, BPE tokenizer, image processor). Returns the folder."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    folder = Path(folder)
-    tokenizer = _clip_tokenizer(CLIP_CONTEXT)
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": CLIP_TEXT_HIDDEN,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": CLIP_CONTEXT,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": IMAGE_SIZE,
-            "patch_size": 8,
-        },
+    return _build_tiny_clip(
+        folder,
+        SENTENCES,
+        seed=seed,
+        text_hidden_size=CLIP_TEXT_HIDDEN,
+        vision_hidden_size=32,
         projection_dim=CLIP_PROJECTION_DIM,
+        context=CLIP_CONTEXT,
+        image_size=IMAGE_SIZE,
     )
-    torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-    ).save_pretrained(folder)
-    return folder
 
 
 def build_tiny_siglip(folder: str | Path, seed: int = 0) -> Path:

@@ -1,0 +1,93 @@
+"""Tiny random CLIP encoders built offline: a real `CLIPModel`, tokenizer and image processor, nothing downloaded.
+
+They stand in for `openai/clip-vit-base-patch32` where a run must stay offline and fast (the demo, tests): the
+folder loads with `load_feature_encoder(folder)` like a Hub checkpoint and is named by a model's `feature_encoder`.
+The tokenizer is CLIP's BPE on a vocabulary made from the words of the given sentences (one merge chain per word),
+so those sentences tokenise into whole words.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,?!'"
+
+
+def tiny_clip_tokenizer(sentences: Iterable[str], context: int):
+    """A `CLIPTokenizer` whose merges spell every word of `sentences` (lower case) as one token."""
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    merges: list[tuple[str, str]] = []
+    for character in _CHARACTERS:
+        vocab.setdefault(character, len(vocab))
+        vocab.setdefault(character + "</w>", len(vocab))
+    words = sorted({word for sentence in sentences for word in re.findall(r"[a-z]+|[^a-z\s]", sentence.lower())})
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        left = pieces[0]
+        for piece in pieces[1:]:
+            if (left, piece) not in merges:
+                merges.append((left, piece))
+            left = left + piece
+            vocab.setdefault(left, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context)
+
+
+def build_tiny_clip(
+    folder: str | os.PathLike,
+    sentences: Iterable[str],
+    *,
+    seed: int = 0,
+    text_hidden_size: int = 32,
+    vision_hidden_size: int = 32,
+    projection_dim: int = 24,
+    context: int = 16,
+    image_size: int = 32,
+    patch_size: int = 8,
+) -> Path:
+    """Save a random CLIP (model, BPE tokenizer, image processor) to `folder` and return it.
+
+    Feature sizes: frames and sentences `projection_dim`, tokens `text_hidden_size`; `context` tokens per sentence;
+    frames resized and cropped to `image_size` x `image_size`.
+    """
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    folder = Path(folder)
+    tokenizer = tiny_clip_tokenizer(sentences, context)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": text_hidden_size,
+            "intermediate_size": 2 * text_hidden_size,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": context,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "hidden_size": vision_hidden_size,
+            "intermediate_size": 2 * vision_hidden_size,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": image_size,
+            "patch_size": patch_size,
+        },
+        projection_dim=projection_dim,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(folder)
+    return folder
+
+
+__all__ = ["build_tiny_clip", "tiny_clip_tokenizer"]
