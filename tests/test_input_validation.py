@@ -56,7 +56,7 @@ def test_pipeline_refuses_unknown_keys(pipe, key, hint):
     with pytest.raises(ValueError, match=f"unknown input key.*'{key}'") as error:
         pipe(_inputs(**{key: 0.5}))
     message = str(error.value)
-    accepted = "seconds_per_feature, sentence_features, text, text_features, video, video_features"
+    accepted = "library, seconds_per_feature, sentence_features, text, text_features, video, video_features"
     assert f"accepted keys: {accepted}" in message
     if hint:
         assert f"did you mean '{hint}'" in message

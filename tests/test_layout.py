@@ -62,3 +62,17 @@ def test_sub_packages_do_not_reach_above_the_package():
         depth = len(path.relative_to(PACKAGE).parts) - 1
         for level, module in _imports(path):
             assert level <= depth + 1, f"{path.relative_to(PACKAGE)} imports {'.' * level}{module} above rgnet_hf"
+
+
+def test_the_flat_core_names_a_sub_package_only_for_library_inputs():
+    """The pipeline reaches `rgnet_hf.search` by name (`importlib`, on a library input), where no import statement is
+    allowed; no other flat-core module names a module of the package (a dotted `rgnet_hf.x` string)."""
+    import re
+
+    named = set()
+    for name in sorted(FLAT_CORE):
+        for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.fullmatch(r"rgnet_hf(\.\w+)+", node.value):
+                    named.add((name, node.value))
+    assert named == {("pipeline_rgnet", "rgnet_hf.search")}

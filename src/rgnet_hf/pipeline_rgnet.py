@@ -4,6 +4,7 @@ moments in seconds out."""
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from typing import Any
 
@@ -23,6 +24,46 @@ OPTIONAL_INPUT_KEYS = frozenset({"sentence_features", "seconds_per_feature"})
 # `text_features` (and `sentence_features`).
 RAW_INPUT_KEYS = {"video": "video_features", "text": "text_features"}
 ACCEPTED_INPUT_KEYS = REQUIRED_INPUT_KEYS | OPTIONAL_INPUT_KEYS | frozenset(RAW_INPUT_KEYS)
+# A library input searches every video of an index folder (`rgnet-hf index`) instead of one video.
+LIBRARY_INPUT_KEYS = frozenset({"library", "text", "text_features", "sentence_features"})
+# The library search (FAISS, the index format) lives in the installed package's `search` sub-package, which the flat
+# core never imports by statement: a model folder's copy of this file then loads without rgnet_hf, and only library
+# inputs need it (imported by name, on the first library input).
+LIBRARY_MODULE = "rgnet_hf.search"
+
+
+def _unknown_keys_message(unknown: list, accepted: frozenset) -> str:
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown input key(s) {', '.join(hints)}; accepted keys: {', '.join(sorted(accepted))}"
+
+
+def check_library_input_keys(inputs: dict) -> None:
+    """Refuse a library input with a key it does not read, or without queries (given once: text or features)."""
+    unknown = sorted(set(inputs) - LIBRARY_INPUT_KEYS, key=str)
+    if unknown:
+        one_video = [key for key in unknown if key in ACCEPTED_INPUT_KEYS]
+        if one_video:
+            raise ValueError(
+                f"a `library` input searches the index's videos and takes no {one_video[0]!r}: give either `library` "
+                "(an index folder) or one video"
+            )
+        raise ValueError(_unknown_keys_message(unknown, LIBRARY_INPUT_KEYS))
+    if "text" in inputs and ("text_features" in inputs or "sentence_features" in inputs):
+        raise ValueError("give the queries either as `text` or as `text_features` (and `sentence_features`), not both")
+    if "text" not in inputs and "text_features" not in inputs:
+        raise ValueError("a `library` input needs queries: `text` (a sentence or a list), or `text_features`")
+    text = inputs.get("text")
+    if text is not None:
+        # Checked before the feature encoder loads.
+        queries = [text] if isinstance(text, str) else text
+        if not isinstance(queries, (list, tuple)) or not queries:
+            raise ValueError(f"`text` must be a sentence or a non-empty list of sentences, got {text!r}")
+        for query in queries:
+            if not isinstance(query, str) or not query.strip():
+                raise ValueError(f"an empty query ({query!r}): give a sentence that describes the moment")
 
 
 def check_input_keys(inputs: Any) -> None:
@@ -31,15 +72,12 @@ def check_input_keys(inputs: Any) -> None:
         raise ValueError(
             f"video-grounding inputs are dicts with `video_features` and `text_features`, got {type(inputs).__name__}"
         )
+    if "library" in inputs:
+        check_library_input_keys(inputs)
+        return
     unknown = sorted(set(inputs) - ACCEPTED_INPUT_KEYS, key=str)
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), sorted(ACCEPTED_INPUT_KEYS), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(
-            f"unknown input key(s) {', '.join(hints)}; accepted keys: {', '.join(sorted(ACCEPTED_INPUT_KEYS))}"
-        )
+        raise ValueError(_unknown_keys_message(unknown, ACCEPTED_INPUT_KEYS | {"library"}))
     given = set(inputs) | {RAW_INPUT_KEYS[key] for key in inputs if key in RAW_INPUT_KEYS}
     missing = REQUIRED_INPUT_KEYS - given
     if missing:
@@ -70,6 +108,21 @@ def _queries(text_features) -> tuple[list[np.ndarray], bool]:
     if array.ndim == 3:
         return list(array), True
     return [array], False
+
+
+def _library_module():
+    """`rgnet_hf.search`, imported by name (see `LIBRARY_MODULE`), with FAISS checked; a clear error without them."""
+    try:
+        module = importlib.import_module(LIBRARY_MODULE)
+    except ImportError as error:
+        if isinstance(error, ModuleNotFoundError) and error.name and not LIBRARY_MODULE.startswith(error.name):
+            raise  # rgnet_hf is there but one of its own dependencies is not: that error names it
+        raise ImportError(
+            "`library` inputs need the rgnet_hf package with its search extra (pip install 'rgnet_hf[search]'); "
+            "a model folder's own pipeline code grounds single videos only"
+        ) from error
+    module.backends.import_faiss()  # an ImportError that says what to install
+    return module
 
 
 def _default_processor(model) -> RGNetProcessor:
@@ -104,6 +157,17 @@ class VideoGroundingPipeline(Pipeline):
          top_k=5)
     # -> [{"start": 1012.4, "end": 1016.0, "score": 1.93, "query": None}, ...] best first
     ```
+    A library (an index folder built by `rgnet-hf index`) is searched as a whole, like `rgnet-hf search`:
+    ```python
+    pipe({"library": "index/", "text": ["a man opens the door"]}, top_k=10, depth=200)
+    # -> [[{"key": "ep01", "path": "videos/ep01.mp4", "start": 61.2, "end": 66.0, "score": 0.71,
+    #       "query": "a man opens the door"}, ...]] best first, across the library's videos
+    ```
+    `depth` (segments taken from the vector index per query, 200) and `exhaustive` (score every window, False) set
+    the pre-filter; queries may also come as `text_features` with `sentence_features`. The index must have been built
+    for this model's encoder, feature rate and size. Library inputs need the installed rgnet_hf package with its
+    search extra (docs/library_search.md).
+
     With several queries in one input, the result is a list (one ranked list per query); all windows of all the
     queries of a video are batched together. A list of inputs gives a list of results.
 
@@ -147,6 +211,7 @@ class VideoGroundingPipeline(Pipeline):
         self._feature_encoder = feature_encoder
         self._feature_encoder_dtype = feature_encoder_dtype
         self.progress = progress
+        self._library_index = None  # (folder, manifest stamp, LibraryIndex) of the last library searched
 
     @property
     def feature_encoder(self):
@@ -187,21 +252,75 @@ class VideoGroundingPipeline(Pipeline):
             inputs["sentence_features"] = raw.sentence_features[0] if one else raw.sentence_features
         return inputs, raw.duration, raw.queries
 
-    def _sanitize_parameters(self, top_k: int | None = None, top_k_windows: int | None = None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        top_k: int | None = None,
+        top_k_windows: int | None = None,
+        depth: int | None = None,
+        exhaustive: bool | None = None,
+        **kwargs,
+    ):
         postprocess = {}
+        forward = {}
         if top_k is not None:
             if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
                 raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-            postprocess["top_k"] = top_k
-        forward = {}
+            postprocess["top_k"] = forward["top_k"] = top_k
         if top_k_windows is not None:
             if top_k_windows <= 0:
                 raise ValueError(f"top_k_windows must be a positive integer, got {top_k_windows!r}")
             forward["top_k_windows"] = top_k_windows
+        if depth is not None:
+            if isinstance(depth, bool) or not isinstance(depth, int) or depth <= 0:
+                raise ValueError(f"depth must be a positive integer, got {depth!r}")
+            forward["depth"] = depth
+        if exhaustive is not None:
+            if not isinstance(exhaustive, bool):
+                raise ValueError(f"exhaustive must be True or False, got {exhaustive!r}")
+            forward["exhaustive"] = exhaustive
         return {}, forward, postprocess
+
+    def _open_library(self, folder) -> Any:
+        """The `LibraryIndex` of `folder`, reopened when its manifest changed (`rgnet-hf index` added videos)."""
+        if not isinstance(folder, (str, os.PathLike)):
+            raise ValueError(f"`library` must be the path of an index folder, got {type(folder).__name__}")
+        path = os.path.abspath(os.fspath(folder))
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"library {folder}: no such index folder; build one with `rgnet-hf index`")
+        module = _library_module()
+        manifest = os.path.join(path, "manifest.json")
+        stamp = os.stat(manifest).st_mtime_ns if os.path.isfile(manifest) else None
+        cached = self._library_index
+        if cached is None or cached[:2] != (path, stamp):
+            cached = (path, stamp, module.LibraryIndex.open(path))
+            self._library_index = cached
+        return module, cached[2]
+
+    def _library_preprocess(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        module, index = self._open_library(inputs["library"])
+        index.check_fits(self.model.config)  # before any query is encoded
+        text = inputs.get("text")
+        queries = {"text": text}
+        if text is None:
+            queries = {"text_features": inputs["text_features"], "sentence_features": inputs.get("sentence_features")}
+            text_features = queries["text_features"]
+            many = isinstance(text_features, (list, tuple)) or _as_numpy(text_features).ndim == 3
+        else:
+            many = not isinstance(text, str)
+        encoder = self.feature_encoder if text is not None else None
+        return {"library": (module, index), "queries": queries, "feature_encoder": encoder, "many_queries": many}
+
+    def _library_forward(self, model_inputs, engine, top_k: int, depth: int, exhaustive: bool) -> dict[str, Any]:
+        module, index = model_inputs["library"]
+        library = module.VideoLibrary(index, self.model, engine, feature_encoder=model_inputs["feature_encoder"])
+        results = library.search(**model_inputs["queries"], top_k=top_k, depth=depth, exhaustive=exhaustive)
+        rankings = [[moment.to_dict() for moment in result.moments] for result in results]
+        return {"library_rankings": rankings, "many_queries": model_inputs["many_queries"]}
 
     def preprocess(self, inputs: dict[str, Any]) -> dict[str, Any]:
         check_input_keys(inputs)
+        if "library" in inputs:
+            return self._library_preprocess(inputs)
         seconds_per_feature = inputs.get("seconds_per_feature")
         if seconds_per_feature is not None:
             seconds_per_feature = _check_seconds_per_feature(seconds_per_feature)
@@ -245,10 +364,19 @@ class VideoGroundingPipeline(Pipeline):
             "query_names": names if names is not None else [None] * len(queries),
         }
 
-    def _forward(self, model_inputs: dict[str, Any], top_k_windows: int | None = None) -> dict[str, Any]:
+    def _forward(
+        self,
+        model_inputs: dict[str, Any],
+        top_k_windows: int | None = None,
+        top_k: int = 5,
+        depth: int = 200,
+        exhaustive: bool = False,
+    ) -> dict[str, Any]:
         engine = self.engine
         if top_k_windows is not None:
             engine = RGNetGroundingEngine(self.model, engine.memory_budget_bytes, top_k_windows=top_k_windows)
+        if "library" in model_inputs:
+            return self._library_forward(model_inputs, engine, top_k, depth, exhaustive)
         results = engine.ground(
             model_inputs["video_features"],
             model_inputs["text_features"],
@@ -260,6 +388,10 @@ class VideoGroundingPipeline(Pipeline):
         return {"results": results, **{name: model_inputs[name] for name in passed}}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int = 5):
+        if "library_rankings" in model_outputs:
+            # Already the library's top_k, clamped to each video (VideoLibrary.search).
+            ranked = model_outputs["library_rankings"]
+            return ranked if model_outputs["many_queries"] else ranked[0]
         duration = model_outputs["duration"]
         ranked = []
         for result, name in zip(model_outputs["results"], model_outputs["query_names"]):

@@ -5,6 +5,7 @@ generated video, submits without a query (an error must show), then with two que
 page and checks them against the pipeline run directly on the same inputs, plays the best moment's clip and then
 another one chosen in the list. It saves a screenshot of the page: to `$RGNET_APP_SCREENSHOT` when set (the docs'
 picture, docs/images/app.png, is made that way), else into the test's temporary folder.
+A last test searches a generated two-video library on the library page (`rgnet-hf app --index`).
 
 Nothing is downloaded: Selenium gets the system chromedriver's path, so it never runs Selenium Manager.
 """
@@ -304,3 +305,63 @@ def test_videos_beyond_the_limits_are_refused_with_a_message(served_app, browser
     message = _toast(browser, wait)
     assert "exceed the maximum allowed size of 1.0 Mb" in message and "big.mp4" in message, message
     assert not browser.find_elements(By.CSS_SELECTOR, "#rgnet-video video")
+
+
+def test_library_search_in_a_browser(browser, tmp_path):
+    """`rgnet-hf app --index`: a search over a generated two-video library shows one timeline per video with results,
+    the moments the pipeline finds, and plays the best one."""
+    import sys
+
+    import numpy as np
+
+    pytest.importorskip("faiss", reason="library search needs the search extra (faiss-cpu)")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
+    from library_utils import write_cache
+    from raw_video_utils import CLIP_PROJECTION_DIM
+
+    from rgnet_hf import RGNetForVideoGrounding
+    from rgnet_hf.apps.library_app import LibrarySearchApp
+    from rgnet_hf.search import LibraryIndex
+
+    clip = build_tiny_clip(tmp_path / "clip")
+    model = build_tiny_rgnet(tmp_path / "rgnet", clip)
+    make_test_video(tmp_path / "kitchen.mp4", colors=PALETTE[:6], seconds_per_color=2.0, fps=10)
+    make_test_video(tmp_path / "street.mp4", colors=PALETTE[:4], seconds_per_color=2.0, fps=10)
+    generator = np.random.default_rng(0)
+    videos = {
+        key: generator.normal(size=(length, CLIP_PROJECTION_DIM)) for key, length in (("kitchen", 24), ("street", 16))
+    }
+    cache = write_cache(tmp_path / "features.h5", videos, encoder=str(clip.resolve()), rate=0.5)
+    LibraryIndex.update(tmp_path / "index", [cache], RGNetForVideoGrounding.from_pretrained(model).config)
+    app = LibrarySearchApp(tmp_path / "index", model, device="cpu")
+    app.pipe.engine.top_k_windows = 100  # every window decoded: both videos get moments
+    page = launch(app, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    try:
+        wait = WebDriverWait(browser, WAIT_S)
+        browser.get(page.local_url)
+        wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "#rgnet-submit")))
+        browser.find_element(By.CSS_SELECTOR, "#rgnet-queries textarea").send_keys(QUERIES[0])
+        browser.find_element(By.CSS_SELECTOR, "#rgnet-exhaustive input").click()
+        browser.find_element(By.CSS_SELECTOR, "#rgnet-submit").click()
+        wait.until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "#rgnet-timeline .rgnet-moment")))
+        direct = app.pipe({"library": str(tmp_path / "index"), "text": QUERIES[0]}, top_k=10, exhaustive=True)
+        blocks = browser.find_elements(By.CSS_SELECTOR, "#rgnet-timeline .rgnet-video")
+        keys = [block.get_attribute("data-key") for block in blocks]
+        assert sorted(keys) == sorted({moment["key"] for moment in direct}) == ["kitchen", "street"]
+        assert keys[0] == direct[0]["key"]  # the video of the best moment first
+        on_page = {}
+        for block in blocks:
+            for bar in block.find_elements(By.CSS_SELECTOR, ".rgnet-moment"):
+                rank = int(bar.get_attribute("data-rank"))
+                assert bar.text == f"#{rank}"
+                on_page[rank] = (block.get_attribute("data-key"), float(bar.get_attribute("data-score")))
+        assert sorted(on_page) == list(range(1, len(direct) + 1))
+        for rank, moment in enumerate(direct, 1):
+            assert on_page[rank][0] == moment["key"]
+            assert on_page[rank][1] == pytest.approx(moment["score"], abs=6e-7)
+        wait.until(lambda driver: (_clip_state(driver) or {}).get("ready", 0) >= 2)
+        played = _clip_state(browser)
+        assert played["error"] is None
+        assert played["duration"] == pytest.approx(max(direct[0]["end"] - direct[0]["start"], 0.1), abs=0.25)
+    finally:
+        page.close()

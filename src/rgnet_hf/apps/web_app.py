@@ -301,6 +301,10 @@ class GroundingApp:
         self.clip_folder = Path(tempfile.mkdtemp(prefix="rgnet-app-clips-"))
         self.clips_cut = 0
 
+    def served_files(self) -> list[str]:
+        """Files the page serves by path: the example videos themselves (clips and uploads are in Gradio's cache)."""
+        return sorted({str(Path(path).resolve()) for path in self.examples})
+
     @property
     def feature_encoder(self) -> str | None:
         return getattr(self.pipe.model.config, "feature_encoder", None)
@@ -470,14 +474,15 @@ class GroundingApp:
 
 
 def launch(
-    app: GroundingApp,
+    app,
     host: str = "127.0.0.1",
     port: int | None = None,
     share: bool = False,
     block: bool = True,
     quiet: bool = False,
 ):
-    """Build the page and serve it; with `block=False` return the running `gr.Blocks` (close it with `.close()`)."""
+    """Build the page of `app` (a [`GroundingApp`] or a `LibrarySearchApp`) and serve it; with `block=False` return
+    the running `gr.Blocks` (close it with `.close()`)."""
     import gradio as gr
 
     # System fonts: the page renders the same offline and requests nothing from font services.
@@ -497,7 +502,7 @@ def launch(
         css=CSS,
         # The example files themselves, never their folders: a folder would serve every file beside an example.
         # Clips and uploads live in Gradio's own cache, which it serves without being told.
-        allowed_paths=sorted({str(Path(path).resolve()) for path in app.examples}),
+        allowed_paths=app.served_files(),
         # Gradio refuses a larger upload before storing it; `GroundingApp.check_limits` covers examples and files
         # given by path.
         max_file_size=int(app.max_upload_mb * MIB) if app.max_upload_mb is not None else None,

@@ -1,4 +1,5 @@
-"""`rgnet-hf app`: the web app (Gradio): ground sentences in a video and play the moments."""
+"""`rgnet-hf app`: the web app (Gradio): ground sentences in a video, or search a library index (`--index`), and
+play the moments."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="a saved RGNet folder or Hub id whose config names an encoder")
     parser.add_argument(
         "--examples", nargs="+", default=None, help="example videos, or folders of videos, to pick from"
+    )
+    parser.add_argument(
+        "--index",
+        default=None,
+        help="a library's index folder (`rgnet-hf index`): the page searches all its videos instead of grounding one",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
@@ -70,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     from .common import check_device, load_grounding_pipeline
 
     check_device(args.device)
+    if args.index is not None:
+        return _run_library(args)
     # The same loader as `rgnet-hf ground`: the installed classes unless --trust-remote-code.
     pipe = load_grounding_pipeline(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     app = GroundingApp(
@@ -81,5 +89,26 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         concurrency=args.concurrency,
     )
+    launch(app, args.host, args.port, args.share)
+    return 0
+
+
+def _run_library(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ...search.backends import require_faiss
+    from ...search.index import LibraryIndex
+    from ..library_app import LibrarySearchApp
+    from ..web_app import launch
+    from .common import load_grounding_pipeline
+
+    if args.examples:
+        raise ValueError("--examples and --index do not go together: the library page searches the index's videos")
+    require_faiss()
+    if not Path(args.index).is_dir():
+        raise FileNotFoundError(f"--index {args.index}: no such index folder; build one with `rgnet-hf index`")
+    LibraryIndex.open(args.index)  # a broken index fails before the model loads
+    pipe = load_grounding_pipeline(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    app = LibrarySearchApp(args.index, args.model, pipe=pipe, max_queue=args.max_queue, concurrency=args.concurrency)
     launch(app, args.host, args.port, args.share)
     return 0
