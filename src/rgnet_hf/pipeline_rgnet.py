@@ -196,6 +196,7 @@ class VideoGroundingPipeline(Pipeline):
         feature_encoder=None,
         feature_encoder_dtype: torch.dtype | None = None,
         progress: bool = True,
+        allow_truncated: bool = False,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -211,6 +212,8 @@ class VideoGroundingPipeline(Pipeline):
         self._feature_encoder = feature_encoder
         self._feature_encoder_dtype = feature_encoder_dtype
         self.progress = progress
+        # a truncated video file: an error, or (True) a warning and the features of its decoded part
+        self.allow_truncated = allow_truncated
         self._library_index = None  # (folder, manifest stamp, LibraryIndex) of the last library searched
 
     @property
@@ -243,6 +246,7 @@ class VideoGroundingPipeline(Pipeline):
             seconds_per_feature=seconds_per_feature,
             lowercase=self.model.config.dataset_name == "ego4d",
             progress=self.progress,
+            allow_truncated=self.allow_truncated,
         )
         if raw.video_features is not None:
             inputs["video_features"] = raw.video_features

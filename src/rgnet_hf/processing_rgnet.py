@@ -105,10 +105,17 @@ class RGNetProcessor(ProcessorMixin):
             self._video_cache = None
         self._feature_encoder = encoder
 
-    def encode_video(self, video: str | os.PathLike, seconds_per_feature: float | None = None, progress: bool = False):
+    def encode_video(
+        self,
+        video: str | os.PathLike,
+        seconds_per_feature: float | None = None,
+        progress: bool = False,
+        allow_truncated: bool = False,
+    ):
         """Decode and encode a video file at `1 / seconds_per_feature` features per second (the feature extractor's
         rate by default) -> [`EncodedVideo`]. The last video is kept: asking again for the same unchanged file, rate
-        and encoder reuses it."""
+        and encoder reuses it. A truncated file is an error, or with `allow_truncated=True` a `TruncatedVideoWarning`
+        and the features of its decoded part (`EncodedVideo.declared_duration` then holds the container's claim)."""
         from .windowing import _check_seconds_per_feature
 
         if not isinstance(video, (str, os.PathLike)):
@@ -127,10 +134,19 @@ class RGNetProcessor(ProcessorMixin):
         stat = os.stat(path)
         encoder = self.feature_encoder
         key = (path, stat.st_mtime_ns, stat.st_size, float(seconds_per_feature), encoder.name, str(encoder.dtype))
+        key += (bool(allow_truncated),)
         if self._video_cache is None or self._video_cache[0] != key:
             self._video_cache = None  # free the previous video's features before encoding the next
-            self._video_cache = (key, encoder.encode_video(path, seconds_per_feature, progress=progress))
+            encoded = encoder.encode_video(
+                path, seconds_per_feature, progress=progress, allow_truncated=allow_truncated
+            )
+            self._video_cache = (key, encoded)
         return self._video_cache[1]
+
+    @property
+    def last_encoded_video(self):
+        """The [`EncodedVideo`] of the last `encode_video` call (kept for reuse), or None."""
+        return None if self._video_cache is None else self._video_cache[1]
 
     def encode_queries(self, text: str | list[str], lowercase: bool = False) -> RGNetRawInputs:
         """Query sentences -> normalised token features (unpadded) and sentence features, in one forward pass.
@@ -156,6 +172,7 @@ class RGNetProcessor(ProcessorMixin):
         seconds_per_feature: float | None = None,
         lowercase: bool = False,
         progress: bool = False,
+        allow_truncated: bool = False,
     ) -> RGNetRawInputs:
         """A video file and / or query sentences -> [`RGNetRawInputs`] (see [`RGNetProcessor.encode_video`] and
         [`RGNetProcessor.encode_queries`])."""
@@ -163,7 +180,7 @@ class RGNetProcessor(ProcessorMixin):
             raise ValueError("give a `video` file, query `text`, or both")
         inputs = self.encode_queries(text, lowercase=lowercase) if text is not None else RGNetRawInputs()
         if video is not None:
-            encoded = self.encode_video(video, seconds_per_feature, progress=progress)
+            encoded = self.encode_video(video, seconds_per_feature, progress=progress, allow_truncated=allow_truncated)
             inputs.video_features, inputs.duration = encoded.features, encoded.duration
         return inputs
 

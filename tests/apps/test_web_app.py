@@ -235,3 +235,26 @@ def test_new_queries_on_the_same_video_reuse_its_features(model_folders, video, 
     app.ground(str(video), "a man opens the door.", 2)
     app.ground(str(video), "a dog runs across the park.\nhe closes the window slowly.", 2)
     assert len(calls) == 1
+
+
+def test_a_truncated_upload_is_refused_unless_the_app_allows_it(model_folders, tmp_path):
+    from rgnet_hf.video_decoding import TruncatedVideoWarning
+
+    whole = make_test_video(tmp_path / "whole.mkv", PALETTE, seconds_per_color=2.0, fps=5)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    strict = GroundingApp(model_folders["with_encoder"], device="cpu")
+    with pytest.raises(ValueError, match="is truncated: its container declares 20.0 s"):
+        strict.ground(str(cut), "a man opens the door.")
+
+    lenient = GroundingApp(model_folders["with_encoder"], device="cpu", allow_truncated=True)
+    with pytest.warns(TruncatedVideoWarning):
+        result = lenient.ground(str(cut), "a man opens the door.")
+    assert result.declared_duration == pytest.approx(20.0) and result.duration < 19.0
+    assert all(moment["end"] <= result.duration + 1e-6 for moment in result.rankings[0])
+    _, _, _, status, _ = lenient.submit(str(cut), "a man opens the door.", 3)
+    assert "The file is truncated: its container declares 20.0 s" in status
+    assert f"grounded in a {result.duration:.1f} s video" in status
+    # A whole file after the truncated one is grounded on its own length, with no note.
+    assert lenient.ground(str(whole), "a man opens the door.").declared_duration is None

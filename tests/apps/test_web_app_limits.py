@@ -150,7 +150,8 @@ def test_cli_passes_the_limits_to_the_app(monkeypatch):
 
     monkeypatch.setattr(common, "load_grounding_pipeline", lambda *args, **kwargs: "a pipeline")
     arguments = ["app", "--model", "m", "--max-upload-mb", "50", "--max-video-minutes", "30.5"]
-    assert main([*arguments, "--max-queue", "4", "--concurrency", "2"]) == 0
+    assert main([*arguments, "--max-queue", "4", "--concurrency", "2", "--allow-truncated"]) == 0
+    assert seen["allow_truncated"] is True
     assert (seen["max_upload_mb"], seen["max_video_minutes"], seen["max_queue"], seen["concurrency"]) == (
         50.0,
         30.5,

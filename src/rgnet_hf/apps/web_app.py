@@ -60,6 +60,7 @@ class GroundingResult:
     duration: float
     queries: list[str]
     rankings: list[list[dict[str, Any]]] = field(default_factory=list)
+    declared_duration: float | None = None  # set for a truncated file grounded with `allow_truncated`
 
     def moment_choices(self) -> list[tuple[str, str]]:
         """`(label, "query_index:rank_index")` for every moment, in query then rank order."""
@@ -279,6 +280,7 @@ class GroundingApp:
         max_video_minutes: float | None = DEFAULT_MAX_VIDEO_MINUTES,
         max_queue: int | None = DEFAULT_MAX_QUEUE,
         concurrency: int = 1,
+        allow_truncated: bool = False,
     ):
         # Checked before the model loads: a bad limit fails at once.
         self.max_upload_mb = _positive_limit("max_upload_mb", max_upload_mb)
@@ -296,6 +298,8 @@ class GroundingApp:
 
             pipe = pipeline("video-grounding", model=str(model), device=device)
         self.pipe = pipe
+        self.allow_truncated = bool(allow_truncated)
+        self.pipe.allow_truncated = self.allow_truncated
         self.model_name = str(model) if model is not None else getattr(pipe.model, "name_or_path", "model")
         self.examples = example_videos(examples)
         self.clip_folder = Path(tempfile.mkdtemp(prefix="rgnet-app-clips-"))
@@ -336,6 +340,10 @@ class GroundingApp:
         rankings = self.pipe({"video": video, "text": queries}, top_k=top_k)
         if len(rankings) != len(queries):
             raise RuntimeError(f"the pipeline answered {len(rankings)} queries for {len(queries)}")
+        encoded = getattr(getattr(self.pipe, "processor", None), "last_encoded_video", None)
+        if encoded is not None and encoded.declared_duration is not None:
+            # a truncated file grounded on request: everything is on the decoded length
+            return GroundingResult(video, encoded.duration, queries, rankings, encoded.declared_duration)
         # The pipeline clips moments to the decoded length, which a container's declared duration may undercut.
         last_end = max((moment["end"] for moments in rankings for moment in moments), default=0.0)
         duration = max(duration or 0.0, last_end)
@@ -397,6 +405,11 @@ class GroundingApp:
             raise gr.Error(str(error), print_exception=False) from error
         count = len(result.queries)
         status = f"{count} {'query' if count == 1 else 'queries'} grounded in a {result.duration:.1f} s video."
+        if result.declared_duration is not None:
+            status += (
+                f" The file is truncated: its container declares {result.declared_duration:.1f} s, its frames stop "
+                f"at {result.duration:.1f} s, and only the decoded part was grounded."
+            )
         dropdown = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, interactive=True)
         return render_timeline(result), dropdown, clip, status, result
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import ALLOW_TRUNCATED_HELP
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("app", help="a web app: ground sentences in a video and play the moments (Gradio)")
@@ -48,6 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--concurrency", type=_positive(int), default=1, help="how many videos are grounded at once (default: 1)"
     )
+    parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     parser.set_defaults(handler=run)
     return parser
 
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         max_video_minutes=args.max_video_minutes,
         max_queue=args.max_queue,
         concurrency=args.concurrency,
+        allow_truncated=args.allow_truncated,
     )
     launch(app, args.host, args.port, args.share)
     return 0
