@@ -118,3 +118,26 @@ def _both_allowed(path, pool):
         )
     )
     return sequential, parallel, seq_report, par_report
+
+
+def test_extraction_features_equal_with_workers(tmp_path):
+    from raw_video_utils import build_tiny_clip
+
+    from rgnet_hf.video_text_encoders import load_feature_encoder
+
+    path = _write(tmp_path / "video.mp4", [i / 25 for i in range(60)])
+    encoder = load_feature_encoder(str(build_tiny_clip(tmp_path / "clip")), device="cpu", batch_size=4)
+    one = encoder.encode_video(path, 0.2, progress=False)
+    encoder.decode_workers = 2
+    # Segments of 8 s would not split this 2.4 s file: force short ones through the module default.
+    import rgnet_hf.video_decoding as decoding
+
+    default, decoding.MIN_SEGMENT_SECONDS = decoding.MIN_SEGMENT_SECONDS, 0.5
+    try:
+        two = encoder.encode_video(path, 0.2, progress=False)
+    finally:
+        decoding.MIN_SEGMENT_SECONDS = default
+        encoder._decode_pool.shutdown()
+    assert two.features.shape == one.features.shape == (12, encoder.video_feature_size)
+    np.testing.assert_allclose(two.features, one.features, atol=1e-6, rtol=0)
+    assert two.duration == one.duration

@@ -341,6 +341,7 @@ def _decode_segment(
     try:
         stream = container.streams.video[0]
         time_base = stream.time_base
+        stream.thread_count = 1  # the processes are the parallelism; decoder threads would only oversubscribe
         if not is_first:
             container.seek(start_pts, stream=stream, backward=True, any_frame=False)
         kept: list[tuple[float, Any, float | None]] = []
@@ -411,16 +412,18 @@ def iter_sampled_frames_parallel(
     *,
     workers: int = 2,
     executor: Any = None,
-    min_segment_seconds: float = MIN_SEGMENT_SECONDS,
+    min_segment_seconds: float | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """[`iter_sampled_frames`] with the decoding split at keyframes over `workers` processes: the same indices,
     frames, `report` and errors. At most `2 * workers` segments are in flight, so memory stays bounded by the segment
     length, not the video's. `executor` (a `concurrent.futures` process pool) can be shared across videos; without
-    it one is started for this call. Falls back to the sequential decoder for `workers <= 1`, a file without keyframe
+    it one is started for this call. Segments last at least `min_segment_seconds` (default
+    `MIN_SEGMENT_SECONDS`). Falls back to the sequential decoder for `workers <= 1`, a file without keyframe
     timestamps, or one too short for two segments."""
     if not seconds_per_feature > 0:
         raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
     path = os.fspath(path)
+    min_segment_seconds = MIN_SEGMENT_SECONDS if min_segment_seconds is None else min_segment_seconds
     declared = _declared_duration(path)
     plan = _keyframe_plan(path) if workers > 1 else None
     segments = _segments(plan[0], plan[2], plan[1], min_segment_seconds) if plan is not None else []
