@@ -141,3 +141,24 @@ def test_extraction_features_equal_with_workers(tmp_path):
     assert two.features.shape == one.features.shape == (12, encoder.video_feature_size)
     np.testing.assert_allclose(two.features, one.features, atol=1e-6, rtol=0)
     assert two.duration == one.duration
+
+
+def test_extract_command_decode_workers(tmp_path, capsys, monkeypatch):
+    import h5py
+    from raw_video_utils import build_tiny_clip
+
+    import rgnet_hf.video_decoding as decoding
+    from rgnet_hf.apps.cli import main as cli_main
+
+    monkeypatch.setattr(decoding, "MIN_SEGMENT_SECONDS", 0.5)  # split this 2.4 s file into segments
+    video = _write(tmp_path / "clip.mp4", [i / 25 for i in range(60)])
+    clip = str(build_tiny_clip(tmp_path / "clip"))
+    base = ["extract", "--video", str(video), "--encoder", clip, "--no-progress", "--seconds-per-feature", "0.2"]
+    assert cli_main(base + ["--output", str(tmp_path / "one.h5")]) == 0
+    assert cli_main(base + ["--output", str(tmp_path / "two.h5"), "--decode-workers", "2"]) == 0
+    with h5py.File(tmp_path / "one.h5", "r") as one, h5py.File(tmp_path / "two.h5", "r") as two:
+        assert one["clip"].shape == two["clip"].shape == (12, one["clip"].shape[1])
+        np.testing.assert_allclose(two["clip"][()], one["clip"][()], atol=1e-6, rtol=0)
+    capsys.readouterr()
+    assert cli_main(base + ["--output", str(tmp_path / "bad.h5"), "--decode-workers", "0"]) == 2
+    assert "--decode-workers" in capsys.readouterr().err
