@@ -162,3 +162,22 @@ def test_extract_command_decode_workers(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert cli_main(base + ["--output", str(tmp_path / "bad.h5"), "--decode-workers", "0"]) == 2
     assert "--decode-workers" in capsys.readouterr().err
+
+
+def test_ground_command_decode_workers(tmp_path, capsys, monkeypatch):
+    from raw_video_utils import build_tiny_clip, build_tiny_rgnet
+
+    import rgnet_hf.video_decoding as decoding
+    from rgnet_hf.apps.cli import main as cli_main
+
+    monkeypatch.setattr(decoding, "MIN_SEGMENT_SECONDS", 0.5)
+    video = _write(tmp_path / "clip.mp4", [i / 25 for i in range(60)])
+    model = build_tiny_rgnet(tmp_path / "rgnet", build_tiny_clip(tmp_path / "clip"))
+    base = ["ground", "--model", str(model), "--video", str(video), "--query", "a door", "--no-progress"]
+    capsys.readouterr()
+    assert cli_main(base) == 0
+    one = capsys.readouterr().out
+    assert cli_main(base + ["--decode-workers", "2"]) == 0
+    assert capsys.readouterr().out == one
+    assert cli_main(base + ["--decode-workers", "0"]) == 2
+    assert "--decode-workers" in capsys.readouterr().err

@@ -103,6 +103,12 @@ def add_frame_encoder_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
     parser.add_argument("--device", default=None, help="default: this process's accelerate device")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_decode_workers_argument(parser)
+    add_encoder_backend_argument(parser)
+
+
+def add_decode_workers_argument(parser) -> None:
+    """`--decode-workers`: processes that decode a video file (`VideoTextEncoder.decode_workers`)."""
     parser.add_argument(
         "--decode-workers",
         type=int,
@@ -110,7 +116,6 @@ def add_frame_encoder_arguments(parser) -> None:
         help="processes that decode each video's keyframe segments in parallel (same features as 1; a file without "
         "keyframe timestamps or under two segments long is decoded by one)",
     )
-    add_encoder_backend_argument(parser)
 
 
 def check_frame_encoder_arguments(args) -> None:
