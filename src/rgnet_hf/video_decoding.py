@@ -9,6 +9,12 @@ variable-frame-rate files are sampled at the right moments; a frame rate below t
 
 **Orientation.** Frames are turned upright with the display-matrix rotation the container carries (phone videos).
 
+**Parallel decoding.** [`iter_sampled_frames_parallel`] cuts the timeline at keyframes (found by demuxing, without
+decoding) into segments of a few seconds, decodes them in worker processes and yields exactly what
+[`iter_sampled_frames`] yields: each worker starts at its segment's keyframe, keeps the frames whose time falls in its
+segment, decodes one frame past the end to know how long its last frame stays on screen, and converts only the frames
+a feature samples. Files without keyframe timestamps or too short to split fall back to the sequential path.
+
 **Memory.** Frames are decoded one at a time; the sampler holds the frame on screen and converts a frame to an array
 only when a feature needs it, so memory does not grow with the video's length (the caller batches what it receives).
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +43,7 @@ __all__ = [
     "sample_frames",
     "iter_sampled_frames",
     "num_features",
+    "iter_sampled_frames_parallel",
 ]
 
 
@@ -273,3 +281,205 @@ def _container_duration(container, stream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     return container.duration / 1_000_000 if container.duration is not None else None
+
+
+# Parallel decoding --------------------------------------------------------------------------------------------------
+
+# Segments are at least this long (seconds) so that a worker's start-up seek and one frame decoded past the end stay
+# small next to the segment, and short enough that a few in flight hold little memory.
+MIN_SEGMENT_SECONDS = 8.0
+
+
+def _first_index(time: float, seconds_per_feature: float) -> int:
+    """How many sample times `i * spf` lie strictly before `time - 1e-9`: the sequential sampler's comparison."""
+    index = max(0, math.ceil((time - 1e-9) / seconds_per_feature) - 1)
+    while index * seconds_per_feature < time - 1e-9:
+        index += 1
+    while index > 0 and (index - 1) * seconds_per_feature >= time - 1e-9:
+        index -= 1
+    return index
+
+
+def _keyframe_plan(path: str) -> tuple[list[int], float, Any] | None:
+    """Keyframe pts (sorted, unique), the first decoded frame's time and the stream's time base; None when the file
+    cannot be split (a packet without pts, no keyframe index)."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        time_base = stream.time_base
+        if time_base is None or not stream.average_rate:
+            return None
+        keyframes = set()
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the flush packet at the end
+            if packet.pts is None:
+                return None
+            if packet.is_keyframe:
+                keyframes.add(packet.pts)
+    finally:
+        container.close()
+    first_time = None
+    for time, _, _ in decode_frames(path):
+        first_time = time
+        break
+    if first_time is None or not keyframes:
+        return None
+    return sorted(keyframes), first_time, time_base
+
+
+def _decode_segment(
+    path: str, start_pts: int, stop_pts: int | None, first_time: float, seconds_per_feature: float, is_first: bool
+) -> dict:
+    """Decode the frames whose pts lie in `[start_pts, stop_pts)` (from the keyframe at `start_pts`) and sample them.
+
+    Returns `runs`: `(first_index, stop_index, (H, W, 3) uint8)` for each sampled frame, in order (the last frame's
+    stop is None when `stop_pts` is None: the caller ends the video); `next_time` (the first frame time past the
+    segment, None at the end); `last_time`, `last_duration`, `previous_time` (the last kept frame, its duration and
+    the frame before it in the segment, for the end of the video); `num_decoded_frames`."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        time_base = stream.time_base
+        stream.thread_count = 1  # the processes are the parallelism; decoder threads would only oversubscribe
+        if not is_first:
+            container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+        kept: list[tuple[float, Any, float | None]] = []
+        next_time = None
+        decoded = 0
+        for frame in _frames_of(container, stream, path):
+            if frame.pts is None:
+                raise VideoDecodingError(f"{path}: a frame without a timestamp; decode it with one worker")
+            if not is_first and frame.pts < start_pts:
+                continue  # leading frames of an open GOP belong to the previous segment
+            time = float(frame.pts * time_base) - first_time
+            if stop_pts is not None and frame.pts >= stop_pts:
+                if not kept or time > kept[-1][0]:
+                    next_time = time
+                    break
+                continue
+            decoded += 1
+            if kept and time <= kept[-1][0]:
+                continue  # broken timestamps: dropped as the sequential sampler drops them
+            duration = float(frame.duration * time_base) if frame.duration else None
+            kept.append((time, frame, duration))
+    finally:
+        container.close()
+    runs = []
+    for position, (time, frame, _) in enumerate(kept):
+        begin = 0 if is_first and position == 0 else _first_index(time, seconds_per_feature)
+        if position + 1 < len(kept):
+            stop = _first_index(kept[position + 1][0], seconds_per_feature)
+        elif next_time is not None:
+            stop = _first_index(next_time, seconds_per_feature)
+        else:
+            stop = None
+        if stop is None or stop > begin:
+            runs.append((begin, stop, _to_rgb(frame)))
+    return {
+        "runs": runs,
+        "next_time": next_time,
+        "last_time": kept[-1][0] if kept else None,
+        "last_duration": kept[-1][2] if kept else None,
+        "previous_time": kept[-2][0] if len(kept) > 1 else None,
+        "num_decoded_frames": decoded,
+    }
+
+
+def _segments(keyframes: list[int], time_base: Any, first_time: float, min_seconds: float) -> list[tuple[int, int]]:
+    """`(start_pts, stop_pts or None)` segments that start at keyframes and last at least `min_seconds`."""
+    starts = [keyframes[0]]
+    for pts in keyframes[1:]:
+        if float(pts * time_base) - float(starts[-1] * time_base) >= min_seconds:
+            starts.append(pts)
+    return [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
+
+
+def _pool(workers: int):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork would copy a parent holding threads (the encoder's producer, torch's pools); forkserver/spawn start clean.
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+
+
+def iter_sampled_frames_parallel(
+    path: str | os.PathLike,
+    seconds_per_feature: float,
+    report: dict | None = None,
+    allow_truncated: bool = False,
+    *,
+    workers: int = 2,
+    executor: Any = None,
+    min_segment_seconds: float | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """[`iter_sampled_frames`] with the decoding split at keyframes over `workers` processes: the same indices,
+    frames, `report` and errors. At most `2 * workers` segments are in flight, so memory stays bounded by the segment
+    length, not the video's. `executor` (a `concurrent.futures` process pool) can be shared across videos; without
+    it one is started for this call. Segments last at least `min_segment_seconds` (default
+    `MIN_SEGMENT_SECONDS`). Falls back to the sequential decoder for `workers <= 1`, a file without keyframe
+    timestamps, or one too short for two segments."""
+    if not seconds_per_feature > 0:
+        raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
+    path = os.fspath(path)
+    min_segment_seconds = MIN_SEGMENT_SECONDS if min_segment_seconds is None else min_segment_seconds
+    declared = _declared_duration(path)
+    plan = _keyframe_plan(path) if workers > 1 else None
+    segments = _segments(plan[0], plan[2], plan[1], min_segment_seconds) if plan is not None else []
+    if len(segments) < 2:
+        yield from iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
+        return
+    _, first_time, _ = plan
+    report = report if report is not None else {}
+    own = executor is None
+    executor = _pool(workers) if own else executor
+    pending: deque = deque()
+    try:
+        jobs = iter(enumerate(segments))
+
+        def submit() -> bool:
+            for number, (start, stop) in jobs:
+                args = (path, start, stop, first_time, seconds_per_feature, number == 0)
+                pending.append(executor.submit(_decode_segment, *args))
+                return True
+            return False
+
+        while len(pending) < 2 * workers and submit():
+            pass
+        index = decoded = 0
+        last_time = previous_time = last_duration = None
+        while pending:
+            result = pending.popleft().result()
+            submit()
+            decoded += result["num_decoded_frames"]
+            if result["last_time"] is not None:
+                previous_time = result["previous_time"] if result["previous_time"] is not None else last_time
+                last_time, last_duration = result["last_time"], result["last_duration"]
+            for begin, stop, rgb in result["runs"]:
+                if stop is None:  # the video's last frame: on screen for its duration
+                    step = last_duration or (last_time - previous_time if previous_time is not None else None)
+                    end = last_time + (step or seconds_per_feature)
+                    stop = _first_index(end, seconds_per_feature)
+                    report["duration"] = end
+                for index in range(begin, stop):
+                    yield index, rgb
+                index = stop
+        if "duration" not in report:
+            raise VideoDecodingError(f"{path} has no video frames")
+        report.update(num_decoded_frames=decoded, num_features=index)
+    finally:
+        for future in pending:
+            future.cancel()
+        if own:
+            executor.shutdown(wait=True, cancel_futures=True)
+    decoded_end = report.get("duration")
+    if declared is not None and decoded_end is not None and declared - decoded_end > max(1.0, 0.02 * declared):
+        message = f"{path} is truncated: its container declares {declared:.1f} s but its frames stop at "
+        if not allow_truncated:
+            raise VideoDecodingError(
+                f"{message}{decoded_end:.1f} s (an interrupted download or copy?); fetch or copy the file again, or "
+                "allow a truncated file explicitly (--allow-truncated) to use the decoded part"
+            )
+        report.update(truncated=True, declared_duration=declared)
+        warnings.warn(f"{message}{decoded_end:.1f} s; using the {decoded_end:.1f} s decoded", TruncatedVideoWarning, 2)

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .video_decoding import VideoDecodingError, iter_sampled_frames, probe_video
+from .video_decoding import VideoDecodingError, _pool, iter_sampled_frames, iter_sampled_frames_parallel, probe_video
 
 __all__ = [
     "FeatureEncoderError",
@@ -174,6 +174,10 @@ class VideoTextEncoder:
         self.backend = check_encoder_backend(backend)
         # Built now, not at the first frame: a missing package or a failed export is reported before any decoding.
         self._onnx = None if self.backend == "pytorch" else _OnnxImageEncoder(self.model, self.backend, onnx_cache_dir)
+        # Processes that decode a video's keyframe segments in parallel (1: decode in the producer thread); the pool
+        # starts at the first video and serves every later one.
+        self.decode_workers = 1
+        self._decode_pool = None
 
     @classmethod
     def from_pretrained(
@@ -345,8 +349,21 @@ class VideoTextEncoder:
         info = probe_video(path)
         total = math.ceil(info.duration / seconds_per_feature) if info.duration else None
         report: dict = {}
+        if self.decode_workers > 1:
+            if self._decode_pool is None:
+                self._decode_pool = _pool(self.decode_workers)
+            frames = iter_sampled_frames_parallel(
+                path,
+                seconds_per_feature,
+                report,
+                allow_truncated,
+                workers=self.decode_workers,
+                executor=self._decode_pool,
+            )
+        else:
+            frames = iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
         features = self.encode_frames(
-            iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated),
+            frames,
             total=total,
             progress=progress,
             description=f"encoding {os.path.basename(os.fspath(path))}",

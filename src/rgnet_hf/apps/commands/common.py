@@ -103,7 +103,19 @@ def add_frame_encoder_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
     parser.add_argument("--device", default=None, help="default: this process's accelerate device")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_decode_workers_argument(parser)
     add_encoder_backend_argument(parser)
+
+
+def add_decode_workers_argument(parser) -> None:
+    """`--decode-workers`: processes that decode a video file (`VideoTextEncoder.decode_workers`)."""
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        default=1,
+        help="processes that decode each video's keyframe segments in parallel (same features as 1; a file without "
+        "keyframe timestamps or under two segments long is decoded by one)",
+    )
 
 
 def check_frame_encoder_arguments(args) -> None:
@@ -114,6 +126,8 @@ def check_frame_encoder_arguments(args) -> None:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
+    if args.decode_workers < 1:
+        raise ValueError(f"--decode-workers must be >= 1, got {args.decode_workers}")
 
 
 def add_encoder_backend_argument(parser) -> None:

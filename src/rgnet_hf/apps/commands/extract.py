@@ -90,6 +90,7 @@ def _run_locked(args: argparse.Namespace, state) -> int:
         encoder = load_feature_encoder(
             args.encoder, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
         )
+    encoder.decode_workers = args.decode_workers
     try:
         report = extract_video_features(
             encoder,

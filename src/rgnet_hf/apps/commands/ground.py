@@ -10,6 +10,7 @@ from pathlib import Path
 from .common import (
     ALLOW_TRUNCATED_HELP,
     FEATURE_SUFFIXES,
+    add_decode_workers_argument,
     add_encoder_backend_argument,
     check_device,
     check_seconds_per_feature,
@@ -57,6 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar while a video is encoded")
     parser.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
     add_encoder_backend_argument(parser)
+    add_decode_workers_argument(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -71,6 +73,8 @@ def _video_inputs(args: argparse.Namespace, pipe) -> tuple[dict, float | None]:
             raise ValueError("give --video (a video file or a feature file) or --features")
         if video_is_features:
             return {"video_features": load_array(args.video, args.video_key)}, None
+        if args.decode_workers > 1:
+            pipe.feature_encoder.decode_workers = args.decode_workers
         if args.allow_truncated:
             # Encoded here, not by the pipeline, so that a truncated file is decoded as far as it goes.
             encoded = pipe.feature_encoder.encode_video(
@@ -197,6 +201,7 @@ def _zero_shot_features(args: argparse.Namespace, encoder, seconds_per_feature: 
     if args.features is None:
         if args.video is None or Path(args.video).suffix.lower() in FEATURE_SUFFIXES:
             raise ValueError("--zero-shot needs --video VIDEO_FILE (or its --features cache of --encoder)")
+        encoder.decode_workers = args.decode_workers
         encoded = encoder.encode_video(
             args.video, seconds_per_feature, progress=not args.no_progress, allow_truncated=args.allow_truncated
         )
@@ -260,6 +265,8 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be > 0, got {args.top_k}")
     check_seconds_per_feature(args.seconds_per_feature)
+    if args.decode_workers < 1:
+        raise ValueError(f"--decode-workers must be >= 1, got {args.decode_workers}")
     if args.zero_shot:
         check_device(args.device)
         return _run_zero_shot(args)

@@ -77,16 +77,20 @@ def run(args: argparse.Namespace) -> int:
         seconds_per_feature = config.seconds_per_feature
 
         def encoder():
-            return feature_encoder_for_model(
+            built = feature_encoder_for_model(
                 config, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
             )
+            built.decode_workers = args.decode_workers
+            return built
 
     else:
 
         def encoder():
-            return load_feature_encoder(
+            built = load_feature_encoder(
                 args.encoder, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
             )
+            built.decode_workers = args.decode_workers
+            return built
 
     try:
         result = prepare_dataset(

@@ -1,0 +1,183 @@
+"""The parallel sampled-frame decoder yields exactly what the sequential one yields."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from rgnet_hf.video_decoding import (  # noqa: E402
+    VideoDecodingError,
+    _keyframe_plan,
+    _pool,
+    _segments,
+    iter_sampled_frames,
+    iter_sampled_frames_parallel,
+)
+
+
+def _write(path: Path, frame_times: list[float], *, gop: int = 6, bframes: int = 2, size=(48, 32)) -> Path:
+    """An h264 mp4 whose every frame differs (a moving gradient), keyframes every `gop` frames, with B-frames."""
+    width, height = size
+    time_base = Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = time_base
+        stream.options = {"crf": "18", "g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0"}
+        for number, time in enumerate(frame_times):
+            image = np.zeros((height, width, 3), dtype=np.uint8)
+            image[:, :, 0] = (np.arange(width)[None, :] * 5 + number * 7) % 256
+            image[:, :, 1] = (number * 13) % 256
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = int(round(time / time_base))
+            frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pool():
+    executor = _pool(2)
+    yield executor
+    executor.shutdown()
+
+
+def _both(path, spf, pool, min_segment_seconds=0.5):
+    seq_report, par_report = {}, {}
+    sequential = [(i, rgb.copy()) for i, rgb in iter_sampled_frames(path, spf, report=seq_report)]
+    parallel = list(
+        iter_sampled_frames_parallel(
+            path, spf, report=par_report, workers=2, executor=pool, min_segment_seconds=min_segment_seconds
+        )
+    )
+    return sequential, parallel, seq_report, par_report
+
+
+def _assert_same(sequential, parallel, seq_report, par_report):
+    assert [i for i, _ in parallel] == [i for i, _ in sequential]
+    for (_, a), (_, b) in zip(sequential, parallel):
+        np.testing.assert_array_equal(a, b)
+    assert par_report == seq_report
+
+
+@pytest.mark.parametrize("spf", [0.2, 0.08, 0.5])
+def test_constant_rate_same_frames_and_report(tmp_path, pool, spf):
+    path = _write(tmp_path / "cfr.mp4", [i / 25 for i in range(75)])
+    keyframes, _, _ = _keyframe_plan(str(path))
+    assert len(_segments(keyframes, Fraction(1, 1000), 0.0, 0.5)) >= 3  # really split
+    _assert_same(*_both(path, spf, pool))
+
+
+def test_variable_rate_same_frames(tmp_path, pool):
+    rng = np.random.default_rng(0)
+    times = np.cumsum(rng.uniform(0.04, 0.2, size=60))
+    times = [0.0] + [float(round(t, 3)) for t in times]
+    path = _write(tmp_path / "vfr.mp4", times, gop=5)
+    _assert_same(*_both(path, 0.1, pool, min_segment_seconds=0.3))
+
+
+def test_sampling_points_on_segment_boundaries(tmp_path, pool):
+    # Keyframes every 5 frames at 25 fps: every 0.2 s, so with spf 0.2 every segment starts on a sample time.
+    path = _write(tmp_path / "edge.mp4", [i / 25 for i in range(50)], gop=5, bframes=0)
+    _assert_same(*_both(path, 0.2, pool, min_segment_seconds=0.2))
+    _assert_same(*_both(path, 0.04, pool, min_segment_seconds=0.2))
+
+
+def test_short_file_falls_back(tmp_path, pool):
+    path = _write(tmp_path / "short.mp4", [i / 25 for i in range(10)], gop=50)
+    _assert_same(*_both(path, 0.1, pool, min_segment_seconds=8.0))
+
+
+def test_truncated_file_still_refused(tmp_path, pool):
+    whole = _write(tmp_path / "whole.mkv", [i / 25 for i in range(100)], bframes=0)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    with pytest.raises(VideoDecodingError, match="truncated"):
+        list(iter_sampled_frames(cut, 0.2))
+    with pytest.raises(VideoDecodingError, match="truncated"):
+        list(iter_sampled_frames_parallel(cut, 0.2, workers=2, executor=pool, min_segment_seconds=0.2))
+    # Allowed explicitly, both give the decoded part with the same report.
+    with pytest.warns(UserWarning, match="truncated"):
+        _assert_same(*_both_allowed(cut, pool))
+
+
+def _both_allowed(path, pool):
+    seq_report, par_report = {}, {}
+    sequential = [(i, rgb.copy()) for i, rgb in iter_sampled_frames(path, 0.2, seq_report, allow_truncated=True)]
+    parallel = list(
+        iter_sampled_frames_parallel(
+            path, 0.2, par_report, allow_truncated=True, workers=2, executor=pool, min_segment_seconds=0.2
+        )
+    )
+    return sequential, parallel, seq_report, par_report
+
+
+def test_extraction_features_equal_with_workers(tmp_path):
+    from raw_video_utils import build_tiny_clip
+
+    from rgnet_hf.video_text_encoders import load_feature_encoder
+
+    path = _write(tmp_path / "video.mp4", [i / 25 for i in range(60)])
+    encoder = load_feature_encoder(str(build_tiny_clip(tmp_path / "clip")), device="cpu", batch_size=4)
+    one = encoder.encode_video(path, 0.2, progress=False)
+    encoder.decode_workers = 2
+    # Segments of 8 s would not split this 2.4 s file: force short ones through the module default.
+    import rgnet_hf.video_decoding as decoding
+
+    default, decoding.MIN_SEGMENT_SECONDS = decoding.MIN_SEGMENT_SECONDS, 0.5
+    try:
+        two = encoder.encode_video(path, 0.2, progress=False)
+    finally:
+        decoding.MIN_SEGMENT_SECONDS = default
+        encoder._decode_pool.shutdown()
+    assert two.features.shape == one.features.shape == (12, encoder.video_feature_size)
+    np.testing.assert_allclose(two.features, one.features, atol=1e-6, rtol=0)
+    assert two.duration == one.duration
+
+
+def test_extract_command_decode_workers(tmp_path, capsys, monkeypatch):
+    import h5py
+    from raw_video_utils import build_tiny_clip
+
+    import rgnet_hf.video_decoding as decoding
+    from rgnet_hf.apps.cli import main as cli_main
+
+    monkeypatch.setattr(decoding, "MIN_SEGMENT_SECONDS", 0.5)  # split this 2.4 s file into segments
+    video = _write(tmp_path / "clip.mp4", [i / 25 for i in range(60)])
+    clip = str(build_tiny_clip(tmp_path / "clip"))
+    base = ["extract", "--video", str(video), "--encoder", clip, "--no-progress", "--seconds-per-feature", "0.2"]
+    assert cli_main(base + ["--output", str(tmp_path / "one.h5")]) == 0
+    assert cli_main(base + ["--output", str(tmp_path / "two.h5"), "--decode-workers", "2"]) == 0
+    with h5py.File(tmp_path / "one.h5", "r") as one, h5py.File(tmp_path / "two.h5", "r") as two:
+        assert one["clip"].shape == two["clip"].shape == (12, one["clip"].shape[1])
+        np.testing.assert_allclose(two["clip"][()], one["clip"][()], atol=1e-6, rtol=0)
+    capsys.readouterr()
+    assert cli_main(base + ["--output", str(tmp_path / "bad.h5"), "--decode-workers", "0"]) == 2
+    assert "--decode-workers" in capsys.readouterr().err
+
+
+def test_ground_command_decode_workers(tmp_path, capsys, monkeypatch):
+    from raw_video_utils import build_tiny_clip, build_tiny_rgnet
+
+    import rgnet_hf.video_decoding as decoding
+    from rgnet_hf.apps.cli import main as cli_main
+
+    monkeypatch.setattr(decoding, "MIN_SEGMENT_SECONDS", 0.5)
+    video = _write(tmp_path / "clip.mp4", [i / 25 for i in range(60)])
+    model = build_tiny_rgnet(tmp_path / "rgnet", build_tiny_clip(tmp_path / "clip"))
+    base = ["ground", "--model", str(model), "--video", str(video), "--query", "a door", "--no-progress"]
+    capsys.readouterr()
+    assert cli_main(base) == 0
+    one = capsys.readouterr().out
+    assert cli_main(base + ["--decode-workers", "2"]) == 0
+    assert capsys.readouterr().out == one
+    assert cli_main(base + ["--decode-workers", "0"]) == 2
+    assert "--decode-workers" in capsys.readouterr().err
