@@ -6,9 +6,10 @@ exact float32 engine, scored with the official metric, on the synthetic benchmar
         [--skip-fixtures]
 
 Synthetic benchmark: writes the preset's benchmark (`rgnet_hf.synthetic.benchmark`, reused when `--data` already
-holds it), trains the model of `rgnet-hf demo` on it with the demo's recipe (`--preset standard`: the reduced model
-of benchmarks/synthetic_comparison.py, `--epochs` 4 by default) unless `--model` names a trained model folder, then
-grounds every test query with each mode. The exact mode is also checked against `rgnet_hf.evaluation.evaluate_model`.
+holds it), trains the model of `rgnet-hf demo --features` on it with the demo's recipe (`--preset standard`: the
+reduced model of benchmarks/synthetic_comparison.py, `--epochs` 4 by default) unless `--model` names a trained model
+folder, then grounds every test query with each mode. The exact mode is also checked against
+`rgnet_hf.evaluation.evaluate_model`.
 Parity fixtures (tests/fixtures): the converted official model of `mad_tiny` and `ego4d_tiny` on each fixture's
 long-video simulation, 4 queries with ground-truth moments; a model with random weights, so the recalls measure
 agreement between the modes, not quality (`ego4d_pretrain_tiny` has the same weights, video and options as

@@ -64,7 +64,7 @@ def main() -> None:
         "--model",
         default="reduced",
         choices=["reduced", "demo"],
-        help="reduced: hidden 128, 30-s windows (standard preset); demo: the model of rgnet-hf demo",
+        help="reduced: hidden 128, 30-s windows (standard preset); demo: the model of rgnet-hf demo --features",
     )
     args = parser.parse_args()
 

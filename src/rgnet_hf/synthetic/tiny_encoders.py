@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 _CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789.,?!'"
 
@@ -48,11 +50,18 @@ def build_tiny_clip(
     context: int = 16,
     image_size: int = 32,
     patch_size: int = 8,
+    calibration_images: Sequence[np.ndarray] | None = None,
 ) -> Path:
     """Save a random CLIP (model, BPE tokenizer, image processor) to `folder` and return it.
 
     Feature sizes: frames and sentences `projection_dim`, tokens `text_hidden_size`; `context` tokens per sentence;
     frames resized and cropped to `image_size` x `image_size`.
+
+    `calibration_images` (`(H, W, 3)` uint8 RGB frames of the footage the encoder will see): the image features of a
+    random CLIP are nearly collinear (cosine about 0.99 between any two frames), which leaves a model trained on them
+    almost nothing to learn from. With calibration images, the visual projection and the last layer norm's bias are
+    set so that the frame features of those images have zero mean and unit variance in every dimension; the encoder
+    stays an ordinary CLIP checkpoint.
     """
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
@@ -82,12 +91,38 @@ def build_tiny_clip(
         projection_dim=projection_dim,
     )
     torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor(
+    model = CLIPModel(config).eval()
+    image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    ).save_pretrained(folder)
+    )
+    if calibration_images is not None:
+        _standardize_image_features(model, image_processor, calibration_images)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
     return folder
+
+
+def _standardize_image_features(model, image_processor, images: Sequence[np.ndarray]) -> None:
+    """Rescale `visual_projection` and shift `post_layernorm`'s bias so the images' features are standardized.
+
+    The image feature is `P @ (w * z + b)` with `z` the normalized pooled token: dividing the rows of `P` by the
+    features' standard deviations scales each dimension, and `b -> b - pinv(P') @ (mean / std)` removes the mean
+    exactly, because `P'` (projection_dim x hidden, projection_dim < hidden) has full row rank.
+    """
+    import torch
+
+    if len(images) < 2:
+        raise ValueError(f"calibration needs at least 2 images, got {len(images)}")
+    with torch.no_grad():
+        pixel_values = image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        features = model.get_image_features(pixel_values=pixel_values)
+        features = getattr(features, "pooler_output", features)
+        mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+        projection = model.visual_projection.weight / std[:, None]
+        model.visual_projection.weight.copy_(projection)
+        shift = torch.linalg.pinv(projection) @ (mean / std)
+        model.vision_model.post_layernorm.bias.sub_(shift)
 
 
 __all__ = ["build_tiny_clip", "tiny_clip_tokenizer"]
