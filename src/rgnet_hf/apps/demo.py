@@ -302,7 +302,7 @@ def run_demo(
     print(f"Timeline picture: {picture}")
     print(f"Metric table:     {table_path}")
     print(f"Trained model:    {model_dir}")
-    print(f"Open it in the web app:  rgnet-hf app --model {model_dir}")
+    print(f"Open it in the web app:  rgnet-hf app --model {model_dir}   (the app extra: pip install 'rgnet_hf[app]')")
     print(f'Ground another file:     rgnet-hf ground --model {model_dir} --video {video_path} --query "..."')
     return {
         "picture": str(picture),
