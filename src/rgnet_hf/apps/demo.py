@@ -86,6 +86,8 @@ def run_feature_demo(
     recipe = dict(DEMO_TRAINING, model=dict(DEMO_MODEL), output_dir=str(output_dir / "run"), eval_split=None)
     if num_epochs is not None:
         recipe["num_epochs"] = num_epochs
+    # A small corpus may hold fewer training queries than one batch; the loop refuses a run that makes no step.
+    recipe["batch_size"] = min(recipe["batch_size"], len(dataset["train"]))
     print(f"[2/5] Training a small RGNet ({recipe['num_epochs']} epochs) with rgnet_hf.training.train")
     summary = train(TrainingConfig.from_dict(recipe), dataset=dataset)
     model_dir = summary["best_model"] or summary["final_model"]
@@ -258,6 +260,8 @@ def run_demo(
     )
     if num_epochs is not None:
         recipe["num_epochs"] = num_epochs
+    # A small corpus may hold fewer training queries than one batch; the loop refuses a run that makes no step.
+    recipe["batch_size"] = min(recipe["batch_size"], len(dataset["train"]))
     print(f"[4/6] Training a small RGNet ({recipe['num_epochs']} epochs) with rgnet_hf.training.train")
     summary = train(TrainingConfig.from_dict(recipe))
     model_dir = summary["best_model"] or summary["final_model"]
