@@ -3,6 +3,8 @@ latency and index cost, on generated libraries. Prints one JSON object.
 
     python benchmarks/bench_library_search.py [--hours 2] [--queries 8] [--depths 10,50,200]
         [--index-hours 1,10,100] [--model DIR] [--device cpu] [--threads N] [--prefilter-only]
+        [--latency-hours 1,10,100] [--latency-depths 200,1000] [--latency-queries 8] [--latency-budget-s 120]
+        [--exhaustive-max-hours 10] [--latency-model mad|small] [--latency-only]
 
 The library: videos of `--video-minutes` minutes of 512-d features at 5 fps, each a sequence of scenes (a random
 unit direction per scene plus per-frame noise of norm about 1). Each query plants a moment (5 to 15 s) in a random
@@ -16,14 +18,25 @@ window holding the moment's middle.
   pre-filtered top 5. With the default random-weight MAD-size model this measures only how often the two searches
   see the same windows; pass `--model` (a trained folder for 512-d features at 0.2 s) for a meaningful R@5.
 - latency: seconds per query of the pre-filter alone, of pre-filtered search per depth, and of exhaustive search.
-- `index`: build seconds, file size and flat search milliseconds per query for generated unit segment vectors of
-  `--index-hours` hours (4 s segments), without RGNet.
+- `index`: build seconds, file size and search milliseconds per query (depth 200) for generated unit segment
+  vectors of `--index-hours` hours (4 s segments), without RGNet, in the index `choose_index_spec` picks for that
+  many vectors (flat below 1,000,000, IVF from it on); a size whose vectors do not fit in half the available memory
+  is listed as not measured.
+- `latency` (`--latency-hours`): per library size, the index build seconds and peak RSS, and per depth (and for
+  exhaustive search up to `--exhaustive-max-hours`) the end-to-end seconds of one query (`VideoLibrary.search` with
+  one query's features: pre-filter, feature reads, retrieval token, decoding, ranking) as p50 / p95 over the
+  queries measured, with the peak RSS during them. Each setting runs `--latency-queries` queries or stops after the
+  first query past `--latency-budget-s` seconds (the number measured is in the JSON). The RGNet model is random
+  `--latency-model`: `mad` (the MAD recipe's size) or `small` (hidden 64, one layer each; the MAD window grid);
+  `--model` replaces it. Peak RSS is the process's high-water mark, reset before each measurement where Linux
+  allows it (`/proc/self/clear_refs`); otherwise it is the high-water mark so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -97,10 +110,21 @@ def _timed(function, repeats: int = 1):
 
 def bench_index_alone(hours: float, seed: int) -> dict:
     count = int(hours * 3600 / 4)
-    rng = np.random.default_rng(seed)
-    vectors = _unit(rng.normal(size=(count, FEATURE_SIZE)).astype(np.float32))
     spec = choose_index_spec(count)
+    needed = 2 * count * FEATURE_SIZE * 4  # the vectors and the index's copy of them
+    available = _memory_available()
+    if available is not None and needed > available / 2:
+        return {
+            "hours": hours,
+            "segments": count,
+            "index": spec.type,
+            "not_measured": f"its {count * FEATURE_SIZE * 4 / 2**30:.1f} GiB of vectors (twice that with the index) "
+            f"do not fit in half of the {available / 2**30:.1f} GiB available",
+        }
+    rng = np.random.default_rng(seed)
+    vectors = _unit(rng.standard_normal(size=(count, FEATURE_SIZE), dtype=np.float32))
     backend, build = _timed(lambda: _built(spec, vectors))
+    vectors = None  # the index holds its own copy
     queries = _unit(rng.normal(size=(16, FEATURE_SIZE)).astype(np.float32))
     _, search = _timed(lambda: backend.search(queries, 200), repeats=3)
     with tempfile.TemporaryDirectory() as folder:
@@ -110,10 +134,141 @@ def bench_index_alone(hours: float, seed: int) -> dict:
         "hours": hours,
         "segments": count,
         "index": spec.type,
+        "nlist": spec.nlist,
+        "nprobe": spec.nprobe,
         "build_s": round(build, 3),
         "file_mb": round(size / 2**20, 1),
         "search_ms_per_query": round(1000 * search / len(queries), 3),
     }
+
+
+def _memory_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's RSS high-water mark (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    return {
+        "p50_s": round(float(np.percentile(seconds, 50)), 3),
+        "p95_s": round(float(np.percentile(seconds, 95)), 3),
+        "queries_measured": len(seconds),
+    }
+
+
+def latency_model(name: str, seed: int) -> RGNetForVideoGrounding:
+    """A random-weight RGNet for 512-d features at 0.2 s: the MAD recipe's size, or a small one on its window grid."""
+    torch.manual_seed(seed)
+    overrides = {}
+    if name == "small":
+        overrides = {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_attention_heads": 4,
+            "num_input_projection_layers": 1,
+            "num_text_to_video_layers": 1,
+            "num_encoder_layers": 1,
+            "num_decoder_layers": 1,
+        }
+    return RGNetForVideoGrounding(RGNetConfig.from_preset("mad", feature_encoder=None, **overrides)).eval()
+
+
+def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
+    """End-to-end seconds of one query against a generated library of `hours` hours, and the peak memory."""
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        (cache, truth), generate = _timed(
+            lambda: make_library(
+                folder,
+                hours,
+                args.video_minutes,
+                args.latency_queries,
+                args.signal,
+                args.alignment,
+                args.seed,
+            )
+        )
+        rss_before = _rss_mb()
+        reset = _reset_peak_rss()
+        index, build = _timed(lambda: LibraryIndex.update(folder / "index", [cache], model.config)[0])
+        report = {
+            "hours": hours,
+            "videos": len(index.videos),
+            "frames": int(sum(video.num_frames for video in index.videos)),
+            "feature_cache_gb": round(cache.stat().st_size / 2**30, 2),
+            "segments": index.backend.size,
+            "index": index.spec.type,
+            "generate_s": round(generate, 1),
+            "index_build_s": round(build, 2),
+            "rss_before_build_mb": rss_before,
+            "index_build_peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_reset": reset,
+        }
+        library = VideoLibrary(index, model)
+        report["windows"] = int(sum(len(library._grid_bounds(p)) for p in range(len(index.videos))))
+        sentence = np.stack([row[4] for row in truth]).astype(np.float32)
+        text = np.random.default_rng(args.seed + 1).normal(size=(len(truth), 8, model.config.text_feature_size))
+        text = _unit(text).astype(np.float32)
+        settings = [(f"depth_{depth}", {"depth": depth}) for depth in depths]
+        if hours <= args.exhaustive_max_hours:
+            settings.append(("exhaustive", {"exhaustive": True}))
+        # one warm-up query (lazy initialisations, the first read of the caches' pages)
+        library.search(text_features=text[:1], sentence_features=sentence[:1], top_k=5, depth=depths[0])
+        for name, options in settings:
+            _reset_peak_rss()
+            seconds, candidates, spent = [], [], 0.0
+            for query in range(len(truth)):
+                start = time.perf_counter()
+                [result] = library.search(
+                    text_features=text[query : query + 1],
+                    sentence_features=sentence[query : query + 1],
+                    top_k=5,
+                    **options,
+                )
+                seconds.append(time.perf_counter() - start)
+                candidates.append(result.candidate_windows)
+                spent += seconds[-1]
+                if spent > args.latency_budget_s:
+                    break
+            report[name] = {
+                **_percentiles(seconds),
+                "mean_candidate_windows": round(float(np.mean(candidates)), 1),
+                "peak_rss_mb": _peak_rss_mb(),
+            }
+    return report
 
 
 def _built(spec, vectors):
@@ -122,37 +277,12 @@ def _built(spec, vectors):
     return backend
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=float, default=2.0, help="library size for the search measurements")
-    parser.add_argument("--video-minutes", type=float, default=30.0)
-    parser.add_argument("--queries", type=int, default=8)
-    parser.add_argument("--depths", default="10,50,200")
-    parser.add_argument("--signal", type=float, default=1.0)
-    parser.add_argument("--alignment", type=float, default=0.5)
-    parser.add_argument("--index-hours", default="1,10,100", help="sizes of the index-alone measurement ('' for none)")
-    parser.add_argument("--model", default=None, help="a trained RGNet folder (512-d features at 0.2 s)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--prefilter-only", action="store_true", help="measure the pre-filter alone (no RGNet scoring, no agreement)"
-    )
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    depths = [int(depth) for depth in args.depths.split(",")]
-    if args.model:
-        model = RGNetForVideoGrounding.from_pretrained(args.model)
-    else:
-        torch.manual_seed(args.seed)
-        model = RGNetForVideoGrounding(RGNetConfig.from_preset("mad", feature_encoder=None))
-    model = model.eval().to(args.device)
+def bench_search(args, model, depths: list[int]) -> dict:
+    """The recall table, the agreement and the batched latency of `--hours` hours."""
     report: dict = {
         "hours": args.hours,
         "queries": args.queries,
         "model": args.model or "random mad-size",
-        "torch_threads": torch.get_num_threads(),
     }
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -209,6 +339,59 @@ def main() -> None:
                 },
             }
         )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=2.0, help="library size for the search measurements")
+    parser.add_argument("--video-minutes", type=float, default=30.0)
+    parser.add_argument("--queries", type=int, default=8)
+    parser.add_argument("--depths", default="10,50,200")
+    parser.add_argument("--signal", type=float, default=1.0)
+    parser.add_argument("--alignment", type=float, default=0.5)
+    parser.add_argument("--index-hours", default="1,10,100", help="sizes of the index-alone measurement ('' for none)")
+    parser.add_argument("--model", default=None, help="a trained RGNet folder (512-d features at 0.2 s)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prefilter-only", action="store_true", help="measure the pre-filter alone (no RGNet scoring, no agreement)"
+    )
+    parser.add_argument("--latency-hours", default="", help="library sizes of the latency measurement ('' for none)")
+    parser.add_argument("--latency-depths", default="200,1000")
+    parser.add_argument("--latency-queries", type=int, default=8)
+    parser.add_argument("--latency-budget-s", type=float, default=120.0, help="per setting: stop after this long")
+    parser.add_argument("--exhaustive-max-hours", type=float, default=10.0, help="exhaustive latency up to this size")
+    parser.add_argument("--latency-model", choices=("mad", "small"), default="mad")
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the latency and index measurements (no recall table)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    depths = [int(depth) for depth in args.depths.split(",")]
+    model = None
+    if args.model:
+        model = RGNetForVideoGrounding.from_pretrained(args.model).eval().to(args.device)
+    elif not args.latency_only:
+        torch.manual_seed(args.seed)
+        model = RGNetForVideoGrounding(RGNetConfig.from_preset("mad", feature_encoder=None)).eval().to(args.device)
+    report: dict = {"torch_threads": torch.get_num_threads()}
+    if not args.latency_only:
+        report.update(bench_search(args, model, depths))
+    if args.latency_hours:
+        latency = model if args.model else latency_model(args.latency_model, args.seed).to(args.device)
+        latency_depths = [int(depth) for depth in args.latency_depths.split(",")]
+        report["latency"] = {
+            "model": args.model or f"random {args.latency_model}-size",
+            "depths": latency_depths,
+            "libraries": [
+                bench_latency(float(hours), latency, args, latency_depths)
+                for hours in args.latency_hours.split(",")
+                if hours
+            ],
+        }
     report["index"] = [bench_index_alone(float(hours), args.seed) for hours in args.index_hours.split(",") if hours]
     print(json.dumps(report, indent=2))
 

@@ -106,3 +106,107 @@ def test_depth_covering_every_window_equals_exhaustive(library):
         _assert_same_ranking(deep.rows, deep.videos, full.rows, full.videos)
         # one segment overlaps at most two windows of one video (segments are shorter than the stride)
         assert 1 <= few.candidate_windows <= 2 < full.candidate_windows
+
+
+def _record_reads(monkeypatch):
+    """Frames read from each HDF5 dataset: `{key: [(start, end), ...]}` (a whole read records `(0, T)`)."""
+    import h5py
+
+    reads: dict[str, list[tuple[int, int]]] = {}
+    getitem, read_direct = h5py.Dataset.__getitem__, h5py.Dataset.read_direct
+
+    def recording_getitem(self, selection, *args, **kwargs):
+        value = getitem(self, selection, *args, **kwargs)
+        if selection == () or selection is Ellipsis:
+            reads.setdefault(self.name.lstrip("/"), []).append((0, self.shape[0]))
+        else:
+            raise AssertionError(f"unexpected read {selection!r}")
+        return value
+
+    def recording_read_direct(self, array, source_sel=None, dest_sel=None):
+        reads.setdefault(self.name.lstrip("/"), []).append((source_sel.start, source_sel.stop))
+        return read_direct(self, array, source_sel, dest_sel)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", recording_getitem)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", recording_read_direct)
+    return reads
+
+
+@pytest.fixture(scope="module")
+def long_library(tmp_path_factory):
+    """Videos of 16 to 31 windows: a shallow search leaves most of each one's frames unread."""
+    root = tmp_path_factory.mktemp("long-library")
+    videos = random_videos(11, {"long": 640, "longer": 610, "short": 330})
+    index, _ = LibraryIndex.update(root / "index", [write_cache(root / "cache.h5", videos)], tiny_model().config)
+    return index, videos
+
+
+def test_prefiltered_search_reads_only_the_candidate_windows_frames(long_library, monkeypatch):
+    index, _ = long_library
+    library = VideoLibrary(index, tiny_model())
+    text, sentence = random_queries(12, num_queries=2)
+    candidates = library._candidate_windows(sentence, 3)
+    reads = _record_reads(monkeypatch)
+    library._score(candidates, torch.as_tensor(text), torch.ones(text.shape[:2]))
+    window_length = tiny_model().config.window_length
+    for position, video in enumerate(index.videos):
+        if position not in candidates[:, 0]:
+            assert video.key not in reads
+            continue
+        # the candidate windows' rows of frames, one read per contiguous run
+        starts = library._grid_bounds(position)[np.unique(candidates[candidates[:, 0] == position, 2]), 0]
+        needed = np.zeros(video.num_frames, dtype=bool)
+        for start in starts:
+            needed[start : start + window_length] = True
+        read = np.zeros(video.num_frames, dtype=bool)
+        for start, end in reads[video.key]:
+            assert not read[start:end].any()  # each frame read once
+            read[start:end] = True
+        np.testing.assert_array_equal(read, needed)
+        assert len(reads[video.key]) == np.count_nonzero(np.diff(np.r_[0, needed.astype(int)]) == 1)
+        assert needed.sum() < video.num_frames
+    assert reads
+    reads.clear()
+    library.search(text_features=text, sentence_features=sentence, depth=3)
+    for video in index.videos:
+        assert (0, video.num_frames) not in reads.get(video.key, [])  # never a whole dataset
+
+
+def test_sliced_reads_give_the_rankings_of_whole_reads(long_library, monkeypatch):
+    index, _ = long_library
+    library = VideoLibrary(index, tiny_model())
+    text, sentence = random_queries(13, num_queries=3)
+    for depth in (1, 4, 12):
+        sliced = library.search(text_features=text, sentence_features=sentence, depth=depth)
+        with monkeypatch.context() as patched:
+            patched.setattr(library, "_read_windows", lambda position, windows: index.read_features(position))
+            whole = library.search(text_features=text, sentence_features=sentence, depth=depth)
+        for left, right in zip(sliced, whole):
+            assert left.candidate_windows == right.candidate_windows
+            np.testing.assert_array_equal(left.videos, right.videos)
+            np.testing.assert_array_equal(left.rows, right.rows)
+
+
+def test_exhaustive_search_reads_every_video_whole(long_library, monkeypatch):
+    index, _ = long_library
+    library = VideoLibrary(index, tiny_model())
+    text, sentence = random_queries(14, num_queries=1)
+    reads = _record_reads(monkeypatch)
+    library.search(text_features=text, sentence_features=sentence, exhaustive=True)
+    for video in index.videos:
+        assert reads[video.key][0] == (0, video.num_frames)
+
+
+def test_sliced_read_of_frame_runs(long_library):
+    from rgnet_hf.search import frame_runs_of_windows
+
+    index, videos = long_library
+    runs = frame_runs_of_windows(np.array([[40, 80], [0, 40], [100, 140], [120, 160], [300, 310]]))
+    np.testing.assert_array_equal(runs, [[0, 80], [100, 160], [300, 310]])
+    assert frame_runs_of_windows(np.zeros((0, 2))).shape == (0, 2)
+    features = index.read_features(0, runs)
+    expected = np.zeros_like(videos["long"])
+    for start, end in runs:
+        expected[start:end] = videos["long"][start:end]
+    np.testing.assert_array_equal(features, expected)
+    np.testing.assert_array_equal(index.read_features(0, np.array([[0, 640]])), videos["long"])

@@ -4,7 +4,7 @@ Needs FAISS for the vector index (`pip install rgnet_hf[search]`); it is importe
 opened."""
 
 from .backends import FaissBackend, IndexSpec, VectorBackend, choose_index_spec
-from .index import IndexUpdate, LibraryIndex, VideoEntry, segment_vectors
+from .index import IndexUpdate, LibraryIndex, VideoEntry, frame_runs_of_windows, segment_vectors
 from .library import LibraryMoment, LibrarySearchResult, VideoLibrary
 from .ranking import merge_video_groundings, rank_library_rows, select_library_windows
 
@@ -19,6 +19,7 @@ __all__ = [
     "VideoEntry",
     "VideoLibrary",
     "choose_index_spec",
+    "frame_runs_of_windows",
     "merge_video_groundings",
     "rank_library_rows",
     "segment_vectors",

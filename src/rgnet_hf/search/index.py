@@ -4,7 +4,7 @@
 content hash of its features, and the ids of its segment vectors); `INDEX_DIR/vectors-<n>.faiss` holds the segment
 vectors. The manifest names the vector file it goes with and is replaced last (an atomic rename), so a failed or
 interrupted update leaves the previous index whole. Features stay in their caches and are read per video when a
-query needs them.
+query needs them: the frames of the candidate windows only, for a pre-filtered search.
 
 A segment vector is the mean of the L2-normalised frame features of `segment_seconds` (4 s by default), normalised
 again: every frame weighs the same whatever its norm, and the inner product with an L2-normalised sentence feature
@@ -23,7 +23,7 @@ import numpy as np
 
 from .backends import FLAT_LIMIT, FaissBackend, IndexSpec, VectorBackend, choose_index_spec
 
-__all__ = ["IndexUpdate", "LibraryIndex", "VideoEntry", "segment_vectors"]
+__all__ = ["IndexUpdate", "LibraryIndex", "VideoEntry", "frame_runs_of_windows", "segment_vectors"]
 
 MANIFEST = "manifest.json"
 FORMAT = "rgnet_hf.library/1"
@@ -46,6 +46,23 @@ def segment_vectors(features: np.ndarray, segment_frames: int) -> np.ndarray:
     sums = padded.reshape(num_segments, segment_frames, dimension).sum(1)
     lengths = np.linalg.norm(sums, axis=1, keepdims=True)
     return np.divide(sums, lengths, out=np.zeros_like(sums), where=lengths > 0)
+
+
+def frame_runs_of_windows(bounds: np.ndarray) -> np.ndarray:
+    """
+    `(W, 2)` `[start, end)` frame bounds of some windows of one video -> `(R, 2)` sorted, disjoint runs of frames
+    covering their union (overlapping or touching windows merge into one run). Vectorised: no loop over windows.
+    """
+    bounds = np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
+    if len(bounds) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    bounds = bounds[np.lexsort((bounds[:, 1], bounds[:, 0]))]
+    reach = np.maximum.accumulate(bounds[:, 1])
+    first = np.ones(len(bounds), dtype=bool)
+    first[1:] = bounds[1:, 0] > reach[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(bounds)) - 1
+    return np.stack([bounds[starts, 0], reach[ends]], axis=1)
 
 
 @dataclass
@@ -181,8 +198,17 @@ class LibraryIndex:
         videos = np.searchsorted(self._first_ids, ids, side="right") - 1
         return videos, ids - self._first_ids[videos]
 
-    def read_features(self, position: int) -> np.ndarray:
-        """The `(T, D)` features of `videos[position]`, read from its cache (one video at a time)."""
+    def read_features(self, position: int, frame_runs: np.ndarray | None = None) -> np.ndarray:
+        """
+        The `(T, D)` float32 features of `videos[position]`, read from its cache (one video at a time).
+
+        Args:
+            position (`int`): the video's position in `videos`.
+            frame_runs (`np.ndarray` of shape `(R, 2)`, *optional*): sorted, disjoint `[start, end)` frame ranges to
+                read (one HDF5 read each, `frame_runs_of_windows`); the other frames of the returned array are zero.
+                The array keeps the video's length, so window indices and the window grid stay the video's. All
+                frames by default (one read of the whole dataset).
+        """
         import h5py
 
         video = self.videos[position]
@@ -202,7 +228,17 @@ class LibraryIndex:
                     f"{(video.num_frames, self.feature_size)}: its features changed; index it again "
                     "(`rgnet-hf index --reindex-changed`)"
                 )
-            return dataset[()].astype(np.float32, copy=False)
+            whole = frame_runs is None or (
+                len(frame_runs) == 1 and frame_runs[0, 0] <= 0 and frame_runs[0, 1] >= video.num_frames
+            )
+            if whole:
+                return dataset[()].astype(np.float32, copy=False)
+            features = np.zeros((video.num_frames, self.feature_size), dtype=np.float32)
+            for start, end in np.asarray(frame_runs, dtype=np.int64).tolist():
+                start, end = max(start, 0), min(end, video.num_frames)
+                if start < end:  # HDF5 converts the stored type (float16 or float32) to float32 as it reads
+                    dataset.read_direct(features, np.s_[start:end], np.s_[start:end])
+            return features
 
     # ------------------------------------------------------------------ writing
     @classmethod

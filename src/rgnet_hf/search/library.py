@@ -12,7 +12,7 @@ import torch
 from ..feature_extraction_rgnet import pad_sequences
 from ..inference_rgnet import RGNetGroundingEngine
 from ..windowing import window_bounds
-from .index import LibraryIndex
+from .index import LibraryIndex, frame_runs_of_windows
 from .ranking import rank_library_rows, select_library_windows
 
 __all__ = ["LibraryMoment", "LibrarySearchResult", "VideoLibrary"]
@@ -227,10 +227,25 @@ class VideoLibrary:
         """`sigmoid(window logit)` of each candidate row, one engine call per video (batched over its rows)."""
         scores = np.zeros(len(candidates), dtype=np.float32)
         for position, rows in _rows_by_video(candidates):
-            video = self.index.read_features(position)
+            video = self._read_windows(position, candidates[rows, 2])
             logits = self.engine.score_windows(video, features, mask, candidates[rows, 1], candidates[rows, 2])
             scores[rows] = torch.sigmoid(logits).cpu().numpy()
         return scores
+
+    def _read_windows(self, position: int, windows: np.ndarray) -> np.ndarray:
+        """
+        The `(T, D)` features of a video with only the frames of `windows` read (one read per contiguous run of
+        them, the rest zero): every frame when the windows cover the video (an exhaustive search), a few runs for a
+        pre-filtered one. The engine embeds frames independently and encodes each window from its own row of
+        frames, so these windows' rows are those of the whole video's features.
+        """
+        num_frames = self.index.videos[position].num_frames
+        # A window's row of frames starts at its first frame and holds `min(window_length, T)` of them (the leading
+        # half window's row is the second window's: its masked tail is read too, so its inputs are the same).
+        starts = self._grid_bounds(position)[np.unique(windows), 0]
+        row = min(self.model.config.window_length, num_frames)
+        rows = np.stack([starts, np.minimum(starts + row, num_frames)], axis=1)
+        return self.index.read_features(position, frame_runs_of_windows(rows))
 
     def _decode_and_rank(self, candidates, scores, names, features, mask, sentence, top_k):
         config = self.engine.model.config
@@ -245,7 +260,7 @@ class VideoLibrary:
         for position, rows in _rows_by_video(candidates[every_kept]):
             rows = every_kept[rows]
             decoded[rows] = engine.decode_windows(
-                self.index.read_features(position),
+                self._read_windows(position, candidates[rows, 2]),
                 features,
                 mask,
                 candidates[rows, 1],
