@@ -4,8 +4,10 @@ A synthetic H.264 video (moving gradient, `--seconds` long, `--width` x `--heigh
 `--gop` frames) is written with PyAV, then sampled at `1 / --seconds-per-feature`:
 
 - `sequential`: `iter_sampled_frames`, one process (today's path, FFmpeg's own decoder threads on);
-- `workers_N`: `iter_sampled_frames_parallel` with N worker processes (pool started before timing), with its ratio to
-  `sequential` measured in the same run and a check that it yields the same indices and frames.
+- `workers_N`: `iter_sampled_frames_parallel` with a pool of N worker processes (started before timing) decoding the
+  keyframe segments with one decoder thread each (`workers_1` is one such process: the baseline of
+  `ratio_vs_1_worker`), with its ratio to `sequential` measured in the same run and a check that it yields the same
+  indices and frames.
 
     python benchmarks/bench_decoding.py --seconds 120 --workers 1 2
 """

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,9 +15,11 @@ av = pytest.importorskip("av")
 
 from rgnet_hf.video_decoding import (  # noqa: E402
     VideoDecodingError,
+    _decode_segment,
     _keyframe_plan,
     _pool,
     _segments,
+    _take_frames,
     iter_sampled_frames,
     iter_sampled_frames_parallel,
 )
@@ -181,3 +186,38 @@ def test_ground_command_decode_workers(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().out == one
     assert cli_main(base + ["--decode-workers", "0"]) == 2
     assert "--decode-workers" in capsys.readouterr().err
+
+
+def _shared_blocks() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory is listed in /dev/shm on Linux only")
+def test_frames_come_back_through_shared_memory_and_nothing_is_left(tmp_path, pool):
+    path = _write(tmp_path / "cfr.mp4", [i / 25 for i in range(100)])
+    before = _shared_blocks()
+    _assert_same(*_both(path, 0.08, pool))
+    assert _shared_blocks() == before
+    # A consumer that stops early: the segments still in flight unlink their blocks when they finish.
+    frames = iter_sampled_frames_parallel(path, 0.08, workers=2, executor=pool, min_segment_seconds=0.3)
+    assert [index for index, _ in itertools.islice(frames, 3)] == [0, 1, 2]
+    frames.close()
+    deadline = time.monotonic() + 10
+    while _shared_blocks() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _shared_blocks() == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory is listed in /dev/shm on Linux only")
+def test_a_segment_hands_its_frames_over_in_one_block_that_the_receiver_unlinks(tmp_path):
+    path = _write(tmp_path / "cfr.mp4", [i / 25 for i in range(50)])
+    result = _decode_segment(str(path), 0, None, 0.0, 0.2, True)
+    assert result["frames_block"] in _shared_blocks()
+    assert all(isinstance(offset, int) for _, _, offset, _ in result["runs"])  # no frame travels in the result
+    frames = _take_frames(result)
+    assert result["frames_block"] not in _shared_blocks()
+    sequential = [rgb for _, rgb in iter_sampled_frames(path, 0.2)]
+    # One run per sampled frame; the last one's stop is left to the caller (it may end the video before it).
+    assert [begin for begin, _, _ in frames[:-1]] == list(range(len(sequential))) and frames[-1][1] is None
+    for (_, _, rgb), reference in zip(frames, sequential):
+        np.testing.assert_array_equal(rgb, reference)

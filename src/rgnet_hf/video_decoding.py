@@ -333,8 +333,9 @@ def _decode_segment(
 ) -> dict:
     """Decode the frames whose pts lie in `[start_pts, stop_pts)` (from the keyframe at `start_pts`) and sample them.
 
-    Returns `runs`: `(first_index, stop_index, (H, W, 3) uint8)` for each sampled frame, in order (the last frame's
-    stop is None when `stop_pts` is None: the caller ends the video); `next_time` (the first frame time past the
+    Returns `runs`: `(first_index, stop_index, byte_offset, (H, W, 3))` for each sampled frame, in order (the last
+    frame's stop is None when `stop_pts` is None: the caller ends the video), the frames themselves in the
+    shared-memory block named `frames_block` (see [`_take_frames`]); `next_time` (the first frame time past the
     segment, None at the end); `last_time`, `last_duration`, `previous_time` (the last kept frame, its duration and
     the frame before it in the segment, for the end of the video); `num_decoded_frames`."""
     container = _open(path)
@@ -376,14 +377,75 @@ def _decode_segment(
             stop = None
         if stop is None or stop > begin:
             runs.append((begin, stop, _to_rgb(frame)))
+    block, runs = _share_frames(runs)
     return {
         "runs": runs,
+        "frames_block": block,
         "next_time": next_time,
         "last_time": kept[-1][0] if kept else None,
         "last_duration": kept[-1][2] if kept else None,
         "previous_time": kept[-2][0] if len(kept) > 1 else None,
         "num_decoded_frames": decoded,
     }
+
+
+def _share_frames(runs: list[tuple[int, int | None, np.ndarray]]) -> tuple[str | None, list]:
+    """Copy a segment's sampled frames into one shared-memory block: a pipe would pickle and copy each frame several
+    times, which costs the parent more CPU than the decoding saves. Returns the block's name (None without frames)
+    and the runs with `(byte_offset, shape)` in place of the frames; the receiver unlinks the block."""
+    from multiprocessing import shared_memory
+
+    total = sum(rgb.nbytes for _, _, rgb in runs)
+    if total == 0:
+        return None, [(begin, stop, 0, rgb.shape) for begin, stop, rgb in runs]
+    block = shared_memory.SharedMemory(create=True, size=total)
+    shared, offset = [], 0
+    try:
+        for begin, stop, rgb in runs:
+            np.ndarray(rgb.shape, np.uint8, buffer=block.buf, offset=offset)[...] = rgb
+            shared.append((begin, stop, offset, rgb.shape))
+            offset += rgb.nbytes
+    except BaseException:
+        block.unlink()
+        raise
+    finally:
+        block.close()
+    return block.name, shared
+
+
+def _take_frames(result: dict) -> list[tuple[int, int | None, np.ndarray]]:
+    """The `(first_index, stop_index, (H, W, 3) uint8)` runs of a `_decode_segment` result, copied out of its
+    shared-memory block, which is then unlinked."""
+    name = result.get("frames_block")
+    if name is None:
+        return [(begin, stop, np.zeros(shape, np.uint8)) for begin, stop, _, shape in result["runs"]]
+    from multiprocessing import shared_memory
+
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        return [
+            (begin, stop, np.ndarray(shape, np.uint8, buffer=block.buf, offset=offset).copy())
+            for begin, stop, offset, shape in result["runs"]
+        ]
+    finally:
+        block.close()
+        block.unlink()
+
+
+def _discard_frames(future: Any) -> None:
+    """Unlink the shared-memory block of a segment whose frames are no longer wanted (an early stop or an error)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    name = future.result().get("frames_block")
+    if name is not None:
+        from multiprocessing import shared_memory
+
+        try:
+            block = shared_memory.SharedMemory(name=name)
+        except FileNotFoundError:
+            return
+        block.close()
+        block.unlink()
 
 
 def _segments(keyframes: list[int], time_base: Any, first_time: float, min_seconds: float) -> list[tuple[int, int]]:
@@ -418,14 +480,15 @@ def iter_sampled_frames_parallel(
     frames, `report` and errors. At most `2 * workers` segments are in flight, so memory stays bounded by the segment
     length, not the video's. `executor` (a `concurrent.futures` process pool) can be shared across videos; without
     it one is started for this call. Segments last at least `min_segment_seconds` (default
-    `MIN_SEGMENT_SECONDS`). Falls back to the sequential decoder for `workers <= 1`, a file without keyframe
-    timestamps, or one too short for two segments."""
+    `MIN_SEGMENT_SECONDS`). Falls back to the sequential decoder for `workers <= 1` without an `executor` (with
+    one, its processes decode the segments: a one-worker pool is the baseline parallel decoding is measured
+    against), a file without keyframe timestamps, or one too short for two segments."""
     if not seconds_per_feature > 0:
         raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
     path = os.fspath(path)
     min_segment_seconds = MIN_SEGMENT_SECONDS if min_segment_seconds is None else min_segment_seconds
     declared = _declared_duration(path)
-    plan = _keyframe_plan(path) if workers > 1 else None
+    plan = _keyframe_plan(path) if workers > 1 or executor is not None else None
     segments = _segments(plan[0], plan[2], plan[1], min_segment_seconds) if plan is not None else []
     if len(segments) < 2:
         yield from iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
@@ -451,12 +514,13 @@ def iter_sampled_frames_parallel(
         last_time = previous_time = last_duration = None
         while pending:
             result = pending.popleft().result()
+            runs = _take_frames(result)
             submit()
             decoded += result["num_decoded_frames"]
             if result["last_time"] is not None:
                 previous_time = result["previous_time"] if result["previous_time"] is not None else last_time
                 last_time, last_duration = result["last_time"], result["last_duration"]
-            for begin, stop, rgb in result["runs"]:
+            for begin, stop, rgb in runs:
                 if stop is None:  # the video's last frame: on screen for its duration
                     step = last_duration or (last_time - previous_time if previous_time is not None else None)
                     end = last_time + (step or seconds_per_feature)
@@ -470,7 +534,8 @@ def iter_sampled_frames_parallel(
         report.update(num_decoded_frames=decoded, num_features=index)
     finally:
         for future in pending:
-            future.cancel()
+            if not future.cancel():
+                future.add_done_callback(_discard_frames)
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
     decoded_end = report.get("duration")
