@@ -20,26 +20,14 @@ import os
 import platform
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
+from rgnet_hf.synthetic.video_files import moving_gradient_frames, write_rgb_video
 
 
 def write_video(path: Path, seconds: float, fps: int, width: int, height: int, gop: int) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "veryfast", "g": str(gop)}
-        y, x = np.mgrid[0:height, 0:width]
-        for index in range(int(seconds * fps)):
-            image = np.stack([(x + 3 * index) % 256, (y + 2 * index) % 256, (x + y + index) % 256], -1)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = moving_gradient_frames(seconds, fps, width, height)
+    write_rgb_video(path, frames, fps=fps, size=(width, height), options={"preset": "veryfast", "g": str(gop)})
 
 
 def _digest(frames) -> tuple[list[int], list[float]]:

@@ -28,26 +28,16 @@ import json
 import platform
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from rgnet_hf.synthetic.video_files import moving_gradient_frames, write_rgb_video
 
 
 def write_video(path: Path, seconds: float, fps: int, width: int, height: int) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        y, x = np.mgrid[0:height, 0:width]
-        for index in range(int(seconds * fps)):
-            image = np.stack([(x + 3 * index) % 256, (y + 2 * index) % 256, (x + y + index) % 256], -1)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = moving_gradient_frames(seconds, fps, width, height)
+    write_rgb_video(path, frames, fps=fps, size=(width, height))
 
 
 def build_encoder(name: str | None, device: str, dtype: torch.dtype | None, batch_size: int):

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rgnet_hf.synthetic.tiny_encoders import build_tiny_clip as _build_tiny_clip
+from rgnet_hf.synthetic.video_files import write_rgb_video, write_silence
 
 SENTENCES = [
     "a man opens the door.",
@@ -184,50 +184,30 @@ def make_test_video(
         with_audio: add a silent AAC track.
     The left third of every frame is black, so the orientation can be checked after rotation.
     """
-    import av
-
     path = Path(path)
     width, height = size
     total = len(colors) * seconds_per_color
     if frame_times is None:
         frame_times = [i / fps for i in range(int(round(total * fps)))]
-    time_base = Fraction(1, 1000)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = time_base
-        stream.options = {"crf": "10", "g": "5", "bf": "0"}
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        audio = container.add_stream("aac", rate=16000) if with_audio else None
+
+    def frames():
         for time in frame_times:
-            color = colors[min(int(time / seconds_per_color), len(colors) - 1)]
             image = np.empty((height, width, 3), dtype=np.uint8)
-            image[:] = color
+            image[:] = colors[min(int(time / seconds_per_color), len(colors) - 1)]
             image[:, : width // 3] = 0
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = int(round(time / time_base))
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-        if audio is not None:
-            _write_silence(audio, container, total)
-    return path
+            yield time, image
 
-
-def _write_silence(stream, container, seconds: float) -> None:
-    import av
-
-    samples = int(seconds * stream.rate)
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), dtype=np.float32), format="fltp", layout="mono")
-    frame.sample_rate = stream.rate
-    frame.pts = 0
-    for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
+    options = {"crf": "10", "g": "5", "bf": "0"}
+    return write_rgb_video(
+        path,
+        frames(),
+        fps=fps,
+        size=size,
+        options=options,
+        codec=codec,
+        rotation=rotation,
+        silent_audio_seconds=total if with_audio else None,
+    )
 
 
 def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
@@ -236,7 +216,7 @@ def make_audio_only(path: str | Path, seconds: float = 1.0) -> Path:
 
     path = Path(path)
     with av.open(str(path), "w", format="mp4") as container:
-        _write_silence(container.add_stream("aac", rate=16000), container, seconds)
+        write_silence(container.add_stream("aac", rate=16000), container, seconds)
     return path
 
 

@@ -13,6 +13,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from rgnet_hf.synthetic.video_files import write_rgb_video  # noqa: E402
 from rgnet_hf.video_decoding import (  # noqa: E402
     VideoDecodingError,
     _decode_segment,
@@ -28,24 +29,16 @@ from rgnet_hf.video_decoding import (  # noqa: E402
 def _write(path: Path, frame_times: list[float], *, gop: int = 6, bframes: int = 2, size=(48, 32)) -> Path:
     """An h264 mp4 whose every frame differs (a moving gradient), keyframes every `gop` frames, with B-frames."""
     width, height = size
-    time_base = Fraction(1, 1000)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = time_base
-        stream.options = {"crf": "18", "g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0"}
-        for number, time in enumerate(frame_times):
+
+    def frames():
+        for number, frame_time in enumerate(frame_times):
             image = np.zeros((height, width, 3), dtype=np.uint8)
             image[:, :, 0] = (np.arange(width)[None, :] * 5 + number * 7) % 256
             image[:, :, 1] = (number * 13) % 256
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = int(round(time / time_base))
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield frame_time, image
+
+    options = {"crf": "18", "g": str(gop), "keyint_min": str(gop), "bf": str(bframes), "sc_threshold": "0"}
+    return write_rgb_video(path, frames(), fps=25, size=size, options=options)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from .video_files import write_rgb_video
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -111,20 +112,12 @@ def _plan_events(rng: np.random.Generator, duration: float, config: VideoCorpusC
 
 
 def _write_video(path: Path, duration: float, events: list[dict], rng: np.random.Generator, config) -> None:
-    import av
-
     size = config.frame_size
     background = rng.uniform(30, 50, size=3)
     drift = rng.uniform(0, 2 * np.pi, size=3)
-    time_base = Fraction(1, 1000)
-    num_frames = int(np.floor(duration * config.fps))
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(config.fps).limit_denominator(1000))
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = time_base
-        stream.options = {"crf": "18", "g": str(int(10 * config.fps)), "bf": "0"}
-        for index in range(num_frames):
+
+    def frames():
+        for index in range(int(np.floor(duration * config.fps))):
             time = index / config.fps
             # The scene drifts slowly in brightness and has sensor noise, so no two frames are alike.
             tone = background + 8.0 * np.sin(2 * np.pi * time / 60.0 + drift)
@@ -134,14 +127,10 @@ def _write_video(path: Path, duration: float, events: list[dict], rng: np.random
                     centre = (size / 2 + rng.uniform(-3, 3), size / 2 + rng.uniform(-3, 3))
                     image = image.copy()
                     image[_shape_mask(event["shape"], size, centre)] = COLOURS[event["colour"]]
-            image = np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = int(round(time / time_base))
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield time, np.clip(image + rng.normal(0, 4, image.shape), 0, 255).astype(np.uint8)
+
+    options = {"crf": "18", "g": str(int(10 * config.fps)), "bf": "0"}
+    write_rgb_video(path, frames(), fps=config.fps, size=(size, size), options=options)
 
 
 def corpus_sentences() -> list[str]:
