@@ -87,3 +87,28 @@ def test_calibrated_clip_standardizes_the_frame_features(corpus, tmp_path):
     )
     with pytest.raises(ValueError, match="at least 2 images"):
         build_tiny_clip(tmp_path / "one", corpus_sentences(), calibration_images=images[:1])
+
+
+def test_calibrated_clip_standardizes_the_token_features(tmp_path):
+    sentences = corpus_sentences()
+    training, held_out = sentences[::2], sentences[1::2]
+    plain = load_feature_encoder(build_tiny_clip(tmp_path / "plain", sentences))
+    calibrated = load_feature_encoder(
+        build_tiny_clip(tmp_path / "calibrated", sentences, calibration_sentences=training)
+    )
+
+    def tokens(encoder, batch):
+        return np.concatenate([query.token_features for query in encoder.encode_queries(batch)])
+
+    after = tokens(calibrated, training)
+    # The query tokens of the calibration sentences are standardized.
+    np.testing.assert_allclose(after.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(after.std(0), 1.0, atol=1e-2)
+    # Other sentences of the same vocabulary are spread apart too; the uncalibrated features are not standardized.
+    before = tokens(plain, held_out)
+    assert np.abs(before.std(0) - 1).mean() > 0.3 and np.abs(tokens(calibrated, held_out).std(0) - 1).mean() < 0.3
+    # The image side is untouched.
+    image = np.full((32, 32, 3), 128, dtype=np.uint8)
+    np.testing.assert_allclose(plain.encode_images([image]).numpy(), calibrated.encode_images([image]).numpy())
+    with pytest.raises(ValueError, match="at least 2 sentences"):
+        build_tiny_clip(tmp_path / "one", sentences, calibration_sentences=training[:1])

@@ -235,7 +235,15 @@ def run_demo(
 
     print(f"[2/6] Building a tiny CLIP offline in {output_dir / 'clip'}")
     images = _calibration_images(videos, splits, VIDEO_DEMO_CALIBRATION_VIDEOS)
-    clip = build_tiny_clip(output_dir / "clip", corpus_sentences(), calibration_images=images)
+    with open(written["annotations"]) as handle:
+        rows = [json.loads(line) for line in handle]
+    training_sentences = [row["sentence"] for row in rows if splits[Path(row["video"]).stem] == "train"]
+    clip = build_tiny_clip(
+        output_dir / "clip",
+        corpus_sentences(),
+        calibration_images=images,
+        calibration_sentences=training_sentences,
+    )
 
     print(f"[3/6] Preparing the corpus ({VIDEO_DEMO_SPLITS}, split by video) in {output_dir / 'data'}")
     prepare_dataset(

@@ -51,6 +51,7 @@ def build_tiny_clip(
     image_size: int = 32,
     patch_size: int = 8,
     calibration_images: Sequence[np.ndarray] | None = None,
+    calibration_sentences: Sequence[str] | None = None,
 ) -> Path:
     """Save a random CLIP (model, BPE tokenizer, image processor) to `folder` and return it.
 
@@ -60,8 +61,10 @@ def build_tiny_clip(
     `calibration_images` (`(H, W, 3)` uint8 RGB frames of the footage the encoder will see): the image features of a
     random CLIP are nearly collinear (cosine about 0.99 between any two frames), which leaves a model trained on them
     almost nothing to learn from. With calibration images, the visual projection and the last layer norm's bias are
-    set so that the frame features of those images have zero mean and unit variance in every dimension; the encoder
-    stays an ordinary CLIP checkpoint.
+    set so that the frame features of those images have zero mean and unit variance in every dimension.
+    `calibration_sentences` (sentences of the training data) do the same for the token features, through the text
+    transformer's final layer norm: random token features share most of their direction too (mean cosine about 0.8
+    on the demo corpus). Either way the encoder stays an ordinary CLIP checkpoint.
     """
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
@@ -97,6 +100,8 @@ def build_tiny_clip(
     )
     if calibration_images is not None:
         _standardize_image_features(model, image_processor, calibration_images)
+    if calibration_sentences is not None:
+        _standardize_token_features(model, tokenizer, calibration_sentences)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
@@ -123,6 +128,28 @@ def _standardize_image_features(model, image_processor, images: Sequence[np.ndar
         model.visual_projection.weight.copy_(projection)
         shift = torch.linalg.pinv(projection) @ (mean / std)
         model.vision_model.post_layernorm.bias.sub_(shift)
+
+
+def _standardize_token_features(model, tokenizer, sentences: Sequence[str]) -> None:
+    """Set the text transformer's final layer norm so that the token features of the sentences, as the CLIP feature
+    encoder makes them (the query cleaned up, the start and end tokens dropped), have zero mean and unit variance in
+    every dimension: a per-dimension affine map of the layer norm's output, folded into its weight and bias."""
+    import torch
+
+    from ..video_text_encoders import clean_query
+
+    if len(sentences) < 2:
+        raise ValueError(f"calibration needs at least 2 sentences, got {len(sentences)}")
+    with torch.no_grad():
+        batch = tokenizer([clean_query(sentence) for sentence in sentences], padding=True, return_tensors="pt")
+        words = batch["attention_mask"].bool()
+        words[:, 0] = False
+        words[torch.arange(len(words)), batch["attention_mask"].sum(1) - 1] = False
+        states = model.text_model(**batch).last_hidden_state[words]
+        mean, std = states.mean(0), states.std(0).clamp_min(1e-6)
+        norm = model.text_model.final_layer_norm
+        norm.weight.div_(std)
+        norm.bias.sub_(mean).div_(std)
 
 
 __all__ = ["build_tiny_clip", "tiny_clip_tokenizer"]
