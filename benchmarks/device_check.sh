@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
 # baseline, exact, bf16, compile), the tiled feed-forward, fast-mode accuracy on the parity fixtures, the memory
-# budget, training-step cost in fp32 and bf16, video extraction (decode / encode / whole path, where it is bound).
+# budget, training-step cost in fp32 and bf16, video extraction (decode / encode / whole path, where it is bound),
+# parallel decoding (1 to 8 worker processes against one).
 # Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
 #   benchmarks/device_check.sh            # on the GPU
 #   benchmarks/device_check.sh --cpu      # dry run on CPU at small sizes (checks the script, not the speed)
@@ -39,5 +40,7 @@ step 20 $PYTHON benchmarks/bench_fast_mode_accuracy.py --device $DEVICE --skip-s
 step 40 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 if [ "$DEVICE" = cuda ]; then EXTRACT="--seconds 300 --width 1280 --height 720 --batch-size 256 --skip-cpu"; else EXTRACT="--seconds 4"; fi
 step 60 $PYTHON benchmarks/bench_extraction.py $EXTRACT 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
+if [ "$DEVICE" = cuda ]; then DECODE="--seconds 120 --width 1280 --height 720 --workers 1 2 4 8"; else DECODE="--seconds 10 --workers 1 2"; fi
+step 40 $PYTHON benchmarks/bench_decoding.py $DECODE 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
 step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 grep -h "rc=\|Error\|error" "$OUT/log.txt" | tail -20
