@@ -286,6 +286,83 @@ def _range_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
 
 
+class BestWindowStates:
+    """The encoder states of the best-scored rows of each query across [`RGNetGroundingEngine.score_window_rows`]
+    calls, so that [`RGNetGroundingEngine.decode_window_rows`] finishes those rows (the last self-attention layer,
+    [`RGNetModel.complete_encoding`]) instead of encoding them again. Made by
+    [`RGNetGroundingEngine.best_window_states`].
+
+    After each encoder chunk, the rows of each query ranked by (window score descending, row id ascending) keep
+    their states up to the `top_k` best: a query's `top_k` best rows of all calls are then kept, whatever the order
+    of the calls. Rows of different row lengths (videos shorter than a window) are ranked separately, each length
+    keeping its own `top_k` (a superset of the overall best). A decoded row that was not kept is encoded again.
+
+    Attributes:
+        top_k (`int`): rows kept per query (and row length).
+    """
+
+    def __init__(self, top_k: int):
+        self.top_k = int(top_k)
+        # row length -> {"row_ids", "queries", "scores"} (numpy, CPU) and the states (model device)
+        self._kept: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(kept["row_ids"]) for kept in self._kept.values())
+
+    def offer(
+        self,
+        window_length: int,
+        row_ids: np.ndarray,
+        queries: np.ndarray,
+        scores: np.ndarray,
+        encoded: RGNetEncoderOutput,
+    ) -> None:
+        """Rank `R` new rows (ids `(R,)`, queries `(R,)`, float32 window scores `(R,)` and their
+        `encode(..., retrieval_only=True)` output `encoded`) with the kept ones; keep the best `top_k` per query."""
+        kept = self._kept.get(window_length)
+        old_ids = np.zeros(0, dtype=np.int64) if kept is None else kept["row_ids"]
+        num_old = len(old_ids)
+        row_ids = np.concatenate([old_ids, row_ids])
+        queries = np.concatenate([queries[:0] if kept is None else kept["queries"], queries])
+        scores = np.concatenate([scores[:0] if kept is None else kept["scores"], scores])
+        order = np.lexsort((row_ids, -scores.astype(np.float64), queries))
+        ranked_queries = queries[order]
+        rank = np.arange(len(order)) - np.searchsorted(ranked_queries, ranked_queries, side="left")
+        chosen = order[rank < self.top_k]
+        from_old = chosen < num_old
+        states = {}
+        for name, new in (
+            ("last_layer_input", encoded.last_layer_input),
+            ("sampler_selection", encoded.sampler_selection),
+        ):
+            # only the chosen rows are copied: the old buffer and the chunk's states are not concatenated
+            buffer = new.new_empty(len(chosen), *new.shape[1:])
+            if kept is not None and from_old.any():
+                buffer[torch.from_numpy(np.flatnonzero(from_old))] = kept[name][torch.from_numpy(chosen[from_old])]
+            buffer[torch.from_numpy(np.flatnonzero(~from_old))] = new[torch.from_numpy(chosen[~from_old] - num_old)]
+            states[name] = buffer
+        self._kept[window_length] = {
+            "row_ids": row_ids[chosen],
+            "queries": queries[chosen],
+            "scores": scores[chosen],
+            **states,
+        }
+
+    def lookup(self, window_length: int, row_ids: np.ndarray) -> dict[str, torch.Tensor] | None:
+        """The kept states `{"last_layer_input": (R, L + 1, H), "sampler_selection": (R, L)}` of rows `row_ids`
+        `(R,)` of length `window_length`, or None unless every one of them is kept."""
+        kept = self._kept.get(window_length)
+        if kept is None or len(row_ids) == 0:
+            return None
+        order = np.argsort(kept["row_ids"])
+        position = np.searchsorted(kept["row_ids"], row_ids, sorter=order).clip(max=len(order) - 1)
+        slots = order[position]
+        if not (kept["row_ids"][slots] == row_ids).all():
+            return None
+        index = torch.from_numpy(slots).to(kept["last_layer_input"].device)
+        return {name: kept[name][index] for name in ("last_layer_input", "sampler_selection")}
+
+
 class _MaybeCompiled:
     """`torch.compile(function)` when asked and available; on any compile or run failure, a warning and the plain
     function from then on (the results are the same, only slower)."""
@@ -711,6 +788,36 @@ class RGNetGroundingEngine:
         )
         return window_rows[0]
 
+    def best_window_states(self, num_queries: int) -> BestWindowStates | None:
+        """A [`BestWindowStates`] keeping the states of the `top_k_windows` best rows of each of `num_queries`
+        queries, for `score_window_rows` and `decode_window_rows`; None where they cannot be kept (a separate
+        window scorer, `share_video_work=False`) or where they (twice, while a chunk's rows are ranked in) would
+        take more than a quarter of the memory budget: the decoded rows are then encoded again."""
+        states = BestWindowStates(self.top_k_windows)
+        if (
+            not self._can_keep_row_states()
+            or 4 * self._best_states_bytes(states, num_queries) > self.memory_budget_bytes
+        ):
+            return None
+        return states
+
+    def _can_keep_row_states(self) -> bool:
+        return self.share_video_work and self.window_scorer is None
+
+    def _best_states_bytes(self, states: BestWindowStates, num_queries: int) -> int:
+        """Bytes of the kept states at their largest (one row length), twice: the old and new buffers of a merge."""
+        window_length = self.model.config.window_length
+        return 2 * states.top_k * num_queries * self.memory_planner.bytes_per_kept_row(window_length)
+
+    @staticmethod
+    def _row_ids(row_ids: torch.Tensor | np.ndarray | None, num_rows: int) -> np.ndarray:
+        if row_ids is None:
+            return np.arange(num_rows)
+        row_ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
+        if len(row_ids) != num_rows:
+            raise ValueError(f"`row_ids` has {len(row_ids)} entries for {num_rows} rows")
+        return row_ids
+
     def _prepare_window_rows(
         self,
         videos: Sequence[Any],
@@ -804,6 +911,8 @@ class RGNetGroundingEngine:
         video_index: torch.Tensor | np.ndarray,
         query_index: torch.Tensor | np.ndarray,
         window_index: torch.Tensor | np.ndarray,
+        best_states: BestWindowStates | None = None,
+        row_ids: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """
         Window logits of explicit (video, query, window) rows of several videos, as `score_windows` scores each
@@ -817,6 +926,10 @@ class RGNetGroundingEngine:
             text_features (`(Q, Lq, text_feature_size)`), text_mask (`(Q, Lq)`, *optional*): the queries, padded.
             video_index, query_index, window_index (`(R,)`): row `r` is query `query_index[r]` in window
                 `window_index[r]` of the window grid of video `video_index[r]`.
+            best_states ([`BestWindowStates`], *optional*): keeps the encoder states of each query's best rows
+                (`best_window_states`), for `decode_window_rows` to finish instead of encoding them again.
+            row_ids (`(R,)`, *optional*): with `best_states`, ids of the rows, unique across the calls that share it;
+                equal scores are ranked by ascending id. `arange(R)` by default.
         Returns:
             `(R,)` float32 window logits (on the model's device), equal to `score_windows` of each video's rows up to
             float rounding.
@@ -824,13 +937,21 @@ class RGNetGroundingEngine:
         text, text_mask, video_index, query_index, window_index = self._prepare_window_rows(
             videos, text_features, text_mask, video_index, query_index, window_index
         )
+        row_ids = self._row_ids(row_ids, len(query_index))
+        if best_states is not None and not self._can_keep_row_states():
+            raise ValueError("`best_states` needs share_video_work=True and no separate window_scorer")
         scorer = self.window_scorer if self.window_scorer is not None else self.model
         device = self.model.device
         logits = torch.empty(len(query_index), dtype=torch.float32, device=device)
         query_index = torch.from_numpy(query_index)
         for table in self._row_tables(videos, video_index, window_index):
             self._validate(table.frames, text, text_mask, None, table.frames)
-            plan = self.memory_planner.plan_rows(len(table.frames), table.grid.window_length, text.shape[1])
+            plan = self.memory_planner.plan_rows(
+                len(table.frames),
+                table.grid.window_length,
+                text.shape[1],
+                reserved_bytes=0 if best_states is None else self._best_states_bytes(best_states, text.shape[0]),
+            )
             inputs = self._encoder_inputs(
                 scorer,
                 table.grid,
@@ -842,7 +963,14 @@ class RGNetGroundingEngine:
             )
             rows = _WindowRows(query_index[table.rows], torch.arange(len(table.rows)))
             table_logits, _ = self._score_windows(
-                rows, table.grid, inputs, plan.rows_per_chunk, False, self.share_video_work
+                rows,
+                table.grid,
+                inputs,
+                plan.rows_per_chunk,
+                False,
+                self.share_video_work,
+                best_states,
+                row_ids[table.rows.numpy()],
             )
             logits[table.rows.to(device)] = table_logits
         _check_model_outputs("window logits", logits, scorer)
@@ -861,6 +989,8 @@ class RGNetGroundingEngine:
         window_scores: torch.Tensor | np.ndarray,
         sentence_features: torch.Tensor | np.ndarray | None = None,
         seconds_per_feature: float | None = None,
+        best_states: BestWindowStates | None = None,
+        row_ids: torch.Tensor | np.ndarray | None = None,
     ) -> np.ndarray:
         """
         The moment rows of explicit (video, query, window) rows of several videos, as `decode_windows` decodes each
@@ -872,6 +1002,9 @@ class RGNetGroundingEngine:
             window_scores (`(R,)`): each row's window score (`sigmoid` of its logit), the proposal scores' weight.
             sentence_features (`(Q, sentence_feature_size)`, *optional*): for the matching score (0 without).
             seconds_per_feature (`float`, *optional*): defaults to `config.seconds_per_feature`.
+            best_states ([`BestWindowStates`], *optional*), row_ids (`(R,)`, *optional*): the states kept by
+                `score_window_rows` and the rows' ids there; rows of one row length are finished from their kept
+                states when all of them were kept, and encoded again otherwise.
         Returns:
             `(R, num_queries, 4)` rows `[start, end, proposal, matching]` (seconds in each row's video; rows of a
             window sorted by proposal score, rounded to 4 decimals).
@@ -889,23 +1022,29 @@ class RGNetGroundingEngine:
         if sentence_features is not None:
             sentence_features = _as_tensor(sentence_features, "sentence_features")
         device, dtype = self.model.device, self.model.dtype
+        row_ids = self._row_ids(row_ids, len(query_index))
         window_rows = np.zeros((len(query_index), config.num_queries, 4))
         query_index = torch.from_numpy(query_index)
         for table in self._row_tables(videos, video_index, window_index):
             self._validate(table.frames, text, text_mask, sentence_features, table.frames)
             plan = self.memory_planner.plan_rows(len(table.frames), table.grid.window_length, text.shape[1])
-            inputs = self._encoder_inputs(
-                self.model,
-                table.grid,
-                _to_device(table.frames, device, dtype),
-                _to_device(text, device, dtype),
-                _to_device(text_mask, device, dtype),
-                plan,
-                frame_table=True,
-            )
+            kept = None
+            if best_states is not None:
+                kept = best_states.lookup(table.grid.window_length, row_ids[table.rows.numpy()])
+            inputs = None
+            if kept is None:
+                inputs = self._encoder_inputs(
+                    self.model,
+                    table.grid,
+                    _to_device(table.frames, device, dtype),
+                    _to_device(text, device, dtype),
+                    _to_device(text_mask, device, dtype),
+                    plan,
+                    frame_table=True,
+                )
             rows = _WindowRows(query_index[table.rows], torch.arange(len(table.rows)))
             every_row = torch.arange(rows.num_rows)
-            logits, spans = self._decode_rows(rows, table.grid, inputs, every_row, None, plan.rows_per_chunk)
+            logits, spans = self._decode_rows(rows, table.grid, inputs, every_row, kept, plan.rows_per_chunk)
             _check_model_outputs("moment predictions", torch.cat([logits.flatten(), spans.flatten()]), self.model)
             table_rows = self._window_predictions(
                 rows,
@@ -1041,9 +1180,12 @@ class RGNetGroundingEngine:
         rows_per_chunk: int,
         keep_states: bool,
         retrieval_only: bool,
+        best_states: BestWindowStates | None = None,
+        row_ids: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """Window logits `(num_rows,)` (float32) of every row, and the encoder states the decoding reuses (kept
-        when they fit the budget and the scorer is the grounding model)."""
+        when they fit the budget and the scorer is the grounding model). With `best_states` (and `retrieval_only`),
+        each chunk's rows (ids `row_ids` `(num_rows,)`) are offered to it instead."""
         scorer = self.window_scorer if self.window_scorer is not None else self.model
         device = self.model.device
         window_logits = torch.empty(group.num_rows, dtype=torch.float32, device=device)
@@ -1053,6 +1195,9 @@ class RGNetGroundingEngine:
             queries, windows = group.query_index[rows].to(device), group.window_index[rows].to(device)
             encoded = self._encode(inputs, scorer, grid, queries, windows, retrieval_only=retrieval_only)
             window_logits[rows] = scorer.window_logits_from(encoded.retrieval_embedding).float()
+            if best_states is not None:
+                scores = torch.sigmoid(window_logits[rows]).cpu().numpy()
+                best_states.offer(grid.window_length, row_ids[rows], group.query_index[rows].numpy(), scores, encoded)
             if keep_states:
                 # Preallocated, so that the kept states never exist twice (no concatenation at the end).
                 name = "last_layer_input" if encoded.last_layer_input is not None else "video_memory"
@@ -1069,12 +1214,13 @@ class RGNetGroundingEngine:
         self,
         group: _QueryGroup,
         grid: WindowGrid,
-        inputs: _EncoderInputs,
+        inputs: _EncoderInputs | None,
         decoded_rows: torch.Tensor,
         kept: dict[str, torch.Tensor] | None,
         rows_per_chunk: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits and (centre, width) spans `(len(decoded_rows), num_queries, 2)` of the last decoder layer."""
+        """Class logits and (centre, width) spans `(len(decoded_rows), num_queries, 2)` of the last decoder layer
+        (`inputs` may be None when every decoded row is `kept`)."""
         model = self.model
         device = model.device
         distinct_positions = model.model.frame_position_embeddings(grid.distinct_masks, model.dtype)
@@ -1249,4 +1395,4 @@ def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -
     return tensor.to(device=device, dtype=dtype)
 
 
-__all__ = ["RGNetGroundingEngine", "VideoFrameRuns", "VideoGroundingResult", "matching_scores"]
+__all__ = ["BestWindowStates", "RGNetGroundingEngine", "VideoFrameRuns", "VideoGroundingResult", "matching_scores"]

@@ -134,19 +134,28 @@ class GroundingMemoryPlanner:
         kept_per_query = grid.num_windows * self.bytes_per_kept_row(grid.window_length)
         return self._plan(self.embedded_video_bytes(grid), grid.window_length, num_tokens, num_queries, kept_per_query)
 
-    def plan_rows(self, num_frames: int, window_length: int, num_tokens: int) -> GroundingMemoryPlan:
+    def plan_rows(
+        self, num_frames: int, window_length: int, num_tokens: int, reserved_bytes: int = 0
+    ) -> GroundingMemoryPlan:
         """The plan for explicit rows of `window_length` frames read from a table of `num_frames` frames gathered
-        from one or more videos (`RGNetGroundingEngine.score_window_rows`): `"shared"` embeds the table once. No
-        encoder states are kept (`keep_states` is False)."""
+        from one or more videos (`RGNetGroundingEngine.score_window_rows`): `"shared"` embeds the table once.
+        `reserved_bytes` of the budget are held elsewhere (the states a `BestWindowStates` keeps); the plan keeps
+        no states of its own (`keep_states` is False)."""
         table_bytes = self.num_models * num_frames * self.config.hidden_size * self.element_size
-        return self._plan(table_bytes, window_length, num_tokens, 1, None)
+        return self._plan(table_bytes, window_length, num_tokens, 1, None, reserved_bytes)
 
     def _plan(
-        self, video_bytes: int, window_length: int, num_tokens: int, num_queries: int, kept_per_query: int | None
+        self,
+        video_bytes: int,
+        window_length: int,
+        num_tokens: int,
+        num_queries: int,
+        kept_per_query: int | None,
+        reserved_bytes: int = 0,
     ) -> GroundingMemoryPlan:
         """`video_bytes`: the embedded frames of the `"shared"` embedding; `kept_per_query`: the bytes of one
-        query's kept states (None: none are kept)."""
-        budget = self.memory_budget_bytes
+        query's kept states (None: none are kept); `reserved_bytes`: budget held elsewhere."""
+        budget = self.memory_budget_bytes - reserved_bytes
         if not self.share_video_work:
             video_embedding = "per_row"
         else:
