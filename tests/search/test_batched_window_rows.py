@@ -178,5 +178,78 @@ def test_batched_library_search_equals_one_call_per_video(library, memory_budget
             np.testing.assert_array_equal(result.videos, reference.videos)
             np.testing.assert_allclose(result.rows, reference.rows, rtol=1e-5, atol=1e-4 + 1e-9)
             assert [m.key for m in result.moments] == [m.key for m in reference.moments]
-    # rows of several videos share a call, unless the budget splits them (40 kB: a few windows of frames a call)
+    # rows of several videos share a call, unless the budget splits them (40 kB: a few windows of frames a call);
+    # the decoded windows are finished from the scoring's states, except where those do not fit (40 kB)
     assert max(calls) > 1 if memory_budget_bytes > 10**6 else len(calls) > 3
+    assert (engine.best_window_states(3) is not None) == (memory_budget_bytes > 10**6)
+
+
+def test_best_window_states_keep_each_querys_best_rows_and_decode_as_encoding_again(monkeypatch):
+    model = tiny_model()
+    engine = RGNetGroundingEngine(model)
+    videos = list(random_videos(34, LENGTHS).values())
+    text, sentence = random_queries(35, num_queries=2)
+    rows = _random_rows(model, videos, 2, seed=36, per_video=6)
+    row_ids = np.random.default_rng(37).permutation(len(rows)) + 100
+    states = engine.best_window_states(num_queries=2)
+    assert states is not None and states.top_k == engine.top_k_windows == 4
+    logits = []
+    for part in np.array_split(np.arange(len(rows)), 3):  # three calls, as a library scores batches of videos
+        logits.append(
+            engine.score_window_rows(videos, text, None, *rows[part].T, best_states=states, row_ids=row_ids[part])
+        )
+    scores = torch.sigmoid(torch.cat(logits)).numpy()
+    # per query and row length, the top 4 rows by (score descending, id ascending)
+    lengths = np.array([min(model.config.window_length, len(videos[v])) for v in rows[:, 0]])
+    expected = set()
+    for query in range(2):
+        for length in np.unique(lengths):
+            pool = np.flatnonzero((rows[:, 1] == query) & (lengths == length))
+            best = pool[np.lexsort((row_ids[pool], -scores[pool].astype(np.float64)))][:4]
+            expected |= {(int(length), int(row_ids[row])) for row in best}
+    kept = {(length, int(row)) for length, part in states._kept.items() for row in part["row_ids"]}
+    assert kept == expected and len(states) == len(expected)
+
+    decoded_rows = np.array(sorted(np.flatnonzero(np.isin(row_ids, [row for _, row in expected]))))
+    arguments = (videos, text, None, *rows[decoded_rows].T, scores[decoded_rows])
+    encoded = []
+    encode = type(model.model).encode
+    monkeypatch.setattr(
+        type(model.model), "encode", lambda self, *args, **kwargs: encoded.append(1) or encode(self, *args, **kwargs)
+    )
+    finished = engine.decode_window_rows(
+        *arguments, sentence_features=sentence, best_states=states, row_ids=row_ids[decoded_rows]
+    )
+    assert not encoded  # every decoded row was finished from its kept states
+    again = engine.decode_window_rows(*arguments, sentence_features=sentence)
+    assert encoded
+    np.testing.assert_allclose(finished, again, rtol=0, atol=1e-4 + 1e-9)
+    # a row that was not kept: its rows of that length are encoded again, with the same result
+    not_kept = np.flatnonzero(~np.isin(row_ids, [row for _, row in expected]))[:1]
+    mixed = np.concatenate([decoded_rows, not_kept])
+    encoded.clear()
+    mixed_rows = engine.decode_window_rows(
+        videos,
+        text,
+        None,
+        *rows[mixed].T,
+        scores[mixed],
+        sentence_features=sentence,
+        best_states=states,
+        row_ids=row_ids[mixed],
+    )
+    assert encoded
+    np.testing.assert_allclose(mixed_rows[: len(decoded_rows)], finished, rtol=0, atol=1e-4 + 1e-9)
+
+
+def test_best_window_states_only_where_they_can_be_kept_and_fit():
+    model = tiny_model()
+    assert RGNetGroundingEngine(model, share_video_work=False).best_window_states(1) is None
+    assert RGNetGroundingEngine(model, memory_budget_bytes=10_000).best_window_states(1) is None
+    with pytest.raises(ValueError, match="best_states"):
+        video = random_videos(38, {"v": 100})["v"]
+        text, _ = random_queries(39, num_queries=1)
+        states = RGNetGroundingEngine(model).best_window_states(1)
+        RGNetGroundingEngine(model, share_video_work=False).score_window_rows(
+            [video], text, None, [0], [0], [1], best_states=states
+        )

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..feature_extraction_rgnet import pad_sequences
-from ..inference_rgnet import RGNetGroundingEngine, VideoFrameRuns
+from ..inference_rgnet import BestWindowStates, RGNetGroundingEngine, VideoFrameRuns
 from ..windowing import frame_runs_of_windows, window_bounds
 from .index import LibraryIndex
 from .ranking import rank_library_rows, select_library_windows
@@ -194,8 +194,10 @@ class VideoLibrary:
                 "segment vectors: the model's sentence and video features must share one space for the pre-filter"
             )
         candidates = self._all_windows(len(names)) if exhaustive else self._candidate_windows(sentence, depth)
-        scores = self._score(candidates, features, mask)
-        return self._decode_and_rank(candidates, scores, names, features, mask, sentence, top_k)
+        # the scoring keeps the encoder states of each query's best windows, which the decoding then finishes
+        best_states = self.engine.best_window_states(len(names)) if self.batch_videos else None
+        scores = self._score(candidates, features, mask, best_states)
+        return self._decode_and_rank(candidates, scores, names, features, mask, sentence, top_k, best_states)
 
     def _grid_bounds(self, position: int) -> np.ndarray:
         config = self.model.config
@@ -235,9 +237,15 @@ class VideoLibrary:
             parts.append(np.stack([np.full(len(hit), position), query_of_hit[hits][hit], window], axis=1))
         return np.unique(np.concatenate(parts).astype(np.int64), axis=0)
 
-    def _score(self, candidates: np.ndarray, features: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    def _score(
+        self,
+        candidates: np.ndarray,
+        features: torch.Tensor,
+        mask: torch.Tensor,
+        best_states: BestWindowStates | None = None,
+    ) -> np.ndarray:
         """`sigmoid(window logit)` of each candidate row: the rows of a batch of videos in one engine call (one call
-        per video without `batch_videos`)."""
+        per video without `batch_videos`); `best_states` keeps the states of the best rows (ids: candidate rows)."""
         scores = np.zeros(len(candidates), dtype=np.float32)
         if not self.batch_videos:
             for position, rows in _rows_by_video(candidates):
@@ -247,7 +255,14 @@ class VideoLibrary:
             return scores
         for rows, videos, video_index in self._video_batches(candidates):
             logits = self.engine.score_window_rows(
-                videos, features, mask, video_index, candidates[rows, 1], candidates[rows, 2]
+                videos,
+                features,
+                mask,
+                video_index,
+                candidates[rows, 1],
+                candidates[rows, 2],
+                best_states=best_states,
+                row_ids=rows,
             )
             scores[rows] = torch.sigmoid(logits).cpu().numpy()
         return scores
@@ -296,7 +311,7 @@ class VideoLibrary:
         video_index = np.concatenate([np.full(len(rows), slot) for slot, (_, rows) in enumerate(batch)])
         return np.concatenate([rows for _, rows in batch]), videos, video_index
 
-    def _decode_and_rank(self, candidates, scores, names, features, mask, sentence, top_k):
+    def _decode_and_rank(self, candidates, scores, names, features, mask, sentence, top_k, best_states=None):
         config = self.engine.model.config
         engine = self.engine
         # Per query: the library's best windows (rows of `candidates` are in library order within a query).
@@ -319,6 +334,8 @@ class VideoLibrary:
                     scores[rows],
                     sentence_features=sentence,
                     seconds_per_feature=self.index.seconds_per_feature,
+                    best_states=best_states,
+                    row_ids=rows,
                 )
         else:
             for position, rows in _rows_by_video(candidates[every_kept]):
