@@ -404,6 +404,11 @@ class RGNetGroundingEngine:
     results equal `share_video_work=False` (each (query, window) row through the model's default path, the
     reference) up to float rounding.
 
+    Explicit rows instead of every window: `score_windows` / `decode_windows` for the rows of one video,
+    `score_window_rows` / `decode_window_rows` for rows of many videos in shared chunks (a library search), which
+    embed only the frames of the rows' windows and can keep the best rows' states for the decoding
+    ([`BestWindowStates`]).
+
     Args:
         model ([`RGNetForVideoGrounding`]): the model; the engine follows its device, dtype (a bfloat16 model is the
             fast mode) and attention implementation (`model.config._attn_implementation`).
