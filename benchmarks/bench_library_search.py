@@ -4,7 +4,7 @@ latency and index cost, on generated libraries. Prints one JSON object.
     python benchmarks/bench_library_search.py [--hours 2] [--queries 8] [--depths 10,50,200]
         [--index-hours 1,10,100] [--model DIR] [--device cpu] [--threads N] [--prefilter-only]
         [--latency-hours 1,10,100] [--latency-depths 200,1000] [--latency-queries 8] [--latency-budget-s 120]
-        [--exhaustive-max-hours 10] [--latency-model mad|small] [--latency-only]
+        [--exhaustive-max-hours 10] [--latency-model mad|small] [--latency-only] [--compare-per-video]
 
 The library: videos of `--video-minutes` minutes of 512-d features at 5 fps, each a sequence of scenes (a random
 unit direction per scene plus per-frame noise of norm about 1). Each query plants a moment (5 to 15 s) in a random
@@ -30,6 +30,11 @@ window holding the moment's middle.
   `--latency-model`: `mad` (the MAD recipe's size) or `small` (hidden 64, one layer each; the MAD window grid);
   `--model` replaces it. Peak RSS is the process's high-water mark, reset before each measurement where Linux
   allows it (`/proc/self/clear_refs`); otherwise it is the high-water mark so far.
+- `--compare-per-video`: each latency query is also run with one engine call per video
+  (`VideoLibrary(..., batch_videos=False)`, each video embedded whole), alternating with the batched search query by
+  query so that both see the same load; per setting it adds the per-video p50 / p95, `speedup_total` (per-video
+  seconds / batched seconds over the queries measured) and `max_row_difference` (largest difference between the two
+  rankings' rows; the ranked videos must be equal).
 """
 
 from __future__ import annotations
@@ -238,6 +243,7 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
             "peak_rss_reset": reset,
         }
         library = VideoLibrary(index, model)
+        per_video = VideoLibrary(index, model, engine=library.engine, batch_videos=False)
         report["windows"] = int(sum(len(library._grid_bounds(p)) for p in range(len(index.videos))))
         sentence = np.stack([row[4] for row in truth]).astype(np.float32)
         text = np.random.default_rng(args.seed + 1).normal(size=(len(truth), 8, model.config.text_feature_size))
@@ -249,18 +255,21 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
         library.search(text_features=text[:1], sentence_features=sentence[:1], top_k=5, depth=depths[0])
         for name, options in settings:
             _reset_peak_rss()
-            seconds, candidates, spent = [], [], 0.0
+            seconds, baseline_seconds, candidates, spent, difference = [], [], [], 0.0, 0.0
             for query in range(len(truth)):
-                start = time.perf_counter()
-                [result] = library.search(
-                    text_features=text[query : query + 1],
-                    sentence_features=sentence[query : query + 1],
-                    top_k=5,
-                    **options,
-                )
-                seconds.append(time.perf_counter() - start)
+                inputs = {"text_features": text[query : query + 1], "sentence_features": sentence[query : query + 1]}
+                inputs.update(top_k=5, **options)
+                [result], elapsed = _timed(lambda inputs=inputs: library.search(**inputs))
+                seconds.append(elapsed)
                 candidates.append(result.candidate_windows)
                 spent += seconds[-1]
+                if args.compare_per_video:
+                    [reference], elapsed = _timed(lambda inputs=inputs: per_video.search(**inputs))
+                    baseline_seconds.append(elapsed)
+                    spent += elapsed
+                    if not np.array_equal(result.videos, reference.videos):
+                        raise AssertionError(f"{name}: the batched search ranked other videos than the per-video one")
+                    difference = max(difference, float(np.abs(result.rows - reference.rows).max(initial=0.0)))
                 if spent > args.latency_budget_s:
                     break
             report[name] = {
@@ -268,6 +277,10 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
                 "mean_candidate_windows": round(float(np.mean(candidates)), 1),
                 "peak_rss_mb": _peak_rss_mb(),
             }
+            if args.compare_per_video:
+                report[name]["per_video"] = _percentiles(baseline_seconds)
+                report[name]["speedup_total"] = round(sum(baseline_seconds) / sum(seconds), 2)
+                report[name]["max_row_difference"] = difference
     return report
 
 
@@ -366,6 +379,11 @@ def main() -> None:
     parser.add_argument("--latency-model", choices=("mad", "small"), default="mad")
     parser.add_argument(
         "--latency-only", action="store_true", help="only the latency and index measurements (no recall table)"
+    )
+    parser.add_argument(
+        "--compare-per-video",
+        action="store_true",
+        help="latency: also run each query with one engine call per video (the unbatched path) and report the ratio",
     )
     args = parser.parse_args()
     if args.threads:

@@ -29,6 +29,8 @@ _NAME_TO_MODULE = {
     "RGNetFeatureExtractor": "feature_extraction_rgnet",
     "RGNetProcessor": "processing_rgnet",
     "RGNetGroundingEngine": "inference_rgnet",
+    "BestWindowStates": "inference_rgnet",
+    "VideoFrameRuns": "inference_rgnet",
     "VideoGroundingResult": "inference_rgnet",
     "GroundingMemoryPlan": "memory_planning",
     "GroundingMemoryPlanner": "memory_planning",

@@ -7,7 +7,7 @@ import copy
 import functools
 import logging
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,14 @@ from .feature_extraction_rgnet import pad_sequences
 from .memory_planning import GroundingMemoryPlan, GroundingMemoryPlanner
 from .modeling_rgnet import RGNetEncoderOutput, RGNetForVideoGrounding
 from .post_processing import WindowRanking, format_window_predictions, post_process_query_all_rankings, rank_windows
-from .windowing import WindowGrid, _check_seconds_per_feature, cut_windows, window_spans_to_seconds
+from .windowing import (
+    WindowGrid,
+    _check_seconds_per_feature,
+    cut_windows,
+    frame_runs_of_windows,
+    window_bounds,
+    window_spans_to_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +134,17 @@ class _EncoderInputs:
     - `"per_row"`: the reference: `video` holds views of the zero-padded raw features and each row goes through the
       whole model's default path (`share_video_work=False`).
 
-    The first two embed the text once per query and run the model's inference-only arithmetic (`fast_inference`)."""
+    The first two embed the text once per query and run the model's inference-only arithmetic (`fast_inference`).
+
+    With `frame_table`, `video` is a `(F, D or hidden_size)` table of frames gathered from one or more videos and the
+    grid is [`WindowGrid.for_rows`]: each row's frames are read by its bounds (`cut_windows`) instead of as views."""
 
     video_embedding: str
     video: torch.Tensor  # (W - 1, window_length, D or hidden_size) views, or (T, D) raw features for "per_chunk"
     padding_state: torch.Tensor | None  # (hidden_size,): embed_video(0), except "per_row"
     text: torch.Tensor  # (Q, Lq, text_feature_size or hidden_size)
     text_mask: torch.Tensor  # (Q, Lq)
+    frame_table: bool = False
 
     def encode(
         self,
@@ -147,8 +158,11 @@ class _EncoderInputs:
         mask = grid.mask[windows]
         text, text_mask = self.text[queries], self.text_mask[queries]
         if self.video_embedding == "per_row":
-            frames = self.video[grid.view_index.to(windows.device)[windows]]
-            return model.model.encode(frames * mask[..., None], mask, text, text_mask)
+            if self.frame_table:  # zero past each row's end, as the padded video's views are
+                frames, _ = cut_windows(self.video, grid.bounds, windows, grid.window_length)
+            else:
+                frames = self.video[grid.view_index.to(windows.device)[windows]] * mask[..., None]
+            return model.model.encode(frames, mask, text, text_mask)
         return model.model.encode(
             None,
             mask,
@@ -165,8 +179,10 @@ class _EncoderInputs:
     ) -> torch.Tensor:
         """`(len(windows), window_length, hidden_size)`, a new tensor (the encoder releases it after its first
         layer); padded frames hold the state of a padded frame."""
-        if self.video_embedding == "shared":
+        if self.video_embedding == "shared" and not self.frame_table:
             frames = self.video[grid.view_index.to(windows.device)[windows]]
+        elif self.video_embedding == "shared":
+            frames, _ = cut_windows(self.video, grid.bounds, windows, grid.window_length)
         else:
             raw_frames, _ = cut_windows(self.video, grid.bounds, windows, grid.window_length)
             frames = model.model.embed_video(raw_frames)
@@ -202,6 +218,149 @@ class _WindowRows:
     @property
     def num_rows(self) -> int:
         return len(self.query_index)
+
+
+@dataclass
+class VideoFrameRuns:
+    """Some frames of one video: enough for [`RGNetGroundingEngine.score_window_rows`] and
+    [`RGNetGroundingEngine.decode_window_rows`] to read the windows they cover, without the rest of the video.
+
+    Attributes:
+        num_frames (`int`): frames of the whole video (its window grid is that of `num_frames` frames).
+        frame_runs (`np.ndarray` of shape `(R, 2)`): sorted, disjoint `[start, end)` frame ranges.
+        features (`torch.Tensor` or `np.ndarray` of shape `(F, video_feature_size)`): the frames of the runs, one
+            run after another (`F` is the runs' total length).
+    """
+
+    num_frames: int
+    frame_runs: np.ndarray
+    features: torch.Tensor | np.ndarray
+
+
+@dataclass
+class _RowTable:
+    """Rows of one row length from one or more videos, with the frames their windows cover gathered into one table.
+
+    Attributes:
+        rows (`torch.LongTensor` of shape `(G,)`): positions of these rows in the caller's list of rows.
+        frames (`torch.Tensor` of shape `(F, D)`): float32, on the CPU: per video, the union of its rows' windows
+            (their valid `[start, end)` frames), one video after another.
+        grid ([`WindowGrid`]): `WindowGrid.for_rows` of the rows' bounds in `frames`.
+        window_starts (`torch.LongTensor` of shape `(G,)`): each row's first frame in its own video.
+    """
+
+    rows: torch.Tensor
+    frames: torch.Tensor
+    grid: WindowGrid
+    window_starts: torch.Tensor
+
+
+def _frame_runs_of(video: Any, name: str, feature_size: int) -> tuple[int, np.ndarray, torch.Tensor]:
+    """A video given whole (`(T, D)`) or as [`VideoFrameRuns`] -> `(num_frames, frame_runs (R, 2), features (F, D))`."""
+    if isinstance(video, VideoFrameRuns):
+        num_frames, runs, features = int(video.num_frames), video.frame_runs, video.features
+        runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    else:
+        features = video
+        runs = None
+    features = _as_tensor(features, name)
+    if features.dim() != 2 or features.shape[1] != feature_size:
+        raise ValueError(f"`{name}` must be (num_frames, {feature_size}) features, got shape {tuple(features.shape)}")
+    if runs is None:
+        num_frames = features.shape[0]
+        runs = np.array([[0, num_frames]], dtype=np.int64)
+    lengths = runs[:, 1] - runs[:, 0]
+    if (lengths < 0).any() or (runs[1:, 0] < runs[:-1, 1]).any() or runs.min(initial=0) < 0:
+        raise ValueError(f"`{name}.frame_runs` must be sorted, disjoint [start, end) ranges")
+    if runs.max(initial=0) > num_frames or int(lengths.sum()) != features.shape[0]:
+        raise ValueError(
+            f"`{name}` holds {features.shape[0]} frames for runs of {int(lengths.sum())} frames within a video of "
+            f"{num_frames}"
+        )
+    return num_frames, runs, features
+
+
+def _range_index(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenated `arange(starts[i], starts[i] + lengths[i])` (vectorised)."""
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()))
+
+
+class BestWindowStates:
+    """The encoder states of the best-scored rows of each query across [`RGNetGroundingEngine.score_window_rows`]
+    calls, so that [`RGNetGroundingEngine.decode_window_rows`] finishes those rows (the last self-attention layer,
+    [`RGNetModel.complete_encoding`]) instead of encoding them again. Made by
+    [`RGNetGroundingEngine.best_window_states`].
+
+    After each encoder chunk, the rows of each query ranked by (window score descending, row id ascending) keep
+    their states up to the `top_k` best: a query's `top_k` best rows of all calls are then kept, whatever the order
+    of the calls. Rows of different row lengths (videos shorter than a window) are ranked separately, each length
+    keeping its own `top_k` (a superset of the overall best). A decoded row that was not kept is encoded again.
+
+    Attributes:
+        top_k (`int`): rows kept per query (and row length).
+    """
+
+    def __init__(self, top_k: int):
+        self.top_k = int(top_k)
+        # row length -> {"row_ids", "queries", "scores"} (numpy, CPU) and the states (model device)
+        self._kept: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(kept["row_ids"]) for kept in self._kept.values())
+
+    def offer(
+        self,
+        window_length: int,
+        row_ids: np.ndarray,
+        queries: np.ndarray,
+        scores: np.ndarray,
+        encoded: RGNetEncoderOutput,
+    ) -> None:
+        """Rank `R` new rows (ids `(R,)`, queries `(R,)`, float32 window scores `(R,)` and their
+        `encode(..., retrieval_only=True)` output `encoded`) with the kept ones; keep the best `top_k` per query."""
+        kept = self._kept.get(window_length)
+        old_ids = np.zeros(0, dtype=np.int64) if kept is None else kept["row_ids"]
+        num_old = len(old_ids)
+        row_ids = np.concatenate([old_ids, row_ids])
+        queries = np.concatenate([queries[:0] if kept is None else kept["queries"], queries])
+        scores = np.concatenate([scores[:0] if kept is None else kept["scores"], scores])
+        order = np.lexsort((row_ids, -scores.astype(np.float64), queries))
+        ranked_queries = queries[order]
+        rank = np.arange(len(order)) - np.searchsorted(ranked_queries, ranked_queries, side="left")
+        chosen = order[rank < self.top_k]
+        from_old = chosen < num_old
+        states = {}
+        for name, new in (
+            ("last_layer_input", encoded.last_layer_input),
+            ("sampler_selection", encoded.sampler_selection),
+        ):
+            # only the chosen rows are copied: the old buffer and the chunk's states are not concatenated
+            buffer = new.new_empty(len(chosen), *new.shape[1:])
+            if kept is not None and from_old.any():
+                buffer[torch.from_numpy(np.flatnonzero(from_old))] = kept[name][torch.from_numpy(chosen[from_old])]
+            buffer[torch.from_numpy(np.flatnonzero(~from_old))] = new[torch.from_numpy(chosen[~from_old] - num_old)]
+            states[name] = buffer
+        self._kept[window_length] = {
+            "row_ids": row_ids[chosen],
+            "queries": queries[chosen],
+            "scores": scores[chosen],
+            **states,
+        }
+
+    def lookup(self, window_length: int, row_ids: np.ndarray) -> dict[str, torch.Tensor] | None:
+        """The kept states `{"last_layer_input": (R, L + 1, H), "sampler_selection": (R, L)}` of rows `row_ids`
+        `(R,)` of length `window_length`, or None unless every one of them is kept."""
+        kept = self._kept.get(window_length)
+        if kept is None or len(row_ids) == 0:
+            return None
+        order = np.argsort(kept["row_ids"])
+        position = np.searchsorted(kept["row_ids"], row_ids, sorter=order).clip(max=len(order) - 1)
+        slots = order[position]
+        if not (kept["row_ids"][slots] == row_ids).all():
+            return None
+        index = torch.from_numpy(slots).to(kept["last_layer_input"].device)
+        return {name: kept[name][index] for name in ("last_layer_input", "sampler_selection")}
 
 
 class _MaybeCompiled:
@@ -244,6 +403,11 @@ class RGNetGroundingEngine:
     memory projections folded into its few queries). Every row is computed as the full model computes it, so the
     results equal `share_video_work=False` (each (query, window) row through the model's default path, the
     reference) up to float rounding.
+
+    Explicit rows instead of every window: `score_windows` / `decode_windows` for the rows of one video,
+    `score_window_rows` / `decode_window_rows` for rows of many videos in shared chunks (a library search), which
+    embed only the frames of the rows' windows and can keep the best rows' states for the decoding
+    ([`BestWindowStates`]).
 
     Args:
         model ([`RGNetForVideoGrounding`]): the model; the engine follows its device, dtype (a bfloat16 model is the
@@ -629,6 +793,280 @@ class RGNetGroundingEngine:
         )
         return window_rows[0]
 
+    def best_window_states(self, num_queries: int) -> BestWindowStates | None:
+        """A [`BestWindowStates`] keeping the states of the `top_k_windows` best rows of each of `num_queries`
+        queries, for `score_window_rows` and `decode_window_rows`; None where they cannot be kept (a separate
+        window scorer, `share_video_work=False`) or where they (twice, while a chunk's rows are ranked in) would
+        take more than a quarter of the memory budget: the decoded rows are then encoded again."""
+        states = BestWindowStates(self.top_k_windows)
+        if (
+            not self._can_keep_row_states()
+            or 4 * self._best_states_bytes(states, num_queries) > self.memory_budget_bytes
+        ):
+            return None
+        return states
+
+    def _can_keep_row_states(self) -> bool:
+        return self.share_video_work and self.window_scorer is None
+
+    def _best_states_bytes(self, states: BestWindowStates, num_queries: int) -> int:
+        """Bytes of the kept states at their largest (one row length), twice: the old and new buffers of a merge."""
+        window_length = self.model.config.window_length
+        return 2 * states.top_k * num_queries * self.memory_planner.bytes_per_kept_row(window_length)
+
+    @staticmethod
+    def _row_ids(row_ids: torch.Tensor | np.ndarray | None, num_rows: int) -> np.ndarray:
+        if row_ids is None:
+            return np.arange(num_rows)
+        row_ids = np.asarray(row_ids, dtype=np.int64).reshape(-1)
+        if len(row_ids) != num_rows:
+            raise ValueError(f"`row_ids` has {len(row_ids)} entries for {num_rows} rows")
+        return row_ids
+
+    def _prepare_window_rows(
+        self,
+        videos: Sequence[Any],
+        text_features: torch.Tensor | np.ndarray,
+        text_mask: torch.Tensor | np.ndarray | None,
+        video_index: torch.Tensor | np.ndarray,
+        query_index: torch.Tensor | np.ndarray,
+        window_index: torch.Tensor | np.ndarray,
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+        """The queries as tensors and the rows `(video_index, query_index, window_index)` as int64 arrays, checked
+        (the windows are checked against each video's grid by `_row_tables`)."""
+        text_features = _as_tensor(text_features, "text_features")
+        if text_features.dim() == 2:
+            text_features = text_features.unsqueeze(0)
+        text_mask = torch.ones(text_features.shape[:2]) if text_mask is None else _as_tensor(text_mask, "text_mask")
+        indices = [np.asarray(index, dtype=np.int64).reshape(-1) for index in (video_index, query_index, window_index)]
+        if len({len(index) for index in indices}) > 1:
+            raise ValueError(
+                f"`video_index`, `query_index` and `window_index` must have one entry per row, got lengths "
+                f"{[len(index) for index in indices]}"
+            )
+        for name, index, limit in (
+            ("video_index", indices[0], len(videos)),
+            ("query_index", indices[1], text_features.shape[0]),
+        ):
+            if len(index) and (int(index.min()) < 0 or int(index.max()) >= limit):
+                raise ValueError(
+                    f"`{name}` must lie in [0, {limit}), got values in [{int(index.min())}, {int(index.max())}]"
+                )
+        return text_features, text_mask, *indices
+
+    def _row_tables(self, videos: Sequence[Any], video_index: np.ndarray, window_index: np.ndarray) -> list[_RowTable]:
+        """The rows grouped by row length (`min(window_length, T)`: one group unless some videos are shorter than a
+        window), each group with the frames of its rows' windows. One step per video, vectorised over its rows."""
+        config = self.model.config
+        order = np.argsort(video_index, kind="stable")
+        distinct, first = np.unique(video_index[order], return_index=True)
+        last = np.append(first[1:], len(order))
+        parts: dict[int, list[tuple[np.ndarray, torch.Tensor, np.ndarray, np.ndarray]]] = {}
+        for video, start, end in zip(distinct.tolist(), first.tolist(), last.tolist()):
+            rows = order[start:end]
+            num_frames, runs, features = _frame_runs_of(videos[video], f"videos[{video}]", config.video_feature_size)
+            grid_bounds = window_bounds(num_frames, config.window_length, config.window_stride).numpy()
+            windows = window_index[rows]
+            if int(windows.min()) < 0 or int(windows.max()) >= len(grid_bounds):
+                raise ValueError(
+                    f"`window_index` of video {video} must lie in [0, {len(grid_bounds)}), got values in "
+                    f"[{int(windows.min())}, {int(windows.max())}]"
+                )
+            bounds = grid_bounds[windows]
+            # Only the frames of these windows are embedded: the union of their valid frames, in runs.
+            needed = frame_runs_of_windows(bounds)
+            run = np.searchsorted(runs[:, 0], needed[:, 0], side="right") - 1
+            covered = (run >= 0) & (runs[run.clip(min=0), 1] >= needed[:, 1])
+            if not covered.all():
+                raise ValueError(f"`videos[{video}]` lacks frames of its rows' windows (not in its `frame_runs`)")
+            run_offsets = np.cumsum(runs[:, 1] - runs[:, 0]) - (runs[:, 1] - runs[:, 0])
+            needed_lengths = needed[:, 1] - needed[:, 0]
+            frames = features[
+                torch.from_numpy(_range_index(run_offsets[run] + needed[:, 0] - runs[run, 0], needed_lengths))
+            ]
+            needed_offsets = np.cumsum(needed_lengths) - needed_lengths
+            within = np.searchsorted(needed[:, 0], bounds[:, 0], side="right") - 1
+            row_starts = needed_offsets[within] + bounds[:, 0] - needed[within, 0]
+            row_bounds = np.stack([row_starts, row_starts + bounds[:, 1] - bounds[:, 0]], axis=1)
+            parts.setdefault(min(config.window_length, num_frames), []).append(
+                (rows, frames.float(), row_bounds, bounds[:, 0])
+            )
+        tables = []
+        for row_length, videos_parts in parts.items():
+            sizes = np.array([len(frames) for _, frames, _, _ in videos_parts])
+            offsets = np.cumsum(sizes) - sizes
+            bounds = np.concatenate([part[2] + offset for part, offset in zip(videos_parts, offsets)])
+            tables.append(
+                _RowTable(
+                    rows=torch.from_numpy(np.concatenate([part[0] for part in videos_parts])),
+                    frames=torch.cat([part[1] for part in videos_parts]),
+                    grid=WindowGrid.for_rows(torch.from_numpy(bounds), row_length, self.model.device, self.model.dtype),
+                    window_starts=torch.from_numpy(np.concatenate([part[3] for part in videos_parts])),
+                )
+            )
+        return tables
+
+    @torch.no_grad()
+    @_in_eval_mode
+    def score_window_rows(
+        self,
+        videos: Sequence[torch.Tensor | np.ndarray | VideoFrameRuns],
+        text_features: torch.Tensor | np.ndarray,
+        text_mask: torch.Tensor | np.ndarray | None,
+        video_index: torch.Tensor | np.ndarray,
+        query_index: torch.Tensor | np.ndarray,
+        window_index: torch.Tensor | np.ndarray,
+        best_states: BestWindowStates | None = None,
+        row_ids: torch.Tensor | np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """
+        Window logits of explicit (video, query, window) rows of several videos, as `score_windows` scores each
+        video's rows, but batched across videos: the rows of all videos share the encoder's chunks (sized to the
+        memory budget), and only the frames of the rows' windows are embedded (once per video, not the whole
+        video). For searches over many videos with few candidate windows each.
+
+        Args:
+            videos (`Sequence`): per video, its `(T, video_feature_size)` features, or a [`VideoFrameRuns`] holding
+                at least the frames of its rows' windows. Only the videos that have rows are read.
+            text_features (`(Q, Lq, text_feature_size)`), text_mask (`(Q, Lq)`, *optional*): the queries, padded.
+            video_index, query_index, window_index (`(R,)`): row `r` is query `query_index[r]` in window
+                `window_index[r]` of the window grid of video `video_index[r]`.
+            best_states ([`BestWindowStates`], *optional*): keeps the encoder states of each query's best rows
+                (`best_window_states`), for `decode_window_rows` to finish instead of encoding them again.
+            row_ids (`(R,)`, *optional*): with `best_states`, ids of the rows, unique across the calls that share it;
+                equal scores are ranked by ascending id. `arange(R)` by default.
+        Returns:
+            `(R,)` float32 window logits (on the model's device), equal to `score_windows` of each video's rows up to
+            float rounding.
+        """
+        text, text_mask, video_index, query_index, window_index = self._prepare_window_rows(
+            videos, text_features, text_mask, video_index, query_index, window_index
+        )
+        row_ids = self._row_ids(row_ids, len(query_index))
+        if best_states is not None and not self._can_keep_row_states():
+            raise ValueError("`best_states` needs share_video_work=True and no separate window_scorer")
+        scorer = self.window_scorer if self.window_scorer is not None else self.model
+        device = self.model.device
+        logits = torch.empty(len(query_index), dtype=torch.float32, device=device)
+        query_index = torch.from_numpy(query_index)
+        for table in self._row_tables(videos, video_index, window_index):
+            self._validate(table.frames, text, text_mask, None, table.frames)
+            plan = self.memory_planner.plan_rows(
+                len(table.frames),
+                table.grid.window_length,
+                text.shape[1],
+                reserved_bytes=0 if best_states is None else self._best_states_bytes(best_states, text.shape[0]),
+            )
+            inputs = self._encoder_inputs(
+                scorer,
+                table.grid,
+                _to_device(table.frames, device, self.model.dtype),
+                _to_device(text, device, self.model.dtype),
+                _to_device(text_mask, device, self.model.dtype),
+                plan,
+                frame_table=True,
+            )
+            rows = _WindowRows(query_index[table.rows], torch.arange(len(table.rows)))
+            table_logits, _ = self._score_windows(
+                rows,
+                table.grid,
+                inputs,
+                plan.rows_per_chunk,
+                False,
+                self.share_video_work,
+                best_states,
+                row_ids[table.rows.numpy()],
+            )
+            logits[table.rows.to(device)] = table_logits
+        _check_model_outputs("window logits", logits, scorer)
+        return logits
+
+    @torch.no_grad()
+    @_in_eval_mode
+    def decode_window_rows(
+        self,
+        videos: Sequence[torch.Tensor | np.ndarray | VideoFrameRuns],
+        text_features: torch.Tensor | np.ndarray,
+        text_mask: torch.Tensor | np.ndarray | None,
+        video_index: torch.Tensor | np.ndarray,
+        query_index: torch.Tensor | np.ndarray,
+        window_index: torch.Tensor | np.ndarray,
+        window_scores: torch.Tensor | np.ndarray,
+        sentence_features: torch.Tensor | np.ndarray | None = None,
+        seconds_per_feature: float | None = None,
+        best_states: BestWindowStates | None = None,
+        row_ids: torch.Tensor | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """
+        The moment rows of explicit (video, query, window) rows of several videos, as `decode_windows` decodes each
+        video's rows, batched across videos as in `score_window_rows`. The matching score reads the video features
+        (the appearance features of both released configurations).
+
+        Args:
+            videos, text_features, text_mask, video_index, query_index, window_index: as in `score_window_rows`.
+            window_scores (`(R,)`): each row's window score (`sigmoid` of its logit), the proposal scores' weight.
+            sentence_features (`(Q, sentence_feature_size)`, *optional*): for the matching score (0 without).
+            seconds_per_feature (`float`, *optional*): defaults to `config.seconds_per_feature`.
+            best_states ([`BestWindowStates`], *optional*), row_ids (`(R,)`, *optional*): the states kept by
+                `score_window_rows` and the rows' ids there; rows of one row length are finished from their kept
+                states when all of them were kept, and encoded again otherwise.
+        Returns:
+            `(R, num_queries, 4)` rows `[start, end, proposal, matching]` (seconds in each row's video; rows of a
+            window sorted by proposal score, rounded to 4 decimals).
+        """
+        config = self.model.config
+        text, text_mask, video_index, query_index, window_index = self._prepare_window_rows(
+            videos, text_features, text_mask, video_index, query_index, window_index
+        )
+        seconds_per_feature = _check_seconds_per_feature(
+            config.seconds_per_feature if seconds_per_feature is None else seconds_per_feature
+        )
+        window_scores = _as_tensor(window_scores, "window_scores").float().flatten().to(self.model.device)
+        if len(window_scores) != len(query_index):
+            raise ValueError(f"`window_scores` has {len(window_scores)} entries for {len(query_index)} rows")
+        if sentence_features is not None:
+            sentence_features = _as_tensor(sentence_features, "sentence_features")
+        device, dtype = self.model.device, self.model.dtype
+        row_ids = self._row_ids(row_ids, len(query_index))
+        window_rows = np.zeros((len(query_index), config.num_queries, 4))
+        query_index = torch.from_numpy(query_index)
+        for table in self._row_tables(videos, video_index, window_index):
+            self._validate(table.frames, text, text_mask, sentence_features, table.frames)
+            plan = self.memory_planner.plan_rows(len(table.frames), table.grid.window_length, text.shape[1])
+            kept = None
+            if best_states is not None:
+                kept = best_states.lookup(table.grid.window_length, row_ids[table.rows.numpy()])
+            inputs = None
+            if kept is None:
+                inputs = self._encoder_inputs(
+                    self.model,
+                    table.grid,
+                    _to_device(table.frames, device, dtype),
+                    _to_device(text, device, dtype),
+                    _to_device(text_mask, device, dtype),
+                    plan,
+                    frame_table=True,
+                )
+            rows = _WindowRows(query_index[table.rows], torch.arange(len(table.rows)))
+            every_row = torch.arange(rows.num_rows)
+            logits, spans = self._decode_rows(rows, table.grid, inputs, every_row, kept, plan.rows_per_chunk)
+            _check_model_outputs("moment predictions", torch.cat([logits.flatten(), spans.flatten()]), self.model)
+            table_rows = self._window_predictions(
+                rows,
+                table.grid,
+                every_row,
+                logits,
+                spans,
+                window_scores[table.rows.to(window_scores.device)],
+                sentence_features,
+                table.frames,
+                seconds_per_feature,
+                plan.rows_per_chunk,
+                window_starts=table.window_starts,
+            )
+            window_rows[table.rows.numpy()] = table_rows[0]
+        return window_rows
+
     def _encoder_inputs(
         self,
         model: RGNetForVideoGrounding,
@@ -637,17 +1075,21 @@ class RGNetGroundingEngine:
         text_features: torch.Tensor,
         text_mask: torch.Tensor,
         plan: GroundingMemoryPlan,
+        frame_table: bool = False,
     ) -> _EncoderInputs:
-        num_frames, padded_length = video.shape[0], grid.padded_length()
+        """`video` `(T, D)`: one video's features on `grid`, or with `frame_table` a table of frames whose rows
+        `grid` (`WindowGrid.for_rows`) reads by their bounds (no padding, no views)."""
+        num_frames = video.shape[0]
+        padded_length = num_frames if frame_table else grid.padded_length()
         # a window scorer may run in another precision than the grounding model
         video, text_features, text_mask = (tensor.to(model.dtype) for tensor in (video, text_features, text_mask))
         if plan.video_embedding == "per_row":
-            padded = F.pad(video, (0, 0, 0, padded_length - num_frames))
-            return _EncoderInputs("per_row", grid.cut(padded), None, text_features, text_mask)
+            rows = video if frame_table else grid.cut(F.pad(video, (0, 0, 0, padded_length - num_frames)))
+            return _EncoderInputs("per_row", rows, None, text_features, text_mask, frame_table)
         padding_state = model.model.embed_video(video.new_zeros(1, video.shape[1]))[0]
         text = model.model.embed_text(text_features)
         if plan.video_embedding == "per_chunk":
-            return _EncoderInputs("per_chunk", video, padding_state, text, text_mask)
+            return _EncoderInputs("per_chunk", video, padding_state, text, text_mask, frame_table)
         # The whole video embedded once, in chunks (the projection's inner states stay within a chunk's budget),
         # into one buffer whose padded tail holds the state of a padded frame.
         frames_per_chunk = plan.rows_per_chunk * grid.window_length
@@ -656,6 +1098,8 @@ class RGNetGroundingEngine:
             end = min(start + frames_per_chunk, num_frames)
             embedded[start:end] = model.model.embed_video(video[start:end])
         embedded[num_frames:] = padding_state
+        if frame_table:
+            return _EncoderInputs("shared", embedded, padding_state, text, text_mask, frame_table)
         return _EncoderInputs("shared", grid.cut(embedded), padding_state, text, text_mask)
 
     def _ground_group(
@@ -741,9 +1185,12 @@ class RGNetGroundingEngine:
         rows_per_chunk: int,
         keep_states: bool,
         retrieval_only: bool,
+        best_states: BestWindowStates | None = None,
+        row_ids: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         """Window logits `(num_rows,)` (float32) of every row, and the encoder states the decoding reuses (kept
-        when they fit the budget and the scorer is the grounding model)."""
+        when they fit the budget and the scorer is the grounding model). With `best_states` (and `retrieval_only`),
+        each chunk's rows (ids `row_ids` `(num_rows,)`) are offered to it instead."""
         scorer = self.window_scorer if self.window_scorer is not None else self.model
         device = self.model.device
         window_logits = torch.empty(group.num_rows, dtype=torch.float32, device=device)
@@ -753,6 +1200,9 @@ class RGNetGroundingEngine:
             queries, windows = group.query_index[rows].to(device), group.window_index[rows].to(device)
             encoded = self._encode(inputs, scorer, grid, queries, windows, retrieval_only=retrieval_only)
             window_logits[rows] = scorer.window_logits_from(encoded.retrieval_embedding).float()
+            if best_states is not None:
+                scores = torch.sigmoid(window_logits[rows]).cpu().numpy()
+                best_states.offer(grid.window_length, row_ids[rows], group.query_index[rows].numpy(), scores, encoded)
             if keep_states:
                 # Preallocated, so that the kept states never exist twice (no concatenation at the end).
                 name = "last_layer_input" if encoded.last_layer_input is not None else "video_memory"
@@ -769,12 +1219,13 @@ class RGNetGroundingEngine:
         self,
         group: _QueryGroup,
         grid: WindowGrid,
-        inputs: _EncoderInputs,
+        inputs: _EncoderInputs | None,
         decoded_rows: torch.Tensor,
         kept: dict[str, torch.Tensor] | None,
         rows_per_chunk: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits and (centre, width) spans `(len(decoded_rows), num_queries, 2)` of the last decoder layer."""
+        """Class logits and (centre, width) spans `(len(decoded_rows), num_queries, 2)` of the last decoder layer
+        (`inputs` may be None when every decoded row is `kept`)."""
         model = self.model
         device = model.device
         distinct_positions = model.model.frame_position_embeddings(grid.distinct_masks, model.dtype)
@@ -819,8 +1270,11 @@ class RGNetGroundingEngine:
         appearance: torch.Tensor,
         seconds_per_feature: float,
         rows_per_chunk: int,
+        window_starts: torch.Tensor | None = None,
     ) -> np.ndarray:
-        """Rows `[start, end, proposal, matching]` `(num_group_queries, decoded per query, num_queries, 4)`."""
+        """Rows `[start, end, proposal, matching]` `(num_group_queries, decoded per query, num_queries, 4)`.
+        `window_starts` `(len(decoded_rows),)`: each decoded window's first frame in its video, when the grid's
+        bounds are not the video's (a frame table: `WindowGrid.for_rows`)."""
         config = self.model.config
         windows = group.window_index[decoded_rows]
         proposal = logits.softmax(-1)[..., 0] * window_scores[:, None]
@@ -839,9 +1293,10 @@ class RGNetGroundingEngine:
                 )
             if config.scale_matching_score_by_window_score:
                 matching = matching * window_scores[:, None]
+        starts = grid.starts[windows] if window_starts is None else window_starts
         seconds = window_spans_to_seconds(
             spans,
-            grid.starts[windows].to(spans.device),
+            starts.to(spans.device),
             grid.lengths[windows].to(spans.device),
             seconds_per_feature,
         )
@@ -945,4 +1400,4 @@ def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -
     return tensor.to(device=device, dtype=dtype)
 
 
-__all__ = ["RGNetGroundingEngine", "VideoGroundingResult", "matching_scores"]
+__all__ = ["BestWindowStates", "RGNetGroundingEngine", "VideoFrameRuns", "VideoGroundingResult", "matching_scores"]

@@ -131,18 +131,40 @@ class GroundingMemoryPlanner:
 
     def plan(self, grid: WindowGrid, num_tokens: int, num_queries: int) -> GroundingMemoryPlan:
         """The plan for `num_queries` queries of `num_tokens` (padded) tokens on the windows of `grid`."""
-        budget = self.memory_budget_bytes
+        kept_per_query = grid.num_windows * self.bytes_per_kept_row(grid.window_length)
+        return self._plan(self.embedded_video_bytes(grid), grid.window_length, num_tokens, num_queries, kept_per_query)
+
+    def plan_rows(
+        self, num_frames: int, window_length: int, num_tokens: int, reserved_bytes: int = 0
+    ) -> GroundingMemoryPlan:
+        """The plan for explicit rows of `window_length` frames read from a table of `num_frames` frames gathered
+        from one or more videos (`RGNetGroundingEngine.score_window_rows`): `"shared"` embeds the table once.
+        `reserved_bytes` of the budget are held elsewhere (the states a `BestWindowStates` keeps); the plan keeps
+        no states of its own (`keep_states` is False)."""
+        table_bytes = self.num_models * num_frames * self.config.hidden_size * self.element_size
+        return self._plan(table_bytes, window_length, num_tokens, 1, None, reserved_bytes)
+
+    def _plan(
+        self,
+        video_bytes: int,
+        window_length: int,
+        num_tokens: int,
+        num_queries: int,
+        kept_per_query: int | None,
+        reserved_bytes: int = 0,
+    ) -> GroundingMemoryPlan:
+        """`video_bytes`: the embedded frames of the `"shared"` embedding; `kept_per_query`: the bytes of one
+        query's kept states (None: none are kept); `reserved_bytes`: budget held elsewhere."""
+        budget = self.memory_budget_bytes - reserved_bytes
         if not self.share_video_work:
             video_embedding = "per_row"
         else:
-            video_bytes = self.embedded_video_bytes(grid)
             video_embedding = "shared" if video_bytes <= budget // 2 else "per_chunk"
             if video_embedding == "shared":
                 budget -= video_bytes
         budget -= int(self.headroom * self.bytes_per_chunk(video_embedding))
-        row_bytes = int(self.headroom * self.bytes_per_encoded_row(grid.window_length, num_tokens, video_embedding))
-        kept_per_query = grid.num_windows * self.bytes_per_kept_row(grid.window_length)
-        keep_states = self.can_keep_states and kept_per_query + row_bytes <= budget
+        row_bytes = int(self.headroom * self.bytes_per_encoded_row(window_length, num_tokens, video_embedding))
+        keep_states = kept_per_query is not None and self.can_keep_states and kept_per_query + row_bytes <= budget
         group_size = num_queries
         if keep_states:
             group_size = max(

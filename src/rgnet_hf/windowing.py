@@ -32,6 +32,7 @@ __all__ = [
     "WindowGrid",
     "cut_windows",
     "default_window_stride",
+    "frame_runs_of_windows",
     "frames_to_seconds",
     "ground_truth_window_mask",
     "ground_truth_window_range",
@@ -145,6 +146,23 @@ def cut_windows(
     mask = index < bounds[:, 1:]
     gathered = features[index.clamp(max=features.shape[0] - 1)]
     return gathered * mask[..., None].to(gathered.dtype), mask
+
+
+def frame_runs_of_windows(bounds: np.ndarray) -> np.ndarray:
+    """
+    `(W, 2)` `[start, end)` frame bounds of some windows of one video -> `(R, 2)` sorted, disjoint runs of frames
+    covering their union (overlapping or touching windows merge into one run). Vectorised: no loop over windows.
+    """
+    bounds = np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
+    if len(bounds) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    bounds = bounds[np.lexsort((bounds[:, 1], bounds[:, 0]))]
+    reach = np.maximum.accumulate(bounds[:, 1])
+    first = np.ones(len(bounds), dtype=bool)
+    first[1:] = bounds[1:, 0] > reach[:-1]
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], len(bounds)) - 1
+    return np.stack([bounds[starts, 0], reach[ends]], axis=1)
 
 
 def window_span(index: int, num_frames: int, window_length: int, stride: int) -> tuple[int, int]:
@@ -416,6 +434,26 @@ class WindowGrid:
             stride=stride,
             mask=mask.to(device),
             view_index=view_index,
+            length_index=length_index.to(device),
+            distinct_masks=distinct_masks.to(device),
+        )
+
+    @classmethod
+    def for_rows(cls, bounds: torch.Tensor, window_length: int, device: torch.device, dtype: torch.dtype) -> WindowGrid:
+        """A grid of explicit windows: `bounds` `(R, 2)` `[start, end)` in a table of frames gathered from one or
+        more videos (rows of `window_length` frames, each valid up to its own end). Its windows are read by
+        `bounds` ([`cut_windows`]), not as strided views: `stride` is 0 and [`WindowGrid.cut`] does not apply."""
+        bounds = torch.as_tensor(bounds, dtype=torch.long).reshape(-1, 2)
+        lengths = bounds[:, 1] - bounds[:, 0]
+        mask = (torch.arange(window_length)[None] < lengths[:, None]).to(dtype)
+        distinct_lengths, length_index = torch.unique(lengths, return_inverse=True)
+        distinct_masks = (torch.arange(window_length)[None] < distinct_lengths[:, None]).to(dtype)
+        return cls(
+            bounds=bounds,
+            window_length=int(window_length),
+            stride=0,
+            mask=mask.to(device),
+            view_index=torch.arange(len(bounds)),
             length_index=length_index.to(device),
             distinct_masks=distinct_masks.to(device),
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..windowing import frame_runs_of_windows
 from .backends import FLAT_LIMIT, FaissBackend, IndexSpec, VectorBackend, choose_index_spec
 
 __all__ = ["IndexUpdate", "LibraryIndex", "VideoEntry", "frame_runs_of_windows", "segment_vectors"]
@@ -46,23 +47,6 @@ def segment_vectors(features: np.ndarray, segment_frames: int) -> np.ndarray:
     sums = padded.reshape(num_segments, segment_frames, dimension).sum(1)
     lengths = np.linalg.norm(sums, axis=1, keepdims=True)
     return np.divide(sums, lengths, out=np.zeros_like(sums), where=lengths > 0)
-
-
-def frame_runs_of_windows(bounds: np.ndarray) -> np.ndarray:
-    """
-    `(W, 2)` `[start, end)` frame bounds of some windows of one video -> `(R, 2)` sorted, disjoint runs of frames
-    covering their union (overlapping or touching windows merge into one run). Vectorised: no loop over windows.
-    """
-    bounds = np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
-    if len(bounds) == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    bounds = bounds[np.lexsort((bounds[:, 1], bounds[:, 0]))]
-    reach = np.maximum.accumulate(bounds[:, 1])
-    first = np.ones(len(bounds), dtype=bool)
-    first[1:] = bounds[1:, 0] > reach[:-1]
-    starts = np.flatnonzero(first)
-    ends = np.append(starts[1:], len(bounds)) - 1
-    return np.stack([bounds[starts, 0], reach[ends]], axis=1)
 
 
 @dataclass
@@ -198,7 +182,7 @@ class LibraryIndex:
         videos = np.searchsorted(self._first_ids, ids, side="right") - 1
         return videos, ids - self._first_ids[videos]
 
-    def read_features(self, position: int, frame_runs: np.ndarray | None = None) -> np.ndarray:
+    def read_features(self, position: int, frame_runs: np.ndarray | None = None, compact: bool = False) -> np.ndarray:
         """
         The `(T, D)` float32 features of `videos[position]`, read from its cache (one video at a time).
 
@@ -208,6 +192,8 @@ class LibraryIndex:
                 read (one HDF5 read each, `frame_runs_of_windows`); the other frames of the returned array are zero.
                 The array keeps the video's length, so window indices and the window grid stay the video's. All
                 frames by default (one read of the whole dataset).
+            compact (`bool`): return only the frames of `frame_runs`, one run after another: `(F, D)` with `F` the
+                runs' total length (each run clipped to the video).
         """
         import h5py
 
@@ -233,11 +219,15 @@ class LibraryIndex:
             )
             if whole:
                 return dataset[()].astype(np.float32, copy=False)
-            features = np.zeros((video.num_frames, self.feature_size), dtype=np.float32)
-            for start, end in np.asarray(frame_runs, dtype=np.int64).tolist():
-                start, end = max(start, 0), min(end, video.num_frames)
+            runs = np.clip(np.asarray(frame_runs, dtype=np.int64).reshape(-1, 2), 0, video.num_frames)
+            lengths = np.maximum(runs[:, 1] - runs[:, 0], 0)
+            # compact: run i lands at offsets[i]; otherwise every run lands at its own frames
+            offsets = np.cumsum(lengths) - lengths if compact else runs[:, 0]
+            shape = (int(lengths.sum()) if compact else video.num_frames, self.feature_size)
+            features = np.zeros(shape, dtype=np.float32)
+            for (start, end), offset in zip(runs.tolist(), offsets.tolist()):
                 if start < end:  # HDF5 converts the stored type (float16 or float32) to float32 as it reads
-                    dataset.read_direct(features, np.s_[start:end], np.s_[start:end])
+                    dataset.read_direct(features, np.s_[start:end], np.s_[offset : offset + end - start])
             return features
 
     # ------------------------------------------------------------------ writing

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from ..feature_extraction_rgnet import pad_sequences
-from ..inference_rgnet import RGNetGroundingEngine
-from ..windowing import window_bounds
-from .index import LibraryIndex, frame_runs_of_windows
+from ..inference_rgnet import BestWindowStates, RGNetGroundingEngine, VideoFrameRuns
+from ..windowing import frame_runs_of_windows, window_bounds
+from .index import LibraryIndex
 from .ranking import rank_library_rows, select_library_windows
 
 __all__ = ["LibraryMoment", "LibrarySearchResult", "VideoLibrary"]
@@ -69,13 +69,25 @@ class VideoLibrary:
         engine ([`RGNetGroundingEngine`], *optional*): scores and decodes windows; one with default settings by default.
         feature_encoder (*optional*): a [`VideoTextEncoder`] or its name, to encode query sentences (the model's
             `config.feature_encoder` by default); not needed when queries come as features.
+        batch_videos (`bool`, defaults to `True`): score and decode the candidate windows of many videos in shared
+            encoder chunks (`RGNetGroundingEngine.score_window_rows` / `decode_window_rows`), embedding only their
+            frames. `False` makes one engine call per video (`score_windows` / `decode_windows`, each embedding the
+            whole video): the same results up to float rounding, slower; the reference of the tests and benchmark.
     """
 
-    def __init__(self, index, model, engine: RGNetGroundingEngine | None = None, feature_encoder=None):
+    def __init__(
+        self,
+        index,
+        model,
+        engine: RGNetGroundingEngine | None = None,
+        feature_encoder=None,
+        batch_videos: bool = True,
+    ):
         self.index = index if isinstance(index, LibraryIndex) else LibraryIndex.open(index)
         self.model = model
         self.index.check_fits(model.config)
         self.engine = engine if engine is not None else RGNetGroundingEngine(model)
+        self.batch_videos = batch_videos
         self._feature_encoder = feature_encoder
         self._processor = None
 
@@ -182,8 +194,10 @@ class VideoLibrary:
                 "segment vectors: the model's sentence and video features must share one space for the pre-filter"
             )
         candidates = self._all_windows(len(names)) if exhaustive else self._candidate_windows(sentence, depth)
-        scores = self._score(candidates, features, mask)
-        return self._decode_and_rank(candidates, scores, names, features, mask, sentence, top_k)
+        # the scoring keeps the encoder states of each query's best windows, which the decoding then finishes
+        best_states = self.engine.best_window_states(len(names)) if self.batch_videos else None
+        scores = self._score(candidates, features, mask, best_states)
+        return self._decode_and_rank(candidates, scores, names, features, mask, sentence, top_k, best_states)
 
     def _grid_bounds(self, position: int) -> np.ndarray:
         config = self.model.config
@@ -223,31 +237,81 @@ class VideoLibrary:
             parts.append(np.stack([np.full(len(hit), position), query_of_hit[hits][hit], window], axis=1))
         return np.unique(np.concatenate(parts).astype(np.int64), axis=0)
 
-    def _score(self, candidates: np.ndarray, features: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-        """`sigmoid(window logit)` of each candidate row, one engine call per video (batched over its rows)."""
+    def _score(
+        self,
+        candidates: np.ndarray,
+        features: torch.Tensor,
+        mask: torch.Tensor,
+        best_states: BestWindowStates | None = None,
+    ) -> np.ndarray:
+        """`sigmoid(window logit)` of each candidate row: the rows of a batch of videos in one engine call (one call
+        per video without `batch_videos`); `best_states` keeps the states of the best rows (ids: candidate rows)."""
         scores = np.zeros(len(candidates), dtype=np.float32)
-        for position, rows in _rows_by_video(candidates):
-            video = self._read_windows(position, candidates[rows, 2])
-            logits = self.engine.score_windows(video, features, mask, candidates[rows, 1], candidates[rows, 2])
+        if not self.batch_videos:
+            for position, rows in _rows_by_video(candidates):
+                video = _whole_video(self._read_windows(position, candidates[rows, 2]))
+                logits = self.engine.score_windows(video, features, mask, candidates[rows, 1], candidates[rows, 2])
+                scores[rows] = torch.sigmoid(logits).cpu().numpy()
+            return scores
+        for rows, videos, video_index in self._video_batches(candidates):
+            logits = self.engine.score_window_rows(
+                videos,
+                features,
+                mask,
+                video_index,
+                candidates[rows, 1],
+                candidates[rows, 2],
+                best_states=best_states,
+                row_ids=rows,
+            )
             scores[rows] = torch.sigmoid(logits).cpu().numpy()
         return scores
 
-    def _read_windows(self, position: int, windows: np.ndarray) -> np.ndarray:
-        """
-        The `(T, D)` features of a video with only the frames of `windows` read (one read per contiguous run of
-        them, the rest zero): every frame when the windows cover the video (an exhaustive search), a few runs for a
-        pre-filtered one. The engine embeds frames independently and encodes each window from its own row of
-        frames, so these windows' rows are those of the whole video's features.
-        """
+    def _frame_rows(self, position: int, windows: np.ndarray) -> np.ndarray:
+        """`(K, 2)` `[start, end)` rows of frames of `windows` of a video: a window's row of frames starts at its
+        first frame and holds `min(window_length, T)` of them (the leading half window's row is the second window's:
+        its masked tail is read too, so its inputs are the same)."""
         num_frames = self.index.videos[position].num_frames
-        # A window's row of frames starts at its first frame and holds `min(window_length, T)` of them (the leading
-        # half window's row is the second window's: its masked tail is read too, so its inputs are the same).
         starts = self._grid_bounds(position)[np.unique(windows), 0]
         row = min(self.model.config.window_length, num_frames)
-        rows = np.stack([starts, np.minimum(starts + row, num_frames)], axis=1)
-        return self.index.read_features(position, frame_runs_of_windows(rows))
+        return np.stack([starts, np.minimum(starts + row, num_frames)], axis=1)
 
-    def _decode_and_rank(self, candidates, scores, names, features, mask, sentence, top_k):
+    def _read_windows(self, position: int, windows: np.ndarray) -> VideoFrameRuns | np.ndarray:
+        """
+        The frames of `windows` of a video as [`VideoFrameRuns`] (one read per contiguous run of their rows of
+        frames): every frame when the windows cover the video (an exhaustive search), a few runs for a pre-filtered
+        one. The engine embeds frames independently and encodes each window from its own row of frames, so these
+        windows' rows are those of the whole video's features.
+        """
+        runs = frame_runs_of_windows(self._frame_rows(position, windows))
+        features = self.index.read_features(position, runs, compact=True)
+        return VideoFrameRuns(self.index.videos[position].num_frames, runs, features)
+
+    def _video_batches(self, candidates: np.ndarray):
+        """Consecutive videos of sorted-by-video candidate rows, in batches whose frames to read take at most a
+        quarter of the engine's memory budget (a video alone can exceed it): `(rows, videos, video_index)` per batch,
+        with `videos` read by `_read_windows` and `video_index` `(len(rows),)` positions in `videos`."""
+        frame_bytes = 4 * self.index.feature_size
+        frames_per_batch = max(1, self.engine.memory_budget_bytes // 4 // frame_bytes)
+        batch: list[tuple[int, np.ndarray]] = []
+        batch_frames = 0
+        for position, rows in _rows_by_video(candidates):
+            runs = frame_runs_of_windows(self._frame_rows(position, candidates[rows, 2]))
+            frames = int((runs[:, 1] - runs[:, 0]).sum())
+            if batch and batch_frames + frames > frames_per_batch:
+                yield self._read_batch(candidates, batch)
+                batch, batch_frames = [], 0
+            batch.append((position, rows))
+            batch_frames += frames
+        if batch:
+            yield self._read_batch(candidates, batch)
+
+    def _read_batch(self, candidates: np.ndarray, batch: list[tuple[int, np.ndarray]]):
+        videos = [self._read_windows(position, candidates[rows, 2]) for position, rows in batch]
+        video_index = np.concatenate([np.full(len(rows), slot) for slot, (_, rows) in enumerate(batch)])
+        return np.concatenate([rows for _, rows in batch]), videos, video_index
+
+    def _decode_and_rank(self, candidates, scores, names, features, mask, sentence, top_k, best_states=None):
         config = self.engine.model.config
         engine = self.engine
         # Per query: the library's best windows (rows of `candidates` are in library order within a query).
@@ -257,18 +321,35 @@ class VideoLibrary:
             kept_rows.append(rows[select_library_windows(scores[rows], engine.top_k_windows)])
         decoded = np.zeros((len(candidates), config.num_queries, 4))
         every_kept = np.unique(np.concatenate(kept_rows)) if kept_rows else np.zeros(0, dtype=np.int64)
-        for position, rows in _rows_by_video(candidates[every_kept]):
-            rows = every_kept[rows]
-            decoded[rows] = engine.decode_windows(
-                self._read_windows(position, candidates[rows, 2]),
-                features,
-                mask,
-                candidates[rows, 1],
-                candidates[rows, 2],
-                scores[rows],
-                sentence_features=sentence,
-                seconds_per_feature=self.index.seconds_per_feature,
-            )
+        if self.batch_videos:
+            for rows, videos, video_index in self._video_batches(candidates[every_kept]):
+                rows = every_kept[rows]
+                decoded[rows] = engine.decode_window_rows(
+                    videos,
+                    features,
+                    mask,
+                    video_index,
+                    candidates[rows, 1],
+                    candidates[rows, 2],
+                    scores[rows],
+                    sentence_features=sentence,
+                    seconds_per_feature=self.index.seconds_per_feature,
+                    best_states=best_states,
+                    row_ids=rows,
+                )
+        else:
+            for position, rows in _rows_by_video(candidates[every_kept]):
+                rows = every_kept[rows]
+                decoded[rows] = engine.decode_windows(
+                    _whole_video(self._read_windows(position, candidates[rows, 2])),
+                    features,
+                    mask,
+                    candidates[rows, 1],
+                    candidates[rows, 2],
+                    scores[rows],
+                    sentence_features=sentence,
+                    seconds_per_feature=self.index.seconds_per_feature,
+                )
         results = []
         for query, rows in enumerate(kept_rows):
             ranked, videos = rank_library_rows(
@@ -306,3 +387,15 @@ def _rows_by_video(candidates: np.ndarray):
     ends = np.append(starts[1:], len(candidates))
     for position, start, end in zip(videos, starts, ends):
         yield int(position), np.arange(start, end)
+
+
+def _whole_video(video: VideoFrameRuns | np.ndarray) -> np.ndarray:
+    """`(T, D)` features of a video read as [`VideoFrameRuns`]: its runs in place, the other frames zero."""
+    if not isinstance(video, VideoFrameRuns):
+        return video
+    runs = video.frame_runs
+    whole = np.zeros((video.num_frames, video.features.shape[1]), dtype=np.float32)
+    lengths = runs[:, 1] - runs[:, 0]
+    frames = np.repeat(runs[:, 0] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+    whole[frames] = video.features
+    return whole
