@@ -4,7 +4,8 @@ latency and index cost, on generated libraries. Prints one JSON object.
     python benchmarks/bench_library_search.py [--hours 2] [--queries 8] [--depths 10,50,200]
         [--index-hours 1,10,100] [--model DIR] [--device cpu] [--threads N] [--prefilter-only]
         [--latency-hours 1,10,100] [--latency-depths 200,1000] [--latency-queries 8] [--latency-budget-s 120]
-        [--exhaustive-max-hours 10] [--latency-model mad|small] [--latency-only] [--compare-per-video]
+        [--exhaustive-max-hours 10] [--latency-model mad|small] [--memory-budget-mib 2048] [--latency-only]
+        [--compare-per-video]
 
 The library: videos of `--video-minutes` minutes of 512-d features at 5 fps, each a sequence of scenes (a random
 unit direction per scene plus per-frame noise of norm about 1). Each query plants a moment (5 to 15 s) in a random
@@ -50,7 +51,7 @@ import h5py
 import numpy as np
 import torch
 
-from rgnet_hf import RGNetConfig, RGNetForVideoGrounding
+from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
 from rgnet_hf.post_processing import temporal_iou_matrix
 from rgnet_hf.search import FaissBackend, LibraryIndex, VideoLibrary, choose_index_spec
 from rgnet_hf.windowing import window_bounds
@@ -242,8 +243,9 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
             "index_build_peak_rss_mb": _peak_rss_mb(),
             "peak_rss_reset": reset,
         }
-        library = VideoLibrary(index, model)
-        per_video = VideoLibrary(index, model, engine=library.engine, batch_videos=False)
+        engine = RGNetGroundingEngine(model, memory_budget_bytes=int(args.memory_budget_mib * 2**20))
+        library = VideoLibrary(index, model, engine=engine)
+        per_video = VideoLibrary(index, model, engine=engine, batch_videos=False)
         report["windows"] = int(sum(len(library._grid_bounds(p)) for p in range(len(index.videos))))
         sentence = np.stack([row[4] for row in truth]).astype(np.float32)
         text = np.random.default_rng(args.seed + 1).normal(size=(len(truth), 8, model.config.text_feature_size))
@@ -377,6 +379,9 @@ def main() -> None:
     parser.add_argument("--latency-budget-s", type=float, default=120.0, help="per setting: stop after this long")
     parser.add_argument("--exhaustive-max-hours", type=float, default=10.0, help="exhaustive latency up to this size")
     parser.add_argument("--latency-model", choices=("mad", "small"), default="mad")
+    parser.add_argument(
+        "--memory-budget-mib", type=float, default=2048.0, help="the latency engine's memory budget (default 2 GiB)"
+    )
     parser.add_argument(
         "--latency-only", action="store_true", help="only the latency and index measurements (no recall table)"
     )

@@ -62,6 +62,46 @@ def test_index_and_search_with_query_features(tmp_path, capsys):
     assert "is not a library index" in captured.err and captured.out == ""
     assert cli_main([*search, *features, "--depth", "0"]) == 2
     assert "--depth must be >= 1" in capsys.readouterr().err
+    assert cli_main([*search, *features, "--memory-budget-gib", "0"]) == 2
+    assert "--memory-budget-gib must be > 0" in capsys.readouterr().err
+
+
+def test_search_memory_budget_reaches_the_engine_and_keeps_the_results(tmp_path, capsys, monkeypatch):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    cache = write_cache(tmp_path / "a.h5", random_videos(1, {"alpha": 120, "beta": 80, "gamma": 150}))
+    assert (
+        cli_main(
+            ["index", "--features", str(cache), "--model", str(tmp_path / "model"), "--output", str(tmp_path / "index")]
+        )
+        == 0
+    )
+    text, sentence = random_queries(3)
+    np.save(tmp_path / "text.npy", text)
+    np.save(tmp_path / "sentence.npy", sentence)
+    budgets = []
+    search = VideoLibrary.search
+
+    def recorded(self, *args, **kwargs):
+        budgets.append(self.engine.memory_budget_bytes)
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(VideoLibrary, "search", recorded)
+    command = ["search", "--index", str(tmp_path / "index"), "--model", str(tmp_path / "model"), "--json"]
+    command += ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy"), "--depth", "6"]
+    capsys.readouterr()
+    assert cli_main(command) == 0
+    default = json.loads(capsys.readouterr().out)
+    # A budget of a few KiB: one row per chunk, every window embedded by its chunk; the same moments.
+    assert cli_main([*command, "--memory-budget-gib", str(4 / 2**20)]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert budgets == [2 * 2**30, 4 * 2**10]
+    assert [[m["key"] for m in moments] for moments in small] == [[m["key"] for m in moments] for moments in default]
+    np.testing.assert_allclose(
+        [[m["start"], m["end"], m["score"]] for moments in small for m in moments],
+        [[m["start"], m["end"], m["score"]] for moments in default for m in moments],
+        atol=1e-4,
+    )
 
 
 def test_search_sentences_through_the_model_encoder(tmp_path, capsys):

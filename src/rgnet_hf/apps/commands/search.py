@@ -32,6 +32,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--depth", type=int, default=200, help="segments the pre-filter takes per query (200)")
     parser.add_argument("--exhaustive", action="store_true", help="score every window of every video (no pre-filter)")
     parser.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--memory-budget-gib",
+        type=float,
+        default=2.0,
+        help="memory the engine may use for a batch of queries (2); on a CPU, 0.25 searches one query at a time as "
+        "fast with less memory (docs/library_search.md)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=run)
     return parser
@@ -140,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("top_k", "depth"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.memory_budget_gib > 0:
+        raise ValueError(f"--memory-budget-gib must be > 0, got {args.memory_budget_gib}")
     check_device(args.device)
     if looks_like_a_path(args.model) and not Path(args.model).is_dir():
         raise FileNotFoundError(f"--model {args.model}: no such model folder")
@@ -147,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if state.num_processes > 1 and args.output is None:
         raise ValueError("with several processes (accelerate launch), give --output RESULTS.jsonl")
     library = VideoLibrary.from_folders(args.index, args.model, device=args.device or state.device)
+    library.engine.memory_budget_bytes = int(args.memory_budget_gib * 2**30)
     options = {"top_k": args.top_k, "depth": args.depth, "exhaustive": args.exhaustive}
     if args.query:
         num_queries = len(args.query)
