@@ -1,16 +1,20 @@
-"""Library search on the demo corpus with its trained model: R@K of pre-filtered search by depth against exhaustive
-search, when every test sentence must find its own video among all the corpus's videos. Prints one JSON object.
+"""Library search on a demo's data with its trained model: R@K of pre-filtered search by depth against exhaustive
+search, when every test query must find its moment among all the data's videos. Prints one JSON object.
 
-    rgnet-hf demo --output demo
+    rgnet-hf demo --output demo                  # video files: 40 videos, 2 hours
     python benchmarks/bench_library_demo_corpus.py --demo demo [--depths 5,10,25,50,100,200] [--split test]
+    rgnet-hf demo --features --output fdemo      # the synthetic benchmark (MAD's layout): 36 videos
+    python benchmarks/bench_library_demo_corpus.py --demo fdemo
 
-The library indexes the video features of every split (`DEMO/data/video_features.h5`, 40 videos, 2 hours); the
-queries are the sentences of `--split` (held-out videos), encoded by the demo's tiny CLIP. Two ground truths:
+The library indexes the video features of every split (`DEMO/data/video_features.h5`, or the synthetic benchmark's
+video feature file); the queries are the `--split` queries (held-out videos): the demo's sentences, encoded by its
+tiny CLIP, or the synthetic benchmark's query features. Ground truths:
 
 - `own_video`: a query counts at `R@K IoU=t` when one of its `K` best moments lies in its own video with a temporal
   IoU of at least `t` with its annotated moment;
-- `any_video`: the same, against every annotated moment of the library that shows the same colour and shape (each
-  pair appears in about a dozen of the 40 videos, so "a red circle appears" is as true in another video).
+- `any_video` (the video demo only): the same, against every annotated moment of the library that shows the same
+  colour and shape (each pair appears in about a dozen of the 40 videos, so "a red circle appears" is as true in
+  another video).
 
 Also reported per setting: the windows the retrieval token scored per query (mean) and seconds per query (all
 queries searched in one call, divided by their number).
@@ -62,9 +66,48 @@ def colour_and_shape(sentence: str) -> tuple[str, str]:
     return colour, shape
 
 
+def _own_video(rows) -> list[list[tuple[str, float, float]]]:
+    return [[(key, float(span[0]), float(span[1]))] for key, span in zip(rows["clip_id"], rows["timestamps"])]
+
+
+def _video_demo(demo: Path, split: str):
+    """`rgnet-hf demo`: sentences (encoded by the demo's CLIP), the prepared video features, both ground truths."""
+    from rgnet_hf.data import load_prepared
+
+    data = load_prepared(demo / "data")
+    rows = data[split].with_format(None)
+    by_event: dict[tuple[str, str], list] = {}
+    for part in data.values():
+        part = part.with_format(None)
+        for sentence, key, span in zip(part["query"], part["clip_id"], part["timestamps"]):
+            by_event.setdefault(colour_and_shape(sentence), []).append((key, float(span[0]), float(span[1])))
+    truths = {
+        "own_video": _own_video(rows),
+        "any_video": [by_event[colour_and_shape(sentence)] for sentence in rows["query"]],
+    }
+    return {"text": list(rows["query"])}, demo / "data" / "video_features.h5", truths
+
+
+def _feature_demo(demo: Path, split: str):
+    """`rgnet-hf demo --features`: the synthetic benchmark's query features and video features (every split's
+    videos in the library); each query's moment is its own video's."""
+    from rgnet_hf.synthetic.benchmark import load_synthetic_mad, synthetic_mad_paths
+
+    data = load_synthetic_mad(demo / "data")
+    if split == "validation" and "validation" not in data:
+        split = "val"
+    rows = data[split]
+    queries = {
+        "text_features": [np.asarray(row["text_features"], dtype=np.float32) for row in rows],
+        "sentence_features": np.stack([np.asarray(row["sentence_features"], dtype=np.float32) for row in rows]),
+    }
+    plain = rows.with_format(None).select_columns(["clip_id", "timestamps"])
+    return queries, synthetic_mad_paths(demo / "data")["video_features"], {"own_video": _own_video(plain)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--demo", required=True, help="the output folder of `rgnet-hf demo`")
+    parser.add_argument("--demo", required=True, help="the output folder of `rgnet-hf demo` (or `demo --features`)")
     parser.add_argument("--depths", default="5,10,25,50,100,200")
     parser.add_argument("--split", default="test")
     parser.add_argument("--top-k", type=int, default=5)
@@ -73,26 +116,18 @@ def main() -> None:
     import torch
 
     from rgnet_hf.apps.cli import main as cli
-    from rgnet_hf.data import load_prepared
     from rgnet_hf.search import VideoLibrary
 
     demo = Path(args.demo)
     model = demo / "run" / "final"
-    data = load_prepared(demo / "data")
-    rows = data[args.split].with_format(None)
-    sentences = list(rows["query"])
-    own_video = [[(key, float(span[0]), float(span[1]))] for key, span in zip(rows["clip_id"], rows["timestamps"])]
-    by_event: dict[tuple[str, str], list] = {}
-    for split in data.values():
-        split = split.with_format(None)
-        for sentence, key, span in zip(split["query"], split["clip_id"], split["timestamps"]):
-            by_event.setdefault(colour_and_shape(sentence), []).append((key, float(span[0]), float(span[1])))
-    any_video = [by_event[colour_and_shape(sentence)] for sentence in sentences]
+    if (demo / "data" / "manifest.json").is_file():
+        queries, features, truths = _video_demo(demo, args.split)
+    else:
+        queries, features, truths = _feature_demo(demo, args.split)
     with tempfile.TemporaryDirectory() as folder:
         index = Path(folder) / "index"
-        features = str(demo / "data" / "video_features.h5")
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON alone
-            built = cli(["index", "--features", features, "--model", str(model), "--output", str(index)])
+            built = cli(["index", "--features", str(features), "--model", str(model), "--output", str(index)])
         if built != 0:
             raise SystemExit("rgnet-hf index failed")
         library = VideoLibrary.from_folders(index, model)
@@ -100,16 +135,13 @@ def main() -> None:
         measured = {}
         for name, depth in settings:
             start = time.perf_counter()
-            if depth is None:
-                results = library.search(sentences, top_k=args.top_k, exhaustive=True)
-            else:
-                results = library.search(sentences, top_k=args.top_k, depth=depth)
+            options = {"exhaustive": True} if depth is None else {"depth": depth}
+            results = library.search(**queries, top_k=args.top_k, **options)
             seconds = time.perf_counter() - start
             measured[name] = {
-                "own_video": recall(results, own_video),
-                "any_video": recall(results, any_video),
+                **{truth: recall(results, moments) for truth, moments in truths.items()},
                 "windows_scored_per_query": round(float(np.mean([r.candidate_windows for r in results])), 1),
-                "seconds_per_query": round(seconds / len(sentences), 4),
+                "seconds_per_query": round(seconds / len(truths["own_video"]), 4),
             }
         within_one_point = {
             truth: min(
@@ -121,7 +153,7 @@ def main() -> None:
                 ),
                 default=None,
             )
-            for truth in ("own_video", "any_video")
+            for truth in truths
         }
         print(
             json.dumps(
@@ -134,7 +166,7 @@ def main() -> None:
                             3,
                         ),
                     },
-                    "queries": len(sentences),
+                    "queries": len(truths["own_video"]),
                     "split": args.split,
                     "results": measured,
                     "smallest_depth_with_r5_iou03_within_1_point_of_exhaustive": within_one_point,
