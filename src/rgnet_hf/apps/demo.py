@@ -56,6 +56,12 @@ def _table(rows: dict[str, dict[str, float]], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _fit_batch_to(recipe: dict[str, Any], train_split) -> None:
+    """A small corpus may hold fewer training queries than one batch, and the loop refuses a run that would make no
+    step: the demo's batch is at most the training split."""
+    recipe["batch_size"] = min(recipe["batch_size"], len(train_split))
+
+
 def run_feature_demo(
     output_dir: str | Path = "rgnet-demo", num_epochs: int | None = None, seed: int = 0, num_queries_shown: int = 6
 ) -> dict[str, Any]:
@@ -86,8 +92,7 @@ def run_feature_demo(
     recipe = dict(DEMO_TRAINING, model=dict(DEMO_MODEL), output_dir=str(output_dir / "run"), eval_split=None)
     if num_epochs is not None:
         recipe["num_epochs"] = num_epochs
-    # A small corpus may hold fewer training queries than one batch; the loop refuses a run that makes no step.
-    recipe["batch_size"] = min(recipe["batch_size"], len(dataset["train"]))
+    _fit_batch_to(recipe, dataset["train"])
     print(f"[2/5] Training a small RGNet ({recipe['num_epochs']} epochs) with rgnet_hf.training.train")
     summary = train(TrainingConfig.from_dict(recipe), dataset=dataset)
     model_dir = summary["best_model"] or summary["final_model"]
@@ -268,8 +273,7 @@ def run_demo(
     )
     if num_epochs is not None:
         recipe["num_epochs"] = num_epochs
-    # A small corpus may hold fewer training queries than one batch; the loop refuses a run that makes no step.
-    recipe["batch_size"] = min(recipe["batch_size"], len(dataset["train"]))
+    _fit_batch_to(recipe, dataset["train"])
     print(f"[4/6] Training a small RGNet ({recipe['num_epochs']} epochs) with rgnet_hf.training.train")
     summary = train(TrainingConfig.from_dict(recipe))
     model_dir = summary["best_model"] or summary["final_model"]
