@@ -258,3 +258,19 @@ def test_a_truncated_upload_is_refused_unless_the_app_allows_it(model_folders, t
     assert f"grounded in a {result.duration:.1f} s video" in status
     # A whole file after the truncated one is grounded on its own length, with no note.
     assert lenient.ground(str(whole), "a man opens the door.").declared_duration is None
+
+
+def test_app_clip_folder_goes_with_the_app(model_folders, video):
+    import gc
+
+    result = GroundingResult(str(video), 6.0, ["q"], [[{"start": 1.0, "end": 1.5, "score": 1.0, "query": "q"}]])
+    closed = GroundingApp(model_folders["with_encoder"], device="cpu")
+    assert closed.clip(result, "0:0").is_file()
+    closed.close()
+    assert not closed.clip_folder.exists()
+    dropped = GroundingApp(model_folders["with_encoder"], device="cpu")
+    folder = dropped.clip_folder
+    assert dropped.clip(result, "0:0").is_file()
+    del dropped
+    gc.collect()
+    assert not folder.exists()

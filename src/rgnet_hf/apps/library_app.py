@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from .web_app import (
     _short_name,
     cut_clip,
     parse_queries,
+    temporary_clip_folder,
 )
 
 DEFAULT_TOP_K = 10
@@ -192,8 +192,12 @@ class LibrarySearchApp:
                 "config), so it cannot encode typed sentences; search with `rgnet-hf search --text` instead"
             )
         self.model_name = str(model) if model is not None else getattr(pipe.model, "name_or_path", "model")
-        self.clip_folder = Path(tempfile.mkdtemp(prefix="rgnet-app-clips-"))
+        self.clip_folder, self._remove_clips = temporary_clip_folder(self)
         self.clips_cut = 0
+
+    def close(self) -> None:
+        """Remove the clip folder (done at garbage collection or interpreter exit otherwise)."""
+        self._remove_clips()
 
     def served_files(self) -> list[str]:
         """Files the page serves by path: none (clips go through Gradio's cache like any output)."""

@@ -11,7 +11,9 @@ import html
 import math
 import numbers
 import os
+import shutil
 import tempfile
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -50,6 +52,13 @@ CSS = """
 .rgnet-table th, .rgnet-table td { padding: 2px 10px; text-align: right; border-bottom: 1px solid #e5e7eb; }
 .rgnet-notice { padding: 8px 12px; border-radius: 6px; background: #fef3c7; color: #92400e; }
 """
+
+
+def temporary_clip_folder(owner: object) -> tuple[Path, weakref.finalize]:
+    """A new temporary folder for an app's cut clips, removed with its contents when `owner` is collected or the
+    interpreter exits (or when the returned finalizer is called)."""
+    folder = Path(tempfile.mkdtemp(prefix="rgnet-app-clips-"))
+    return folder, weakref.finalize(owner, shutil.rmtree, folder, ignore_errors=True)
 
 
 @dataclass
@@ -302,8 +311,12 @@ class GroundingApp:
         self.pipe.allow_truncated = self.allow_truncated
         self.model_name = str(model) if model is not None else getattr(pipe.model, "name_or_path", "model")
         self.examples = example_videos(examples)
-        self.clip_folder = Path(tempfile.mkdtemp(prefix="rgnet-app-clips-"))
+        self.clip_folder, self._remove_clips = temporary_clip_folder(self)
         self.clips_cut = 0
+
+    def close(self) -> None:
+        """Remove the clip folder (done at garbage collection or interpreter exit otherwise)."""
+        self._remove_clips()
 
     def served_files(self) -> list[str]:
         """Files the page serves by path: the example videos themselves (clips and uploads are in Gradio's cache)."""
