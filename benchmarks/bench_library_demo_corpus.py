@@ -3,6 +3,7 @@ search, when every test query must find its moment among all the data's videos. 
 
     rgnet-hf demo --output demo                  # video files: 40 videos, 2 hours
     python benchmarks/bench_library_demo_corpus.py --demo demo [--depths 5,10,25,50,100,200] [--split test]
+        [--modes float32/overlapping,bfloat16/overlapping,float32/central,bfloat16/central]
     rgnet-hf demo --features --output fdemo      # the synthetic benchmark (MAD's layout): 36 videos
     python benchmarks/bench_library_demo_corpus.py --demo fdemo
 
@@ -15,6 +16,10 @@ tiny CLIP, or the synthetic benchmark's query features. Ground truths:
 - `any_video` (the video demo only): the same, against every annotated moment of the library that shows the same
   colour and shape (each pair appears in about a dozen of the 40 videos, so "a red circle appears" is as true in
   another video).
+
+`--modes` measures several searches, DTYPE/WINDOWS: the model cast to `DTYPE` (`float32`, `bfloat16`) and
+`WINDOWS` candidates per segment (`VideoLibrary(segment_windows=...)`), each held to the first mode's exhaustive
+search (a `central` mode has no exhaustive row of its own: it scores every window like `overlapping`).
 
 Also reported per setting: the windows the retrieval token scored per query (mean) and seconds per query (all
 queries searched in one call, divided by their number).
@@ -111,6 +116,12 @@ def main() -> None:
     parser.add_argument("--depths", default="5,10,25,50,100,200")
     parser.add_argument("--split", default="test")
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument(
+        "--modes",
+        default="float32/overlapping",
+        help="searches to measure, DTYPE/WINDOWS (float32|bfloat16 / overlapping|central), comma-separated; each is "
+        "held to the first mode's exhaustive search",
+    )
     args = parser.parse_args()
 
     import torch
@@ -130,37 +141,48 @@ def main() -> None:
             built = cli(["index", "--features", str(features), "--model", str(model), "--output", str(index)])
         if built != 0:
             raise SystemExit("rgnet-hf index failed")
-        library = VideoLibrary.from_folders(index, model)
         settings = [("exhaustive", None)] + [(f"depth_{d}", int(d)) for d in args.depths.split(",")]
-        measured = {}
-        for name, depth in settings:
-            start = time.perf_counter()
-            options = {"exhaustive": True} if depth is None else {"depth": depth}
-            results = library.search(**queries, top_k=args.top_k, **options)
-            seconds = time.perf_counter() - start
-            measured[name] = {
-                **{truth: recall(results, moments) for truth, moments in truths.items()},
-                "windows_scored_per_query": round(float(np.mean([r.candidate_windows for r in results])), 1),
-                "seconds_per_query": round(seconds / len(truths["own_video"]), 4),
-            }
-        within_one_point = {
-            truth: min(
-                (
-                    depth
-                    for name, depth in settings
-                    if depth is not None
-                    and measured["exhaustive"][truth]["R@5 IoU=0.3"] - measured[name][truth]["R@5 IoU=0.3"] <= 1.0
-                ),
-                default=None,
+        modes = [mode for mode in args.modes.split(",") if mode]
+        by_mode, within_one_point = {}, {}
+        for mode in modes:
+            dtype, _, windows = mode.partition("/")
+            library = VideoLibrary.from_folders(
+                index, model, dtype=getattr(torch, dtype), segment_windows=windows or "overlapping"
             )
-            for truth in truths
-        }
+            measured = by_mode[mode] = {}
+            for name, depth in settings:
+                if depth is None and windows == "central":
+                    continue  # exhaustive search scores every window: the same as overlapping
+                start = time.perf_counter()
+                options = {"exhaustive": True} if depth is None else {"depth": depth}
+                results = library.search(**queries, top_k=args.top_k, **options)
+                seconds = time.perf_counter() - start
+                measured[name] = {
+                    **{truth: recall(results, moments) for truth, moments in truths.items()},
+                    "windows_scored_per_query": round(float(np.mean([r.candidate_windows for r in results])), 1),
+                    "seconds_per_query": round(seconds / len(truths["own_video"]), 4),
+                }
+        # against the first mode's exhaustive search (float32 by default: the reference)
+        reference = by_mode[modes[0]]["exhaustive"]
+        for mode in modes:
+            within_one_point[mode] = {
+                truth: min(
+                    (
+                        depth
+                        for name, depth in settings
+                        if depth is not None
+                        and reference[truth]["R@5 IoU=0.3"] - by_mode[mode][name][truth]["R@5 IoU=0.3"] <= 1.0
+                    ),
+                    default=None,
+                )
+                for truth in truths
+            }
         print(
             json.dumps(
                 {
                     "library": {
                         "videos": len(library.index.videos),
-                        "windows": int(measured["exhaustive"]["windows_scored_per_query"]),
+                        "windows": int(reference["windows_scored_per_query"]),
                         "hours": round(
                             sum(v.num_frames for v in library.index.videos) * library.index.seconds_per_feature / 3600,
                             3,
@@ -168,8 +190,10 @@ def main() -> None:
                     },
                     "queries": len(truths["own_video"]),
                     "split": args.split,
-                    "results": measured,
-                    "smallest_depth_with_r5_iou03_within_1_point_of_exhaustive": within_one_point,
+                    "results": by_mode if len(modes) > 1 else by_mode[modes[0]],
+                    "smallest_depth_with_r5_iou03_within_1_point_of_exhaustive": (
+                        within_one_point if len(modes) > 1 else within_one_point[modes[0]]
+                    ),
                     "torch_threads": torch.get_num_threads(),
                     "machine": platform.processor() or platform.machine(),
                 },

@@ -5,7 +5,7 @@ latency and index cost, on generated libraries. Prints one JSON object.
         [--index-hours 1,10,100] [--model DIR] [--device cpu] [--threads N] [--prefilter-only]
         [--latency-hours 1,10,100] [--latency-depths 200,1000] [--latency-queries 8] [--latency-budget-s 120]
         [--exhaustive-max-hours 10] [--latency-model mad|small] [--memory-budget-mib 2048] [--latency-only]
-        [--compare-per-video]
+        [--compare-per-video] [--latency-modes bfloat16/overlapping,float32/central,bfloat16/central]
 
 The library: videos of `--video-minutes` minutes of 512-d features at 5 fps, each a sequence of scenes (a random
 unit direction per scene plus per-frame noise of norm about 1). Each query plants a moment (5 to 15 s) in a random
@@ -31,6 +31,11 @@ window holding the moment's middle.
   `--latency-model`: `mad` (the MAD recipe's size) or `small` (hidden 64, one layer each; the MAD window grid);
   `--model` replaces it. Peak RSS is the process's high-water mark, reset before each measurement where Linux
   allows it (`/proc/self/clear_refs`); otherwise it is the high-water mark so far.
+- `--latency-modes DTYPE/WINDOWS,...`: each latency query is also searched with the model cast to `DTYPE`
+  (`float32` or `bfloat16`) and `WINDOWS` candidates per segment (`VideoLibrary(segment_windows=...)`: `overlapping`
+  or `central`), alternating query by query with the default search; per setting and mode: p50 / p95, the windows
+  scored, `speedup_total` (default seconds / mode seconds) and `same_best_moment` (share of queries whose best moment
+  is the default search's: same video, IoU >= 0.5; with random weights this measures stability, not accuracy).
 - `--compare-per-video`: each latency query is also run with one engine call per video
   (`VideoLibrary(..., batch_videos=False)`, each video embedded whole), alternating with the batched search query by
   query so that both see the same load; per setting it adds the per-video p50 / p95, `speedup_total` (per-video
@@ -41,6 +46,7 @@ window holding the moment's middle.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import tempfile
@@ -245,6 +251,7 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
         }
         engine = RGNetGroundingEngine(model, memory_budget_bytes=int(args.memory_budget_mib * 2**20))
         library = VideoLibrary(index, model, engine=engine)
+        modes = {mode: _mode_library(index, model, mode, args) for mode in _modes(args.latency_modes)}
         per_video = VideoLibrary(index, model, engine=engine, batch_videos=False)
         report["windows"] = int(sum(len(library._grid_bounds(p)) for p in range(len(index.videos))))
         sentence = np.stack([row[4] for row in truth]).astype(np.float32)
@@ -258,6 +265,9 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
         for name, options in settings:
             _reset_peak_rss()
             seconds, baseline_seconds, candidates, spent, difference = [], [], [], 0.0, 0.0
+            mode_seconds = {mode: [] for mode in modes}
+            mode_candidates = {mode: [] for mode in modes}
+            mode_agrees = {mode: [] for mode in modes}
             for query in range(len(truth)):
                 inputs = {"text_features": text[query : query + 1], "sentence_features": sentence[query : query + 1]}
                 inputs.update(top_k=5, **options)
@@ -272,6 +282,12 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
                     if not np.array_equal(result.videos, reference.videos):
                         raise AssertionError(f"{name}: the batched search ranked other videos than the per-video one")
                     difference = max(difference, float(np.abs(result.rows - reference.rows).max(initial=0.0)))
+                for mode, other in modes.items():
+                    [found], elapsed = _timed(lambda inputs=inputs, other=other: other.search(**inputs))
+                    mode_seconds[mode].append(elapsed)
+                    mode_candidates[mode].append(found.candidate_windows)
+                    mode_agrees[mode].append(_same_best_moment(found, result))
+                    spent += elapsed
                 if spent > args.latency_budget_s:
                     break
             report[name] = {
@@ -279,11 +295,46 @@ def bench_latency(hours: float, model, args, depths: list[int]) -> dict:
                 "mean_candidate_windows": round(float(np.mean(candidates)), 1),
                 "peak_rss_mb": _peak_rss_mb(),
             }
+            if modes:
+                report[name]["modes"] = {
+                    mode: {
+                        **_percentiles(mode_seconds[mode]),
+                        "mean_candidate_windows": round(float(np.mean(mode_candidates[mode])), 1),
+                        "speedup_total": round(sum(seconds) / sum(mode_seconds[mode]), 2),
+                        "same_best_moment": round(float(np.mean(mode_agrees[mode])), 3),
+                    }
+                    for mode in modes
+                }
             if args.compare_per_video:
                 report[name]["per_video"] = _percentiles(baseline_seconds)
                 report[name]["speedup_total"] = round(sum(baseline_seconds) / sum(seconds), 2)
                 report[name]["max_row_difference"] = difference
     return report
+
+
+def _modes(text: str) -> list[str]:
+    modes = [mode for mode in text.split(",") if mode]
+    for mode in modes:
+        dtype, _, windows = mode.partition("/")
+        if dtype not in ("float32", "bfloat16") or windows not in ("overlapping", "central"):
+            raise SystemExit(f"--latency-modes: {mode!r} is not DTYPE/WINDOWS (float32|bfloat16 / overlapping|central)")
+    return modes
+
+
+def _mode_library(index, model, mode: str, args) -> VideoLibrary:
+    """A `VideoLibrary` searching with the model in `DTYPE` and `WINDOWS` candidates per segment."""
+    dtype, _, windows = mode.partition("/")
+    if dtype == "bfloat16":
+        model = copy.deepcopy(model).to(torch.bfloat16)
+    engine = RGNetGroundingEngine(model, memory_budget_bytes=int(args.memory_budget_mib * 2**20))
+    return VideoLibrary(index, model, engine=engine, segment_windows=windows)
+
+
+def _same_best_moment(found, reference) -> bool:
+    """The best moments of two searches: the same video, temporal IoU >= 0.5."""
+    if not len(found.rows) or not len(reference.rows) or found.videos[0] != reference.videos[0]:
+        return False
+    return bool(temporal_iou_matrix(found.rows[:1, :2], reference.rows[:1, :2])[0, 0] >= 0.5)
 
 
 def _built(spec, vectors):
@@ -384,6 +435,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--latency-only", action="store_true", help="only the latency and index measurements (no recall table)"
+    )
+    parser.add_argument(
+        "--latency-modes",
+        default="",
+        help="latency: also search each query in these modes, DTYPE/WINDOWS (e.g. bfloat16/overlapping,float32/central"
+        "), alternating query by query with the float32/overlapping search",
     )
     parser.add_argument(
         "--compare-per-video",

@@ -210,3 +210,63 @@ def test_sliced_read_of_frame_runs(long_library):
         expected[start:end] = videos["long"][start:end]
     np.testing.assert_array_equal(features, expected)
     np.testing.assert_array_equal(index.read_features(0, np.array([[0, 640]])), videos["long"])
+
+
+def test_central_segment_windows_take_the_one_window_centred_on_each_segment(long_library):
+    index, _ = long_library
+    model = tiny_model()
+    config = model.config
+    overlapping = VideoLibrary(index, model)
+    central = VideoLibrary(index, model, segment_windows="central")
+    _, sentence = random_queries(12, num_queries=3)
+    queries = sentence / np.linalg.norm(sentence, axis=1, keepdims=True)
+    for depth in (1, 5, index.backend.size):
+        wide = overlapping._candidate_windows(sentence, depth)
+        narrow = central._candidate_windows(sentence, depth)
+        # a subset of the overlapping candidates, about half of them on the half-overlapping grid
+        assert {tuple(row) for row in narrow} <= {tuple(row) for row in wide}
+        assert len(narrow) < len(wide)
+        _, ids = index.backend.search(queries, depth)
+        videos, segments = index.segments_of(ids.ravel())
+        for position, segment, query in zip(videos, segments, np.repeat(np.arange(3), depth)):
+            start = segment * index.segment_frames
+            end = min(start + index.segment_frames, index.videos[position].num_frames)
+            windows = narrow[(narrow[:, 0] == position) & (narrow[:, 1] == query), 2]
+            bounds = central._grid_bounds(int(position))
+            middle = (start + end) / 2
+            # its window holds the segment's middle in the middle stride frames of its nominal span
+            holding = [w for w in windows if bounds[w, 0] <= middle < bounds[w, 1]]
+            nominal_start = (np.array(holding) - 1) * config.window_stride
+            lower = nominal_start + (config.window_length - config.window_stride) / 2
+            inside = (lower <= middle) & (middle < lower + config.window_stride)
+            edge = (np.array(holding) == 0) | (np.array(holding) == len(bounds) - 1)
+            assert (inside | edge).any()
+    one = central.search(text_features=random_queries(12, 3)[0], sentence_features=sentence, depth=1)
+    assert [result.candidate_windows for result in one] == [1, 1, 1]
+    with pytest.raises(ValueError, match="segment_windows"):
+        VideoLibrary(index, model, segment_windows="nearest")
+
+
+def test_bfloat16_library_search_scores_windows_like_float32(long_library, tmp_path):
+    index, _ = long_library
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    library = VideoLibrary.from_folders(index.folder, tmp_path / "model", dtype=torch.bfloat16)
+    assert library.model.dtype == torch.bfloat16
+    exact = VideoLibrary(index, model)
+    text, sentence = random_queries(13, num_queries=2)
+    _, features, mask, _ = exact._query_inputs(None, text, None, sentence)
+    candidates = exact._candidate_windows(sentence, 8)
+    np.testing.assert_array_equal(library._candidate_windows(sentence, 8), candidates)
+    # window scores to bfloat16's rounding (8 bits of mantissa through a few layers)
+    np.testing.assert_allclose(
+        library._score(candidates, features, mask), exact._score(candidates, features, mask), atol=0.02
+    )
+    batched = library.search(text_features=text, sentence_features=sentence, depth=8)
+    per_video = VideoLibrary(index, library.model, batch_videos=False).search(
+        text_features=text, sentence_features=sentence, depth=8
+    )
+    for found, reference in zip(batched, per_video):
+        assert np.isfinite(found.rows).all() and found.rows.shape == reference.rows.shape
+        assert [m.key for m in found.moments] == [m.key for m in reference.moments]
+        np.testing.assert_allclose(found.rows[:, :2], reference.rows[:, :2], atol=0.05)

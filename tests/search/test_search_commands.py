@@ -104,6 +104,39 @@ def test_search_memory_budget_reaches_the_engine_and_keeps_the_results(tmp_path,
     )
 
 
+def test_search_dtype_and_segment_windows_reach_the_library(tmp_path, capsys, monkeypatch):
+    import torch
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "model")
+    cache = write_cache(tmp_path / "a.h5", random_videos(2, {"alpha": 320, "beta": 210}))
+    index = ["index", "--features", str(cache), "--model", str(tmp_path / "model"), "--output", str(tmp_path / "ix")]
+    assert cli_main(index) == 0
+    text, sentence = random_queries(4)
+    np.save(tmp_path / "text.npy", text)
+    np.save(tmp_path / "sentence.npy", sentence)
+    seen = []
+    search = VideoLibrary.search
+
+    def recorded(self, *args, **kwargs):
+        results = search(self, *args, **kwargs)
+        seen.append((self.model.dtype, self.segment_windows, [result.candidate_windows for result in results]))
+        return results
+
+    monkeypatch.setattr(VideoLibrary, "search", recorded)
+    command = ["search", "--index", str(tmp_path / "ix"), "--model", str(tmp_path / "model"), "--json"]
+    command += ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy"), "--depth", "4"]
+    capsys.readouterr()
+    assert cli_main(command) == 0
+    assert cli_main([*command, "--dtype", "bfloat16", "--segment-windows", "central"]) == 0
+    [default, reduced] = seen
+    assert default[:2] == (torch.float32, "overlapping") and reduced[:2] == (torch.bfloat16, "central")
+    assert all(narrow < wide for narrow, wide in zip(reduced[2], default[2]))
+    with pytest.raises(SystemExit):
+        cli_main([*command, "--segment-windows", "nearest"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_search_sentences_through_the_model_encoder(tmp_path, capsys):
     clip = build_tiny_clip(tmp_path / "clip")
     model = build_tiny_rgnet(tmp_path / "rgnet", clip)

@@ -15,7 +15,9 @@ from ..windowing import frame_runs_of_windows, window_bounds
 from .index import LibraryIndex
 from .ranking import rank_library_rows, select_library_windows
 
-__all__ = ["LibraryMoment", "LibrarySearchResult", "VideoLibrary"]
+__all__ = ["LibraryMoment", "LibrarySearchResult", "VideoLibrary", "SEGMENT_WINDOWS"]
+
+SEGMENT_WINDOWS = ("overlapping", "central")
 
 
 @dataclass
@@ -73,6 +75,11 @@ class VideoLibrary:
             encoder chunks (`RGNetGroundingEngine.score_window_rows` / `decode_window_rows`), embedding only their
             frames. `False` makes one engine call per video (`score_windows` / `decode_windows`, each embedding the
             whole video): the same results up to float rounding, slower; the reference of the tests and benchmark.
+        segment_windows (`str`, defaults to `"overlapping"`): which windows a segment found by the pre-filter makes
+            candidates. `"overlapping"`: every window that overlaps it (two for most segments on a half-overlapping
+            grid). `"central"`: the one window in whose middle `window_stride` frames the segment's middle lies, so
+            a moment up to `window_length - window_stride` frames long around the segment lies inside it; about half
+            the windows to score on a half-overlapping grid (docs/library_search.md has the measured effect).
     """
 
     def __init__(
@@ -82,7 +89,11 @@ class VideoLibrary:
         engine: RGNetGroundingEngine | None = None,
         feature_encoder=None,
         batch_videos: bool = True,
+        segment_windows: str = "overlapping",
     ):
+        if segment_windows not in SEGMENT_WINDOWS:
+            raise ValueError(f"`segment_windows` must be one of {SEGMENT_WINDOWS}, got {segment_windows!r}")
+        self.segment_windows = segment_windows
         self.index = index if isinstance(index, LibraryIndex) else LibraryIndex.open(index)
         self.model = model
         self.index.check_fits(model.config)
@@ -92,13 +103,23 @@ class VideoLibrary:
         self._processor = None
 
     @classmethod
-    def from_folders(cls, index: str | os.PathLike, model: str | os.PathLike, device: str | None = None, **kwargs):
+    def from_folders(
+        cls,
+        index: str | os.PathLike,
+        model: str | os.PathLike,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs,
+    ):
+        """The index folder and the model folder (or Hub id) opened; `dtype` (e.g. `torch.bfloat16`) casts the model,
+        which the engine follows: faster where the hardware has native bfloat16 (GPUs, CPUs with AVX-512 BF16 or
+        AMX), slower elsewhere, and the rankings move by reduced-precision rounding."""
         from ..modeling_rgnet import RGNetForVideoGrounding
 
         index = LibraryIndex.open(index)  # a missing or broken index fails before the model loads
         loaded = RGNetForVideoGrounding.from_pretrained(model).eval()
-        if device is not None:
-            loaded = loaded.to(device)
+        if device is not None or dtype is not None:
+            loaded = loaded.to(device=device, dtype=dtype)
         return cls(index, loaded, **kwargs)
 
     # ------------------------------------------------------------------ queries
@@ -232,10 +253,24 @@ class VideoLibrary:
             bounds = self._grid_bounds(int(position))
             start = segments[hits] * segment_frames
             end = np.minimum(start + segment_frames, self.index.videos[position].num_frames)
-            overlap = (bounds[None, :, 0] < end[:, None]) & (bounds[None, :, 1] > start[:, None])
-            hit, window = np.nonzero(overlap)
+            if self.segment_windows == "central":
+                hit, window = np.arange(len(start)), self._central_windows(start, end, len(bounds))
+            else:
+                overlap = (bounds[None, :, 0] < end[:, None]) & (bounds[None, :, 1] > start[:, None])
+                hit, window = np.nonzero(overlap)
             parts.append(np.stack([np.full(len(hit), position), query_of_hit[hits][hit], window], axis=1))
         return np.unique(np.concatenate(parts).astype(np.int64), axis=0)
+
+    def _central_windows(self, start: np.ndarray, end: np.ndarray, num_windows: int) -> np.ndarray:
+        """The window whose middle `stride` frames hold each segment's middle: window `i` nominally spans
+        `[(i - 1) * stride, (i - 1) * stride + window_length)` (`window_bounds`, before the cut at the video's
+        ends), so its middle is `[(i - 1) * stride + (window_length - stride) / 2, ... + stride)`, and these middles
+        tile the video. The segment's middle lies inside the window whenever `stride <= window_length`."""
+        config = self.model.config
+        stride = config.window_stride
+        middle = (start + end) / 2.0
+        window = np.floor((middle - (config.window_length - stride) / 2.0) / stride).astype(np.int64) + 1
+        return np.clip(window, 0, num_windows - 1)
 
     def _score(
         self,

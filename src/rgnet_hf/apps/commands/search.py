@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .common import check_device, load_array, looks_like_a_path
@@ -38,6 +39,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=2.0,
         help="memory the engine may use for a batch of queries (2); on a CPU, 0.25 searches one query at a time as "
         "fast with less memory (docs/library_search.md)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the model's dtype (float32): bfloat16 is faster on GPUs and on CPUs with native bfloat16 (AVX-512 BF16, "
+        "AMX), slower elsewhere; rankings move by its rounding (docs/library_search.md)",
+    )
+    parser.add_argument(
+        "--segment-windows",
+        default="overlapping",
+        choices=["overlapping", "central"],
+        help="candidates of each segment the pre-filter finds: every window overlapping it (overlapping), or the one "
+        "window centred on it (central: about half the windows to score)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=run)
@@ -122,6 +137,15 @@ def _process_state():
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
 
 
+def _cpu_has_native_bfloat16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from ...search.backends import require_faiss
     from ...search.library import VideoLibrary
@@ -155,7 +179,18 @@ def run(args: argparse.Namespace) -> int:
     state = _process_state()
     if state.num_processes > 1 and args.output is None:
         raise ValueError("with several processes (accelerate launch), give --output RESULTS.jsonl")
-    library = VideoLibrary.from_folders(args.index, args.model, device=args.device or state.device)
+    import torch
+
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
+    device = args.device or state.device
+    if dtype is not None and torch.device(device).type == "cpu" and not _cpu_has_native_bfloat16():
+        print(
+            "warning: this CPU has no native bfloat16 (AVX-512 BF16 or AMX): --dtype bfloat16 runs slower than float32",
+            file=sys.stderr,
+        )
+    library = VideoLibrary.from_folders(
+        args.index, args.model, device=device, dtype=dtype, segment_windows=args.segment_windows
+    )
     library.engine.memory_budget_bytes = int(args.memory_budget_gib * 2**30)
     options = {"top_k": args.top_k, "depth": args.depth, "exhaustive": args.exhaustive}
     if args.query:
