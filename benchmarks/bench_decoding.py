@@ -8,6 +8,11 @@ A synthetic H.264 video (moving gradient, `--seconds` long, `--width` x `--heigh
   keyframe segments with one decoder thread each (`workers_1` is one such process: the baseline of
   `ratio_vs_1_worker`), with its ratio to `sequential` measured in the same run and a check that it yields the same
   indices and frames.
+- `decoders_alone[N]`: N processes decoding their contiguous shares of the segments at the same time, with no
+  consumer, against the first share decoded alone; `ratio` is how far N decoders scale on this machine by
+  themselves, the ceiling of `ratio_vs_1_worker`.
+- `first_segment_memory`: the peak resident set of a fresh worker process decoding the first segment, its decoded
+  and sampled frames and the sampled frames' RGB size.
 
     python benchmarks/bench_decoding.py --seconds 120 --workers 1 2
 """
@@ -36,6 +41,77 @@ def _digest(frames) -> tuple[list[int], list[float]]:
         indices.append(index)
         sums.append(float(rgb[::7, ::7].sum()))
     return indices, sums
+
+
+def _decode_share(path: str, segments: list, first_time: float, seconds_per_feature: float, first: int) -> float:
+    """Seconds for one process to decode and sample `segments` (its share), frames taken out and dropped."""
+    from rgnet_hf.video_decoding import _decode_segment, _take_frames
+
+    start = time.perf_counter()
+    for number, (begin, stop) in enumerate(segments, first):
+        _take_frames(_decode_segment(path, begin, stop, first_time, seconds_per_feature, number == 0))
+    return time.perf_counter() - start
+
+
+def _segment_peak_rss(path: str, begin: int, stop: int | None, first_time: float, seconds_per_feature: float) -> dict:
+    import resource
+
+    from rgnet_hf.video_decoding import _decode_segment, _take_frames
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = _decode_segment(path, begin, stop, first_time, seconds_per_feature, True)
+    decoded = result["num_decoded_frames"]
+    frames = _take_frames(result)
+    return {
+        "rss_before_mb": round(before / 1024, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "decoded_frames": decoded,
+        "sampled_frames": len(frames),
+        "sampled_rgb_mb": round(sum(rgb.nbytes for _, _, rgb in frames) / 2**20, 1),
+    }
+
+
+def segment_memory(path: Path, seconds_per_feature: float) -> dict:
+    """Peak resident set of a fresh worker process decoding the first segment, with the size of its sampled RGB
+    frames (held in the worker, then in shared memory) for scale."""
+    from rgnet_hf.video_decoding import MIN_SEGMENT_SECONDS, _keyframe_plan, _pool, _segments
+
+    keyframes, first_time, time_base = _keyframe_plan(str(path))
+    begin, stop = _segments(keyframes, time_base, first_time, MIN_SEGMENT_SECONDS)[0]
+    pool = _pool(1)
+    try:
+        return pool.submit(_segment_peak_rss, str(path), begin, stop, first_time, seconds_per_feature).result()
+    finally:
+        pool.shutdown()
+
+
+def decoder_scaling(path: Path, seconds_per_feature: float, workers: int) -> dict:
+    """The decoders alone, without the parent consuming frames in order: `workers` processes each decode a
+    contiguous share of the segments at once, against the first process's share decoded while the others idle.
+    `ratio` = workers x alone / wall: the ceiling of `ratio_vs_1_worker` on this machine."""
+    from rgnet_hf.video_decoding import MIN_SEGMENT_SECONDS, _keyframe_plan, _pool, _segments
+
+    keyframes, first_time, time_base = _keyframe_plan(str(path))
+    segments = _segments(keyframes, time_base, first_time, MIN_SEGMENT_SECONDS)
+    size = -(-len(segments) // workers)
+    starts = range(0, len(segments), size)
+    shares = [(str(path), segments[i : i + size], first_time, seconds_per_feature, i) for i in starts]
+    pool = _pool(workers)
+    try:
+        list(pool.map(abs, range(workers)))
+        alone = pool.submit(_decode_share, *shares[0]).result()
+        start = time.perf_counter()
+        each = [future.result() for future in [pool.submit(_decode_share, *share) for share in shares]]
+        wall = time.perf_counter() - start
+    finally:
+        pool.shutdown()
+    return {
+        "segments": len(segments),
+        "first_share_alone_s": round(alone, 3),
+        "each_share_at_once_s": [round(seconds, 3) for seconds in each],
+        "wall_s": round(wall, 3),
+        "ratio": round(len(shares) * alone / wall, 2),
+    }
 
 
 def main() -> None:
@@ -83,6 +159,8 @@ def main() -> None:
             for workers in args.workers:
                 entry = results[f"workers_{workers}"]
                 entry["ratio_vs_1_worker"] = round(one["seconds"] / entry["seconds"], 2)
+        scaling = {workers: decoder_scaling(path, args.seconds_per_feature, workers) for workers in args.workers}
+        memory = segment_memory(path, args.seconds_per_feature)
     print(
         json.dumps(
             {
@@ -93,6 +171,8 @@ def main() -> None:
                 "cpu_count": os.cpu_count(),
                 "machine": platform.processor() or platform.machine(),
                 "results": results,
+                "decoders_alone": scaling,
+                "first_segment_memory": memory,
             },
             indent=2,
         )

@@ -345,9 +345,19 @@ def _decode_segment(
         stream.thread_count = 1  # the processes are the parallelism; decoder threads would only oversubscribe
         if not is_first:
             container.seek(start_pts, stream=stream, backward=True, any_frame=False)
-        kept: list[tuple[float, Any, float | None]] = []
+        runs: list[tuple[int, int | None, np.ndarray]] = []
+        # The last kept frame waits for the next one, whose time ends its run of sample indices; only frames with a
+        # non-empty run are converted, and no decoded frame is held longer (FFmpeg reuses its buffers).
+        held: tuple[float, Any, int] | None = None
+        last_time = last_duration = previous_time = None
         next_time = None
-        decoded = 0
+        decoded = kept = 0
+
+        def release(stop: int | None) -> None:
+            time, frame, begin = held
+            if stop is None or stop > begin:
+                runs.append((begin, stop, _to_rgb(frame)))
+
         for frame in _frames_of(container, stream, path):
             if frame.pts is None:
                 raise VideoDecodingError(f"{path}: a frame without a timestamp; decode it with one worker")
@@ -355,36 +365,33 @@ def _decode_segment(
                 continue  # leading frames of an open GOP belong to the previous segment
             time = float(frame.pts * time_base) - first_time
             if stop_pts is not None and frame.pts >= stop_pts:
-                if not kept or time > kept[-1][0]:
+                if held is None or time > held[0]:
                     next_time = time
                     break
                 continue
             decoded += 1
-            if kept and time <= kept[-1][0]:
+            if held is not None and time <= held[0]:
                 continue  # broken timestamps: dropped as the sequential sampler drops them
-            duration = float(frame.duration * time_base) if frame.duration else None
-            kept.append((time, frame, duration))
+            begin = 0 if is_first and kept == 0 else _first_index(time, seconds_per_feature)
+            if held is not None:
+                release(_first_index(time, seconds_per_feature))
+            previous_time, last_time = last_time, time
+            last_duration = float(frame.duration * time_base) if frame.duration else None
+            held = (time, frame, begin)
+            kept += 1
+        if held is not None:
+            release(None if next_time is None else _first_index(next_time, seconds_per_feature))
+            held = None
     finally:
         container.close()
-    runs = []
-    for position, (time, frame, _) in enumerate(kept):
-        begin = 0 if is_first and position == 0 else _first_index(time, seconds_per_feature)
-        if position + 1 < len(kept):
-            stop = _first_index(kept[position + 1][0], seconds_per_feature)
-        elif next_time is not None:
-            stop = _first_index(next_time, seconds_per_feature)
-        else:
-            stop = None
-        if stop is None or stop > begin:
-            runs.append((begin, stop, _to_rgb(frame)))
     block, runs = _share_frames(runs)
     return {
         "runs": runs,
         "frames_block": block,
         "next_time": next_time,
-        "last_time": kept[-1][0] if kept else None,
-        "last_duration": kept[-1][2] if kept else None,
-        "previous_time": kept[-2][0] if len(kept) > 1 else None,
+        "last_time": last_time,
+        "last_duration": last_duration,
+        "previous_time": previous_time,
         "num_decoded_frames": decoded,
     }
 
