@@ -26,6 +26,9 @@ RAW_INPUT_KEYS = {"video": "video_features", "text": "text_features"}
 ACCEPTED_INPUT_KEYS = REQUIRED_INPUT_KEYS | OPTIONAL_INPUT_KEYS | frozenset(RAW_INPUT_KEYS)
 # A library input searches every video of an index folder (`rgnet-hf index`) instead of one video.
 LIBRARY_INPUT_KEYS = frozenset({"library", "text", "text_features", "sentence_features"})
+# `VideoLibrary`'s `segment_windows` choices (`rgnet_hf.search.SEGMENT_WINDOWS`), spelled here: the flat core
+# imports no sub-package.
+LIBRARY_SEGMENT_WINDOWS = ("overlapping", "central")
 # The library search (FAISS, the index format) lives in the installed package's `search` sub-package, which the flat
 # core never imports by statement: a model folder's copy of this file then loads without rgnet_hf, and only library
 # inputs need it (imported by name, on the first library input).
@@ -163,10 +166,11 @@ class VideoGroundingPipeline(Pipeline):
     # -> [[{"key": "ep01", "path": "videos/ep01.mp4", "start": 61.2, "end": 66.0, "score": 0.71,
     #       "query": "a man opens the door"}, ...]] best first, across the library's videos
     ```
-    `depth` (segments taken from the vector index per query, 200) and `exhaustive` (score every window, False) set
-    the pre-filter; queries may also come as `text_features` with `sentence_features`. The index must have been built
-    for this model's encoder, feature rate and size. Library inputs need the installed rgnet_hf package with its
-    search extra (docs/library_search.md).
+    `depth` (segments taken from the vector index per query, 200), `exhaustive` (score every window, False) and
+    `segment_windows` (`"overlapping"`, or `"central"`: one window per segment found) set the pre-filter; queries
+    may also come as `text_features` with `sentence_features`. The index must have been built for this model's
+    encoder, feature rate and size. Library inputs need the installed rgnet_hf package with its search extra
+    (docs/library_search.md).
 
     With several queries in one input, the result is a list (one ranked list per query); all windows of all the
     queries of a video are batched together. A list of inputs gives a list of results.
@@ -262,6 +266,7 @@ class VideoGroundingPipeline(Pipeline):
         top_k_windows: int | None = None,
         depth: int | None = None,
         exhaustive: bool | None = None,
+        segment_windows: str | None = None,
         **kwargs,
     ):
         postprocess = {}
@@ -282,6 +287,10 @@ class VideoGroundingPipeline(Pipeline):
             if not isinstance(exhaustive, bool):
                 raise ValueError(f"exhaustive must be True or False, got {exhaustive!r}")
             forward["exhaustive"] = exhaustive
+        if segment_windows is not None:
+            if segment_windows not in LIBRARY_SEGMENT_WINDOWS:
+                raise ValueError(f"segment_windows must be one of {LIBRARY_SEGMENT_WINDOWS}, got {segment_windows!r}")
+            forward["segment_windows"] = segment_windows
         return {}, forward, postprocess
 
     def _open_library(self, folder) -> Any:
@@ -314,9 +323,17 @@ class VideoGroundingPipeline(Pipeline):
         encoder = self.feature_encoder if text is not None else None
         return {"library": (module, index), "queries": queries, "feature_encoder": encoder, "many_queries": many}
 
-    def _library_forward(self, model_inputs, engine, top_k: int, depth: int, exhaustive: bool) -> dict[str, Any]:
+    def _library_forward(
+        self, model_inputs, engine, top_k: int, depth: int, exhaustive: bool, segment_windows: str
+    ) -> dict[str, Any]:
         module, index = model_inputs["library"]
-        library = module.VideoLibrary(index, self.model, engine, feature_encoder=model_inputs["feature_encoder"])
+        library = module.VideoLibrary(
+            index,
+            self.model,
+            engine,
+            feature_encoder=model_inputs["feature_encoder"],
+            segment_windows=segment_windows,
+        )
         results = library.search(**model_inputs["queries"], top_k=top_k, depth=depth, exhaustive=exhaustive)
         rankings = [[moment.to_dict() for moment in result.moments] for result in results]
         return {"library_rankings": rankings, "many_queries": model_inputs["many_queries"]}
@@ -375,12 +392,13 @@ class VideoGroundingPipeline(Pipeline):
         top_k: int = 5,
         depth: int = 200,
         exhaustive: bool = False,
+        segment_windows: str = "overlapping",
     ) -> dict[str, Any]:
         engine = self.engine
         if top_k_windows is not None:
             engine = RGNetGroundingEngine(self.model, engine.memory_budget_bytes, top_k_windows=top_k_windows)
         if "library" in model_inputs:
-            return self._library_forward(model_inputs, engine, top_k, depth, exhaustive)
+            return self._library_forward(model_inputs, engine, top_k, depth, exhaustive, segment_windows)
         results = engine.ground(
             model_inputs["video_features"],
             model_inputs["text_features"],

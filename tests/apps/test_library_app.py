@@ -147,6 +147,21 @@ def test_an_index_for_another_model_and_bad_options_are_refused(library, tmp_pat
     assert "--examples and --index do not go together" in capsys.readouterr().err
 
 
+def test_central_segment_windows_reach_the_library_search(library, capsys):
+    root, model, app = library
+    central = LibrarySearchApp(root / "index", model, pipe=app.pipe, segment_windows="central")
+    hits = central.search(QUERIES[0], top_k=5, depth=3)
+    expected = VideoLibrary.from_folders(root / "index", model, segment_windows="central").search(
+        QUERIES[:1], top_k=5, depth=3
+    )[0]
+    assert [(m["key"], m["start"]) for m in hits.rankings[0]] == [(m.key, m.start) for m in expected.moments]
+    central.close()
+    with pytest.raises(ValueError, match="segment_windows"):
+        LibrarySearchApp(root / "index", model, pipe=app.pipe, segment_windows="nearest")
+    assert cli_main(["app", "--model", str(root / "rgnet"), "--segment-windows", "central"]) == 2
+    assert "--segment-windows applies to a library page" in capsys.readouterr().err
+
+
 def _status(base_url: str, path) -> tuple[int, bytes]:
     url = base_url.rstrip("/") + "/gradio_api/file=" + urllib.parse.quote(str(path))
     try:

@@ -37,13 +37,23 @@ def feature_library(tmp_path_factory):
     return root, pipeline("video-grounding", model=str(root / "model"), progress=False)
 
 
-@pytest.mark.parametrize("options", [{"top_k": 3, "depth": 4}, {"top_k": 7, "exhaustive": True}])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"top_k": 3, "depth": 4},
+        {"top_k": 7, "exhaustive": True},
+        {"top_k": 3, "depth": 4, "segment_windows": "central"},
+    ],
+)
 def test_library_input_gives_the_search_class_moments(feature_library, options):
     root, pipe = feature_library
     text, sentence = random_queries(2, num_queries=2)
     found = pipe({"library": str(root / "index"), "text_features": text, "sentence_features": sentence}, **options)
-    library = VideoLibrary(LibraryIndex.open(root / "index"), pipe.model)
-    expected = library.search(text_features=text, sentence_features=sentence, **options)
+    search = dict(options)
+    library = VideoLibrary(
+        LibraryIndex.open(root / "index"), pipe.model, segment_windows=search.pop("segment_windows", "overlapping")
+    )
+    expected = library.search(text_features=text, sentence_features=sentence, **search)
     assert len(found) == 2
     for moments, result in zip(found, expected):
         assert len(moments) == options["top_k"]
@@ -55,9 +65,15 @@ def test_library_input_gives_the_search_class_moments(feature_library, options):
 
 
 def test_library_input_errors(feature_library, tmp_path):
+    from rgnet_hf.pipeline_rgnet import LIBRARY_SEGMENT_WINDOWS
+    from rgnet_hf.search import SEGMENT_WINDOWS
+
     root, pipe = feature_library
     text, sentence = random_queries(3)
     features = {"text_features": text, "sentence_features": sentence}
+    assert LIBRARY_SEGMENT_WINDOWS == SEGMENT_WINDOWS
+    with pytest.raises(ValueError, match="segment_windows must be one of"):
+        pipe({"library": str(root / "index"), **features}, segment_windows="nearest")
     with pytest.raises(FileNotFoundError, match="no such index folder"):
         pipe({"library": str(tmp_path / "missing"), **features})
     (tmp_path / "empty").mkdir()

@@ -164,9 +164,15 @@ class LibrarySearchApp:
         pipe=None,
         max_queue: int | None = DEFAULT_MAX_QUEUE,
         concurrency: int = 1,
+        segment_windows: str = "overlapping",
     ):
         from ..search.backends import require_faiss
         from ..search.index import LibraryIndex
+        from ..search.library import SEGMENT_WINDOWS
+
+        if segment_windows not in SEGMENT_WINDOWS:
+            raise ValueError(f"`segment_windows` must be one of {SEGMENT_WINDOWS}, got {segment_windows!r}")
+        self.segment_windows = segment_windows
 
         self.max_queue = _positive_limit("max_queue", max_queue, integer=True)
         self.concurrency = _positive_limit("concurrency", concurrency, integer=True)
@@ -224,7 +230,11 @@ class LibrarySearchApp:
         if depth < 1:
             raise ValueError(f"The search depth (segments taken per query) must be at least 1, got {depth}.")
         rankings = self.pipe(
-            {"library": str(self.index_folder), "text": queries}, top_k=top_k, depth=depth, exhaustive=bool(exhaustive)
+            {"library": str(self.index_folder), "text": queries},
+            top_k=top_k,
+            depth=depth,
+            exhaustive=bool(exhaustive),
+            segment_windows=self.segment_windows,
         )
         keys = {moment["key"] for moments in rankings for moment in moments}
         return LibraryHits(queries, rankings, {key: self.video_of(key) for key in keys})

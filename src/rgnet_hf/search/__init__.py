@@ -5,10 +5,11 @@ opened."""
 
 from .backends import FaissBackend, IndexSpec, VectorBackend, choose_index_spec
 from .index import IndexUpdate, LibraryIndex, VideoEntry, frame_runs_of_windows, segment_vectors
-from .library import LibraryMoment, LibrarySearchResult, VideoLibrary
+from .library import SEGMENT_WINDOWS, LibraryMoment, LibrarySearchResult, VideoLibrary
 from .ranking import merge_video_groundings, rank_library_rows, select_library_windows
 
 __all__ = [
+    "SEGMENT_WINDOWS",
     "FaissBackend",
     "IndexSpec",
     "IndexUpdate",

@@ -19,6 +19,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="a library's index folder (`rgnet-hf index`): the page searches all its videos instead of grounding one",
     )
+    parser.add_argument(
+        "--segment-windows",
+        default="overlapping",
+        choices=["overlapping", "central"],
+        help="with --index: candidates of each segment the pre-filter finds (as `rgnet-hf search --segment-windows`)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
@@ -81,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.index is not None:
         return _run_library(args)
+    if args.segment_windows != "overlapping":
+        raise ValueError("--segment-windows applies to a library page: give the index with --index")
     # The same loader as `rgnet-hf ground`: the installed classes unless --trust-remote-code.
     pipe = load_grounding_pipeline(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     app = GroundingApp(
@@ -113,6 +121,13 @@ def _run_library(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--index {args.index}: no such index folder; build one with `rgnet-hf index`")
     LibraryIndex.open(args.index)  # a broken index fails before the model loads
     pipe = load_grounding_pipeline(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    app = LibrarySearchApp(args.index, args.model, pipe=pipe, max_queue=args.max_queue, concurrency=args.concurrency)
+    app = LibrarySearchApp(
+        args.index,
+        args.model,
+        pipe=pipe,
+        max_queue=args.max_queue,
+        concurrency=args.concurrency,
+        segment_windows=args.segment_windows,
+    )
     launch(app, args.host, args.port, args.share)
     return 0
