@@ -280,7 +280,8 @@ def test_reduced_precision_scoring_with_float32_rescoring_keeps_the_exact_result
     num_windows = len(exact[0].window_order)
     top_k = model.config.top_k_windows
     engines = (
-        RGNetGroundingEngine.with_reduced_precision_scoring(model, torch.bfloat16, extra_windows=num_windows),
+        # on a CPU the copy defaults to bfloat16 (float16 has no fast CPU kernels)
+        RGNetGroundingEngine.with_reduced_precision_scoring(model, extra_windows=num_windows),
         RGNetGroundingEngine(model, window_scorer=copy.deepcopy(model), rescore_windows=top_k),
     )
     assert engines[0].window_scorer.dtype == torch.bfloat16 and model.dtype == torch.float32

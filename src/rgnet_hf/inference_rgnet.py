@@ -482,13 +482,17 @@ class RGNetGroundingEngine:
     def with_reduced_precision_scoring(
         cls,
         model: RGNetForVideoGrounding,
-        dtype: torch.dtype = torch.float16,
+        dtype: torch.dtype | None = None,
         extra_windows: int = 10,
         **engine_kwargs: Any,
     ) -> RGNetGroundingEngine:
         """A fast mode that keeps the float32 results: a `dtype` copy of `model` scores every window, `model` scores
         again its `top_k_windows + extra_windows` best windows of each query and decodes the best `top_k_windows`
-        of those (see `rescore_windows`). The window order past the re-scored windows is the copy's."""
+        of those (see `rescore_windows`). The window order past the re-scored windows is the copy's. `dtype`
+        defaults to float16 on CUDA and bfloat16 elsewhere (CPUs have no fast float16 kernels; bfloat16 is fast
+        where the CPU has native support, AVX-512 BF16 or AMX)."""
+        if dtype is None:
+            dtype = torch.float16 if model.device.type == "cuda" else torch.bfloat16
         scorer = copy.deepcopy(model).to(dtype).eval()
         top_k = _count_or_default(engine_kwargs.get("top_k_windows"), model.config.top_k_windows, "top_k_windows")
         return cls(model, window_scorer=scorer, rescore_windows=top_k + extra_windows, **engine_kwargs)
