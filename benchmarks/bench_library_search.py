@@ -22,7 +22,11 @@ window holding the moment's middle.
 - `index`: build seconds, file size and search milliseconds per query (depth 200) for generated unit segment
   vectors of `--index-hours` hours (4 s segments), without RGNet, in the index `choose_index_spec` picks for that
   many vectors (flat below 1,000,000, IVF from it on); a size whose vectors do not fit in half the available memory
-  is listed as not measured.
+  is listed as not measured. `--index-vectors scenes` draws runs of segments around scene directions instead of
+  uniform vectors; the 16 queries lie near stored segments (a segment plus noise of its norm), and an IVF index
+  reports the share of the exact (brute-force) top 10 and top 200 that it returns (`recall_at_10_vs_exact`,
+  `recall_at_200_vs_exact`) and how often the query's own segment is among its 200 (`query_segment_found`);
+  `--index-nprobes 64,256` repeats these for the same index searched with other `nprobe` (`by_nprobe`).
 - `latency` (`--latency-hours`): per library size, the index build seconds and peak RSS, and per depth (and for
   exhaustive search up to `--exhaustive-max-hours`) the end-to-end seconds of one query (`VideoLibrary.search` with
   one query's features: pre-filter, feature reads, retrieval token, decoding, ranking) as p50 / p95 over the
@@ -120,7 +124,37 @@ def _timed(function, repeats: int = 1):
     return value, best
 
 
-def bench_index_alone(hours: float, seed: int) -> dict:
+def index_vectors(count: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """`count` unit 512-d segment vectors: `random` (uniform on the sphere), or `scenes` (runs of 1 to 15 segments,
+    8 on average, around one random unit direction each, plus noise of the same norm: about 0.5 cosine within a
+    scene, like the segments of one shot)."""
+    if kind == "random":
+        return _unit(rng.standard_normal(size=(count, FEATURE_SIZE), dtype=np.float32))
+    lengths = rng.integers(1, 16, size=count // 4 + 16)  # about twice the segments needed
+    scene = np.repeat(np.arange(len(lengths)), lengths)[:count]
+    vectors = np.empty((count, FEATURE_SIZE), dtype=np.float32)
+    directions = _unit(rng.standard_normal(size=(len(lengths), FEATURE_SIZE), dtype=np.float32))
+    for start in range(0, count, 2**18):  # in chunks: no second full-size temporary
+        stop = min(start + 2**18, count)
+        noise = _unit(rng.standard_normal(size=(stop - start, FEATURE_SIZE), dtype=np.float32))
+        vectors[start:stop] = _unit(directions[scene[start:stop]] + noise)
+    return vectors
+
+
+def _ivf_quality(backend, queries, exact, targets, depth: int) -> dict:
+    """Search milliseconds per query and agreement with the exact top lists (recall at 10 and at `depth`)."""
+    (_, found), search = _timed(lambda: backend.search(queries, depth), repeats=3)
+    quality = {"search_ms_per_query": round(1000 * search / len(queries), 3)}
+    for k in (10, depth):
+        overlap = [len(set(found[q, :k].tolist()) & set(exact[q, :k].tolist())) / k for q in range(len(queries))]
+        quality[f"recall_at_{k}_vs_exact"] = round(float(np.mean(overlap)), 3)
+    quality["query_segment_found"] = round(float(np.mean([t in found[q] for q, t in enumerate(targets)])), 3)
+    return quality
+
+
+def bench_index_alone(
+    hours: float, seed: int, kind: str = "random", depth: int = 200, nprobes: tuple[int, ...] = ()
+) -> dict:
     count = int(hours * 3600 / 4)
     spec = choose_index_spec(count)
     needed = 2 * count * FEATURE_SIZE * 4  # the vectors and the index's copy of them
@@ -134,24 +168,40 @@ def bench_index_alone(hours: float, seed: int) -> dict:
             f"do not fit in half of the {available / 2**30:.1f} GiB available",
         }
     rng = np.random.default_rng(seed)
-    vectors = _unit(rng.standard_normal(size=(count, FEATURE_SIZE), dtype=np.float32))
+    vectors = index_vectors(count, kind, rng)
     backend, build = _timed(lambda: _built(spec, vectors))
+    # queries near stored segments (a sentence that describes something in the library)
+    targets = rng.choice(count, size=16, replace=False)
+    queries = _unit(vectors[targets] + _unit(rng.normal(size=(16, FEATURE_SIZE)).astype(np.float32)))
+    exact = None
+    if spec.type != "flat":  # a flat index is the exact search
+        scores = np.concatenate([vectors[i : i + 2**18] @ queries.T for i in range(0, count, 2**18)])
+        exact = np.argsort(-scores, axis=0)[:depth].T  # ranked: recall at 10 reads its first 10
+        scores = None
     vectors = None  # the index holds its own copy
-    queries = _unit(rng.normal(size=(16, FEATURE_SIZE)).astype(np.float32))
-    _, search = _timed(lambda: backend.search(queries, 200), repeats=3)
-    with tempfile.TemporaryDirectory() as folder:
-        backend.save(Path(folder) / "vectors.faiss")
-        size = (Path(folder) / "vectors.faiss").stat().st_size
-    return {
+    _, search = _timed(lambda: backend.search(queries, depth), repeats=3)
+    report = {
         "hours": hours,
         "segments": count,
+        "vectors": kind,
         "index": spec.type,
         "nlist": spec.nlist,
         "nprobe": spec.nprobe,
         "build_s": round(build, 3),
-        "file_mb": round(size / 2**20, 1),
         "search_ms_per_query": round(1000 * search / len(queries), 3),
     }
+    if exact is not None:
+        report.update(_ivf_quality(backend, queries, exact, targets, depth))
+        built_nprobe = backend.index.nprobe
+        report["by_nprobe"] = {}
+        for nprobe in nprobes:  # the same index searched with more or fewer cells
+            backend.index.nprobe = min(nprobe, spec.nlist)
+            report["by_nprobe"][nprobe] = _ivf_quality(backend, queries, exact, targets, depth)
+        backend.index.nprobe = built_nprobe
+    with tempfile.TemporaryDirectory() as folder:
+        backend.save(Path(folder) / "vectors.faiss")
+        report["file_mb"] = round((Path(folder) / "vectors.faiss").stat().st_size / 2**20, 1)
+    return report
 
 
 def _memory_available() -> int | None:
@@ -417,6 +467,15 @@ def main() -> None:
     parser.add_argument("--signal", type=float, default=1.0)
     parser.add_argument("--alignment", type=float, default=0.5)
     parser.add_argument("--index-hours", default="1,10,100", help="sizes of the index-alone measurement ('' for none)")
+    parser.add_argument(
+        "--index-vectors",
+        choices=("random", "scenes"),
+        default="random",
+        help="index-alone vectors: uniform on the sphere, or runs of segments around scene directions",
+    )
+    parser.add_argument(
+        "--index-nprobes", default="", help="index-alone, IVF sizes: also search the built index with these nprobe"
+    )
     parser.add_argument("--model", default=None, help="a trained RGNet folder (512-d features at 0.2 s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -457,6 +516,7 @@ def main() -> None:
     elif not args.latency_only:
         torch.manual_seed(args.seed)
         model = RGNetForVideoGrounding(RGNetConfig.from_preset("mad", feature_encoder=None)).eval().to(args.device)
+    nprobes = tuple(int(n) for n in args.index_nprobes.split(",") if n)
     report: dict = {"torch_threads": torch.get_num_threads()}
     if not args.latency_only:
         report.update(bench_search(args, model, depths))
@@ -472,7 +532,11 @@ def main() -> None:
                 if hours
             ],
         }
-    report["index"] = [bench_index_alone(float(hours), args.seed) for hours in args.index_hours.split(",") if hours]
+    report["index"] = [
+        bench_index_alone(float(hours), args.seed, args.index_vectors, nprobes=nprobes)
+        for hours in args.index_hours.split(",")
+        if hours
+    ]
     print(json.dumps(report, indent=2))
 
 

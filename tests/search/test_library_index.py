@@ -45,7 +45,7 @@ def test_segment_vectors_are_unit_means_of_unit_frames():
 def test_index_rule():
     assert choose_index_spec(50_000).type == "flat"
     big = choose_index_spec(2_000_000)
-    assert (big.type, big.nlist, big.nprobe) == ("ivf", 4096, 64)  # 4 * sqrt(2e6) = 5657 -> 2 ** 12
+    assert (big.type, big.nlist, big.nprobe) == ("ivf", 4096, 512)  # 4 * sqrt(2e6) = 5657 -> 2 ** 12; nlist / 8
     assert choose_index_spec(500, flat_limit=100, nlist=8, nprobe=2).to_dict() == {
         "type": "ivf",
         "nlist": 8,

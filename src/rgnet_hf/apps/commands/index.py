@@ -28,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--flat-limit", type=int, default=None, help="segments from which auto picks IVF (1,000,000)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4 * sqrt(segments), a power of 2)")
-    parser.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query (nlist / 64, >= 16)")
+    parser.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query (nlist / 8, >= 16)")
     parser.add_argument("--segment-seconds", type=float, default=4.0, help="seconds per segment vector (4)")
     parser.add_argument(
         "--reindex-changed",
