@@ -153,7 +153,12 @@ def _ivf_quality(backend, queries, exact, targets, depth: int) -> dict:
 
 
 def bench_index_alone(
-    hours: float, seed: int, kind: str = "random", depth: int = 200, nprobes: tuple[int, ...] = ()
+    hours: float,
+    seed: int,
+    kind: str = "random",
+    depth: int = 200,
+    nprobes: tuple[int, ...] = (),
+    training_points_per_cell: int | None = None,
 ) -> dict:
     count = int(hours * 3600 / 4)
     spec = choose_index_spec(count)
@@ -169,7 +174,7 @@ def bench_index_alone(
         }
     rng = np.random.default_rng(seed)
     vectors = index_vectors(count, kind, rng)
-    backend, build = _timed(lambda: _built(spec, vectors))
+    backend, build = _timed(lambda: _built(spec, vectors, training_points_per_cell))
     # queries near stored segments (a sentence that describes something in the library)
     targets = rng.choice(count, size=16, replace=False)
     queries = _unit(vectors[targets] + _unit(rng.normal(size=(16, FEATURE_SIZE)).astype(np.float32)))
@@ -190,6 +195,8 @@ def bench_index_alone(
         "build_s": round(build, 3),
         "search_ms_per_query": round(1000 * search / len(queries), 3),
     }
+    if spec.type != "flat":
+        report["training_points_per_cell"] = training_points_per_cell or 256
     if exact is not None:
         report.update(_ivf_quality(backend, queries, exact, targets, depth))
         built_nprobe = backend.index.nprobe
@@ -387,8 +394,8 @@ def _same_best_moment(found, reference) -> bool:
     return bool(temporal_iou_matrix(found.rows[:1, :2], reference.rows[:1, :2])[0, 0] >= 0.5)
 
 
-def _built(spec, vectors):
-    backend = FaissBackend.create(spec, vectors.shape[1], vectors)
+def _built(spec, vectors, training_points_per_cell: int | None = None):
+    backend = FaissBackend.create(spec, vectors.shape[1], vectors, training_points_per_cell)
     backend.add(np.arange(len(vectors)), vectors)
     return backend
 
@@ -474,6 +481,12 @@ def main() -> None:
         help="index-alone vectors: uniform on the sphere, or runs of segments around scene directions",
     )
     parser.add_argument(
+        "--index-training-per-cell",
+        type=int,
+        default=None,
+        help="index-alone, IVF sizes: k-means samples at most this many vectors per cell (FAISS's 256 by default)",
+    )
+    parser.add_argument(
         "--index-nprobes", default="", help="index-alone, IVF sizes: also search the built index with these nprobe"
     )
     parser.add_argument("--model", default=None, help="a trained RGNet folder (512-d features at 0.2 s)")
@@ -533,7 +546,13 @@ def main() -> None:
             ],
         }
     report["index"] = [
-        bench_index_alone(float(hours), args.seed, args.index_vectors, nprobes=nprobes)
+        bench_index_alone(
+            float(hours),
+            args.seed,
+            args.index_vectors,
+            nprobes=nprobes,
+            training_points_per_cell=args.index_training_per_cell,
+        )
         for hours in args.index_hours.split(",")
         if hours
     ]

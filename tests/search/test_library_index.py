@@ -87,6 +87,27 @@ def test_ivf_index_searches_and_grows(tmp_path):
     _same_results(_search(LibraryIndex.open(tmp_path / "ivf")), _search(flat))
 
 
+def test_ivf_training_sample_per_cell_reaches_faiss(tmp_path, monkeypatch):
+    from rgnet_hf.search import FaissBackend, IndexSpec
+
+    vectors = np.random.default_rng(0).normal(size=(64, 24)).astype(np.float32)
+    backend = FaissBackend.create(IndexSpec("ivf", 4, 4), 24, vectors, training_points_per_cell=5)
+    assert backend.index.cp.max_points_per_centroid == 5 and backend.index.is_trained
+    assert FaissBackend.create(IndexSpec("ivf", 4, 4), 24, vectors).index.cp.max_points_per_centroid == 256
+    with pytest.raises(ValueError, match="training_points_per_cell"):
+        FaissBackend.create(IndexSpec("ivf", 4, 4), 24, vectors, training_points_per_cell=0)
+    seen = []
+    create = FaissBackend.create.__func__
+    monkeypatch.setattr(
+        FaissBackend, "create", classmethod(lambda cls, *args: seen.append(args[3:]) or create(cls, *args))
+    )
+    cache = write_cache(tmp_path / "c.h5", random_videos(0, {"v": 200}))
+    LibraryIndex.update(
+        tmp_path / "ivf", [cache], tiny_model().config, index_type="ivf", nlist=4, training_points_per_cell=3
+    )
+    assert seen == [(3,)]
+
+
 def test_changed_features_are_refused_or_reindexed(tmp_path):
     config = tiny_model().config
     cache = write_cache(tmp_path / "cache.h5", random_videos(3, {"alpha": 120, "beta": 60}))

@@ -32,6 +32,8 @@ def test_index_and_search_with_query_features(tmp_path, capsys):
     assert "2 videos, 10 segments of 20 features, flat index; added 2" in capsys.readouterr().out
     assert cli_main(["index", "--features", str(caches[0]), "--features", str(caches[1]), *base]) == 0
     assert "added 1, re-indexed 0, unchanged 2" in capsys.readouterr().out
+    assert cli_main(["index", "--features", str(caches[1]), *base, "--training-points-per-cell", "0"]) == 2
+    assert "--training-points-per-cell must be >= 1" in capsys.readouterr().err
     text, sentence = random_queries(3)
     np.save(tmp_path / "text.npy", text)
     np.save(tmp_path / "sentence.npy", sentence)

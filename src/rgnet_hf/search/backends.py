@@ -131,8 +131,15 @@ class FaissBackend(VectorBackend):
             self.index.nprobe = spec.nprobe
 
     @classmethod
-    def create(cls, spec: IndexSpec, dimension: int, training_vectors: np.ndarray | None = None) -> FaissBackend:
-        """An empty index; IVF cells are trained on `training_vectors` (the first build's segments)."""
+    def create(
+        cls,
+        spec: IndexSpec,
+        dimension: int,
+        training_vectors: np.ndarray | None = None,
+        training_points_per_cell: int | None = None,
+    ) -> FaissBackend:
+        """An empty index; IVF cells are trained on `training_vectors` (the first build's segments), of which k-means
+        samples at most `training_points_per_cell` per cell (FAISS's default, 256, when None)."""
         faiss = import_faiss()
         if spec.type == "flat":
             return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)), spec)
@@ -142,6 +149,10 @@ class FaissBackend(VectorBackend):
             raise ValueError(f"an IVF index of {spec.nlist} cells needs at least {spec.nlist} vectors to train on")
         quantizer = faiss.IndexFlatIP(dimension)
         index = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, faiss.METRIC_INNER_PRODUCT)
+        if training_points_per_cell is not None:
+            if training_points_per_cell < 1:
+                raise ValueError(f"training_points_per_cell must be >= 1, got {training_points_per_cell}")
+            index.cp.max_points_per_centroid = int(training_points_per_cell)
         index.train(np.ascontiguousarray(training_vectors, dtype=np.float32))
         backend = cls(index, spec)
         backend._quantizer = quantizer  # the IVF index does not own its quantizer's Python object

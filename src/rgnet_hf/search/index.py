@@ -243,13 +243,16 @@ class LibraryIndex:
         nprobe: int | None = None,
         segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
         reindex_changed: bool = False,
+        training_points_per_cell: int | None = None,
     ) -> tuple[LibraryIndex, IndexUpdate]:
         """
         Build `folder` from the entries of `feature_files` (caches written by `rgnet-hf extract`), or add to the
         index already there the videos it does not hold. Every entry is checked against the model `config` (and an
         existing index's settings) before anything is written; a key already indexed from another file is refused;
         a video whose features changed is refused unless `reindex_changed` (its old segments are then replaced).
-        The index type and segment length are fixed by the first build.
+        The index type and segment length are fixed by the first build; an IVF index's k-means samples at most
+        `training_points_per_cell` of its vectors per cell (FAISS's 256 when None: fewer train faster and find
+        fewer of the exact neighbours, docs/library_search.md).
         """
         import h5py
 
@@ -356,7 +359,7 @@ class LibraryIndex:
         # 3. the vector index updated in memory, written to a new file, then the manifest swapped in
         if existing is None:
             spec = choose_index_spec(len(vectors), index_type, flat_limit, nlist, nprobe)
-            backend = FaissBackend.create(spec, vectors.shape[1], vectors)
+            backend = FaissBackend.create(spec, vectors.shape[1], vectors, training_points_per_cell)
             videos: list[VideoEntry] = []
             generation = 0
         else:

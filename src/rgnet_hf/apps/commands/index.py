@@ -29,6 +29,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--flat-limit", type=int, default=None, help="segments from which auto picks IVF (1,000,000)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4 * sqrt(segments), a power of 2)")
     parser.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query (nlist / 8, >= 16)")
+    parser.add_argument(
+        "--training-points-per-cell",
+        type=int,
+        default=None,
+        help="IVF: vectors k-means samples per cell (FAISS's 256); fewer build faster and recall less",
+    )
     parser.add_argument("--segment-seconds", type=float, default=4.0, help="seconds per segment vector (4)")
     parser.add_argument(
         "--reindex-changed",
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_faiss()
 
-    for name in ("flat_limit", "nlist", "nprobe"):
+    for name in ("flat_limit", "nlist", "nprobe", "training_points_per_cell"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -65,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         nprobe=args.nprobe,
         segment_seconds=args.segment_seconds,
         reindex_changed=args.reindex_changed,
+        training_points_per_cell=args.training_points_per_cell,
     )
     spec = index.spec
     kind = "flat" if spec.type == "flat" else f"ivf (nlist {spec.nlist}, nprobe {spec.nprobe})"
