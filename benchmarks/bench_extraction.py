@@ -12,7 +12,9 @@ then, on the CPU and on CUDA when available:
 - `ground`: `RGNetGroundingEngine.ground` on the extracted features with one query (MAD preset, full size).
 
 `*_video_hours_per_hour` give each stage's speed as hours of video per hour of wall time, and `bound` names the
-slower of decoding and encoding (what limits the whole path). `--skip-cpu` measures CUDA only (the GPU check).
+slower of decoding and encoding (what limits the whole path). `--skip-cpu` measures CUDA only (the GPU check);
+`--cpu-bfloat16` adds a CPU run in bfloat16. A bfloat16 run reports `cosine_to_float32_min` (its features against
+the float32 run's on the same device) and `speedup_over_float32` (whole extraction, same run).
 
 The image encoder is a CLIP with the ViT-B/32 architecture (`CLIPConfig()` defaults: 224 x 224, patch 32, 12 layers,
 512-d embeddings) and the `CLIPImageProcessor` defaults, built offline with random weights: the speed of
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from rgnet_hf.synthetic.video_files import moving_gradient_frames, write_rgb_video
@@ -145,6 +148,7 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
         "ground_s_one_query": round(ground_s, 3),
         "extract_over_ground": round(extract_s / ground_s, 1),
         "two_hour_movie_extract_min_estimate": round(2 * 3600 / spf / per_second / 60, 1),
+        "_features": encoded.features,
     }
 
 
@@ -159,6 +163,11 @@ def main() -> None:
     parser.add_argument("--encoder", default=None, help="a CLIP / SigLIP Hub id or folder (default: random B/32)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--skip-cpu", action="store_true", help="measure CUDA only (the GPU check)")
+    parser.add_argument(
+        "--cpu-bfloat16",
+        action="store_true",
+        help="also measure the CPU in bfloat16 (fast with AVX-512 BF16 or AMX), with its cosine to float32",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,9 +178,24 @@ def main() -> None:
         write_video(video, args.seconds, args.fps, args.width, args.height)
         if not (args.skip_cpu and torch.cuda.is_available()):
             runs.append(measure(video, "cpu", None, args))
+            if args.cpu_bfloat16:
+                runs.append(measure(video, "cpu", torch.bfloat16, args))
         if torch.cuda.is_available():
             runs.append(measure(video, "cuda", None, args))
             runs.append(measure(video, "cuda", torch.bfloat16, args))
+    # a reduced-precision run's features against the float32 run's on the same device
+    reference = {run["device"]: run["_features"] for run in runs if run["dtype"] == "float32"}
+    for run in runs:
+        features = run.pop("_features")
+        if run["dtype"] != "float32" and run["device"] in reference:
+            exact = reference[run["device"]]
+            cosine = (features * exact).sum(1) / (np.linalg.norm(features, axis=1) * np.linalg.norm(exact, axis=1))
+            run["cosine_to_float32_min"] = round(float(cosine.min()), 6)
+            run["speedup_over_float32"] = round(
+                next(r for r in runs if r["device"] == run["device"] and r["dtype"] == "float32")["extract_s"]
+                / run["extract_s"],
+                2,
+            )
     result = {
         "video": {"seconds": args.seconds, "fps": args.fps, "size": [args.width, args.height], "codec": "h264"},
         "seconds_per_feature": args.seconds_per_feature,
