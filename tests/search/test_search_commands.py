@@ -134,6 +134,12 @@ def test_search_dtype_and_segment_windows_reach_the_library(tmp_path, capsys, mo
     [default, reduced] = seen
     assert default[:2] == (torch.float32, "overlapping") and reduced[:2] == (torch.bfloat16, "central")
     assert all(narrow < wide for narrow, wide in zip(reduced[2], default[2]))
+    import rgnet_hf.apps.commands.search as search_command
+
+    capsys.readouterr()
+    monkeypatch.setattr(search_command, "_cpu_has_native_bfloat16", lambda: False)
+    assert cli_main([*command, "--dtype", "bfloat16"]) == 0
+    assert "no native bfloat16" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main([*command, "--segment-windows", "nearest"])
     assert "invalid choice" in capsys.readouterr().err

@@ -138,12 +138,18 @@ def _process_state():
 
 
 def _cpu_has_native_bfloat16() -> bool:
-    import torch
-
+    """Whether the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux's CPU flags), else whether oneDNN
+    supports bfloat16 at all (elsewhere)."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+        flags = Path("/proc/cpuinfo").read_text().split()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        import torch
+
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
 
 
 def run(args: argparse.Namespace) -> int:
