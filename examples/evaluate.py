@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.output:
             with open(args.output, "w") as handle:
                 json.dump(metrics, handle, indent=2)
+    # Every process waits for the main one's report, then the process group is shut down before the interpreter
+    # exits: left to the exit, the collective backend's threads could abort a process after its peers had gone.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     return 0
 
 
