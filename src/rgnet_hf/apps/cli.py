@@ -23,12 +23,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        _shut_down_process_group()
+        return status
     except (ValueError, KeyError, OSError) as error:
         # OSError: missing or unreadable files, and models transformers cannot find.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2
+
+
+def _shut_down_process_group() -> None:
+    """After a command that ran under `accelerate launch` (several processes): every process waits for the others,
+    then the process group is destroyed. Left to the interpreter's exit, the collective backend's threads can abort a
+    process whose peers have already gone ("terminate called without an active exception")."""
+    distributed = sys.modules.get("torch.distributed")  # never imported here for a command that did not need it
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
