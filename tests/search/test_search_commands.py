@@ -68,19 +68,29 @@ def test_index_and_search_with_query_features(tmp_path, capsys):
     assert "--memory-budget-gib must be > 0" in capsys.readouterr().err
 
 
-def test_search_memory_budget_reaches_the_engine_and_keeps_the_results(tmp_path, capsys, monkeypatch):
-    model = tiny_model()
-    model.save_pretrained(tmp_path / "model")
-    cache = write_cache(tmp_path / "a.h5", random_videos(1, {"alpha": 120, "beta": 80, "gamma": 150}))
-    assert (
-        cli_main(
-            ["index", "--features", str(cache), "--model", str(tmp_path / "model"), "--output", str(tmp_path / "index")]
-        )
-        == 0
-    )
-    text, sentence = random_queries(3)
+def _feature_search_command(tmp_path, videos: dict, queries_seed: int, depth: int) -> list[str]:
+    """A tiny model saved and a library of `videos` indexed through the CLI; the `rgnet-hf search --json` command
+    over it with query features (`random_queries(queries_seed)`) at `depth`."""
+    tiny_model().save_pretrained(tmp_path / "model")
+    cache = write_cache(tmp_path / "a.h5", videos)
+    index = ["index", "--features", str(cache), "--model", str(tmp_path / "model"), "--output", str(tmp_path / "ix")]
+    assert cli_main(index) == 0
+    text, sentence = random_queries(queries_seed)
     np.save(tmp_path / "text.npy", text)
     np.save(tmp_path / "sentence.npy", sentence)
+    command = ["search", "--index", str(tmp_path / "ix"), "--model", str(tmp_path / "model"), "--json"]
+    return command + [
+        "--text",
+        str(tmp_path / "text.npy"),
+        "--sentence",
+        str(tmp_path / "sentence.npy"),
+        "--depth",
+        str(depth),
+    ]
+
+
+def test_search_memory_budget_reaches_the_engine_and_keeps_the_results(tmp_path, capsys, monkeypatch):
+    command = _feature_search_command(tmp_path, random_videos(1, {"alpha": 120, "beta": 80, "gamma": 150}), 3, 6)
     budgets = []
     search = VideoLibrary.search
 
@@ -89,8 +99,6 @@ def test_search_memory_budget_reaches_the_engine_and_keeps_the_results(tmp_path,
         return search(self, *args, **kwargs)
 
     monkeypatch.setattr(VideoLibrary, "search", recorded)
-    command = ["search", "--index", str(tmp_path / "index"), "--model", str(tmp_path / "model"), "--json"]
-    command += ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy"), "--depth", "6"]
     capsys.readouterr()
     assert cli_main(command) == 0
     default = json.loads(capsys.readouterr().out)
@@ -109,14 +117,7 @@ def test_search_memory_budget_reaches_the_engine_and_keeps_the_results(tmp_path,
 def test_search_dtype_and_segment_windows_reach_the_library(tmp_path, capsys, monkeypatch):
     import torch
 
-    model = tiny_model()
-    model.save_pretrained(tmp_path / "model")
-    cache = write_cache(tmp_path / "a.h5", random_videos(2, {"alpha": 320, "beta": 210}))
-    index = ["index", "--features", str(cache), "--model", str(tmp_path / "model"), "--output", str(tmp_path / "ix")]
-    assert cli_main(index) == 0
-    text, sentence = random_queries(4)
-    np.save(tmp_path / "text.npy", text)
-    np.save(tmp_path / "sentence.npy", sentence)
+    command = _feature_search_command(tmp_path, random_videos(2, {"alpha": 320, "beta": 210}), 4, 4)
     seen = []
     search = VideoLibrary.search
 
@@ -126,8 +127,6 @@ def test_search_dtype_and_segment_windows_reach_the_library(tmp_path, capsys, mo
         return results
 
     monkeypatch.setattr(VideoLibrary, "search", recorded)
-    command = ["search", "--index", str(tmp_path / "ix"), "--model", str(tmp_path / "model"), "--json"]
-    command += ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy"), "--depth", "4"]
     capsys.readouterr()
     assert cli_main(command) == 0
     assert cli_main([*command, "--dtype", "bfloat16", "--segment-windows", "central"]) == 0
