@@ -50,8 +50,26 @@ def test_index_rule():
         "type": "ivf",
         "nlist": 8,
         "nprobe": 2,
+        "pq_bytes": 0,
     }
     assert choose_index_spec(2_000_000, index_type="flat").type == "flat"
+    # the least compressed codes within 4 GiB: float32, then one byte per dimension, then one byte per 4 dimensions
+    assert choose_index_spec(2_097_152).type == "ivf"  # exactly 4 GiB of 512-d float32 vectors
+    assert (choose_index_spec(2_097_153).type, choose_index_spec(8_388_608).type) == ("ivfsq8", "ivfsq8")
+    huge = choose_index_spec(9_000_000)
+    assert (huge.type, huge.nlist, huge.nprobe, huge.pq_bytes) == ("ivfpq", 16384, 2048, 128)
+    assert choose_index_spec(2_097_152, dimension=256).type == "ivf"
+    assert choose_index_spec(2_097_152, dimension=1024).type == "ivfsq8"
+    assert choose_index_spec(2_000_000, code_memory_limit=2**20).type == "ivfpq"
+    assert choose_index_spec(2_000_000, index_type="ivfsq8").to_dict()["pq_bytes"] == 0
+    assert choose_index_spec(300, index_type="ivfpq", nlist=4, dimension=24).pq_bytes == 6
+    assert choose_index_spec(300, index_type="ivfpq", nlist=4, dimension=20).pq_bytes == 5
+    described = choose_index_spec(300, index_type="ivfpq", nlist=4, dimension=24, pq_bytes=12).describe()
+    assert described == "ivfpq (nlist 4, nprobe 4, 12-byte codes)"
+    with pytest.raises(ValueError, match="must divide 24"):
+        choose_index_spec(300, index_type="ivfpq", nlist=4, dimension=24, pq_bytes=5)
+    with pytest.raises(ValueError, match="at least 256 segment vectors"):
+        choose_index_spec(200, index_type="ivfpq", nlist=4, dimension=24)
     with pytest.raises(ValueError, match="at least 64 segment vectors"):
         choose_index_spec(10, index_type="ivf", nlist=64)
     with pytest.raises(ValueError, match="index type"):
@@ -85,6 +103,56 @@ def test_ivf_index_searches_and_grows(tmp_path):
     _same_results(_search(index), _search(index, exhaustive=True))
     flat, _ = LibraryIndex.update(tmp_path / "flat", caches, config)
     _same_results(_search(LibraryIndex.open(tmp_path / "ivf")), _search(flat))
+
+
+@pytest.mark.parametrize("index_type", ["ivfsq8", "ivfpq"])
+def test_compressed_index_holds_codes_searches_and_grows(tmp_path, index_type):
+    faiss = pytest.importorskip("faiss")
+    config = tiny_model().config
+    # one segment per feature: 2 x 200 segment vectors, enough for 256 centroids per sub-vector
+    caches = [write_cache(tmp_path / f"{n}.h5", random_videos(n, {f"v{n}": 200})) for n in range(3)]
+    options = {"index_type": index_type, "nlist": 4, "nprobe": 4, "pq_bytes": 6, "segment_seconds": 0.2}
+    index, _ = LibraryIndex.update(tmp_path / "pq", caches[:2], config, **options)
+    pq_bytes = 6 if index_type == "ivfpq" else 0
+    assert index.manifest["index"] == {"type": index_type, "nlist": 4, "nprobe": 4, "pq_bytes": pq_bytes}
+    if index_type == "ivfpq":
+        assert isinstance(index.backend.index, faiss.IndexIVFPQ) and index.backend.index.pq.M == 6
+    else:
+        assert isinstance(index.backend.index, faiss.IndexIVFScalarQuantizer) and index.backend.index.code_size == 24
+    index, report = LibraryIndex.update(tmp_path / "pq", caches, config)
+    assert report.added == ["v2"] and index.backend.size == 600
+    reopened = LibraryIndex.open(tmp_path / "pq")
+    assert reopened.spec == index.spec and reopened.backend.index.nprobe == 4
+    # the codes rank approximately, but a depth that reaches every segment still gives the exhaustive result
+    _same_results(_search(reopened), _search(reopened, exhaustive=True))
+    # nearest segments by code: a segment's own vector finds itself among its first few
+    vectors = segment_vectors(random_videos(2, {"v2": 200})["v2"], 1)
+    _, ids = reopened.backend.search(vectors[:20], 5)
+    assert np.mean([400 + row in found for row, found in enumerate(ids.tolist())]) >= 0.9
+    if index_type == "ivfpq":
+        with pytest.raises(ValueError, match="at least 256 segment vectors"):
+            LibraryIndex.update(tmp_path / "small", caches[:1], config, **{**options, "segment_seconds": 4.0})
+        assert not (tmp_path / "small").exists()
+
+
+def test_a_large_update_spools_its_vectors_to_disk(tmp_path, monkeypatch):
+    from rgnet_hf.search import index as index_module
+
+    config = tiny_model().config
+    first = write_cache(tmp_path / "first.h5", random_videos(1, {"alpha": 130, "beta": 70}))
+    second = write_cache(tmp_path / "second.h5", random_videos(2, {"gamma": 180}))
+    in_memory, _ = LibraryIndex.update(tmp_path / "in_memory", [first, second], config)
+    spools = []
+    spool_class = index_module._VectorSpool
+    monkeypatch.setattr(index_module, "IN_MEMORY_VECTOR_BYTES", 0)
+    monkeypatch.setattr(index_module, "ADD_CHUNK_ROWS", 3)  # several add calls
+    monkeypatch.setattr(index_module, "_VectorSpool", lambda *args: spools.append(spool_class(*args)) or spools[-1])
+    spooled, _ = LibraryIndex.update(tmp_path / "spooled", [first], config)
+    spooled, _ = LibraryIndex.update(tmp_path / "spooled", [first, second], config)
+    assert [spool.on_disk for spool in spools] == [True, True] and all(spool._file is None for spool in spools)
+    assert spooled.manifest["videos"] == in_memory.manifest["videos"]
+    assert sorted(path.name for path in (tmp_path / "spooled").iterdir()) == ["manifest.json", "vectors-1.faiss"]
+    _same_results(_search(LibraryIndex.open(tmp_path / "spooled"), depth=5), _search(in_memory, depth=5))
 
 
 def test_ivf_training_sample_per_cell_reaches_faiss(tmp_path, monkeypatch):

@@ -34,6 +34,13 @@ def test_index_and_search_with_query_features(tmp_path, capsys):
     assert "added 1, re-indexed 0, unchanged 2" in capsys.readouterr().out
     assert cli_main(["index", "--features", str(caches[1]), *base, "--training-points-per-cell", "0"]) == 2
     assert "--training-points-per-cell must be >= 1" in capsys.readouterr().err
+    # a compressed index: one segment per feature (350 of them) in product-quantised codes of 8 bytes
+    both = ["--features", str(caches[0]), "--features", str(caches[1]), *base[:2], "--output", str(tmp_path / "pq")]
+    compressed = [*both, "--segment-seconds", "0.2", "--nlist", "4", "--index-type", "ivfpq"]
+    assert cli_main(["index", *compressed, "--pq-bytes", "5"]) == 2
+    assert "must divide 24" in capsys.readouterr().err and not (tmp_path / "pq").exists()
+    assert cli_main(["index", *compressed, "--pq-bytes", "8"]) == 0
+    assert "350 segments of 1 features, ivfpq (nlist 4, nprobe 4, 8-byte codes) index" in capsys.readouterr().out
     text, sentence = random_queries(3)
     np.save(tmp_path / "text.npy", text)
     np.save(tmp_path / "sentence.npy", sentence)

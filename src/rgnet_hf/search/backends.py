@@ -13,12 +13,30 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FaissBackend", "IndexSpec", "VectorBackend", "choose_index_spec", "import_faiss", "require_faiss"]
+__all__ = [
+    "FaissBackend",
+    "IndexSpec",
+    "VectorBackend",
+    "choose_index_spec",
+    "default_pq_bytes",
+    "import_faiss",
+    "require_faiss",
+]
 
 # Below this many segment vectors the index is an exact flat search (about 1,100 hours of 4-second segments: a flat
 # search over them is one (N x D) matrix-vector product per query); from it on, an inverted-file (IVF) index.
 FLAT_LIMIT = 1_000_000
-INDEX_TYPES = ("auto", "flat", "ivf")
+# From it on, the IVF cells hold the least compressed codes that keep all of them within CODE_MEMORY_LIMIT: the float32
+# vectors (ivf, 4 bytes per dimension) up to 2,097,152 512-d segments (about 2,300 hours), 8-bit scalar codes (ivfsq8,
+# 1 byte per dimension) up to 4 times that (about 9,300 hours), product-quantised codes (ivfpq, 1 byte per 4
+# dimensions by default) beyond: 10,000 hours of 512-d segments are 17.2 GiB as float32, 4.3 GiB as 8-bit codes and
+# 1.1 GiB as 128-byte PQ codes.
+CODE_MEMORY_LIMIT = 4 * 2**30
+INDEX_TYPES = ("auto", "flat", "ivf", "ivfsq8", "ivfpq")
+IVF_TYPES = ("ivf", "ivfsq8", "ivfpq")
+# a product quantiser's sub-quantisers have 2 ** 8 centroids each: one byte per sub-vector
+PQ_BITS = 8
+PQ_CENTROIDS = 2**PQ_BITS
 
 
 def import_faiss():
@@ -45,21 +63,43 @@ class IndexSpec:
     """How the segment vectors are indexed.
 
     Attributes:
-        type (`str`): `"flat"` (exact) or `"ivf"` (inverted file over `nlist` k-means cells, `nprobe` searched).
+        type (`str`): `"flat"` (exact), `"ivf"` (inverted file over `nlist` k-means cells, `nprobe` searched, the
+            vectors stored whole), `"ivfsq8"` (the same cells holding each dimension as one byte) or `"ivfpq"` (the
+            same cells holding `pq_bytes`-byte product-quantised codes of the vectors' residuals to their centroid).
         nlist (`int`): IVF cells (0 for flat).
         nprobe (`int`): IVF cells visited per query (0 for flat).
+        pq_bytes (`int`): bytes per vector code, one per sub-vector of `D / pq_bytes` dimensions (0 unless ivfpq).
     """
 
     type: str
     nlist: int = 0
     nprobe: int = 0
+    pq_bytes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> IndexSpec:
-        return cls(str(values["type"]), int(values.get("nlist", 0)), int(values.get("nprobe", 0)))
+        return cls(
+            str(values["type"]),
+            int(values.get("nlist", 0)),
+            int(values.get("nprobe", 0)),
+            int(values.get("pq_bytes", 0)),
+        )
+
+    def describe(self) -> str:
+        """One line for people: `"flat"`, `"ivf (nlist 4096, nprobe 512)"`, `"ivfpq (nlist ..., 128-byte codes)"`."""
+        if self.type == "flat":
+            return "flat"
+        codes = {"ivfpq": f", {self.pq_bytes}-byte codes", "ivfsq8": ", 8-bit codes"}.get(self.type, "")
+        return f"{self.type} (nlist {self.nlist}, nprobe {self.nprobe}{codes})"
+
+
+def default_pq_bytes(dimension: int) -> int:
+    """One byte per 4 dimensions (128 bytes for 512-d vectors), the largest divisor of `dimension` not above that."""
+    target = max(1, dimension // 4)
+    return next(m for m in range(target, 0, -1) if dimension % m == 0)
 
 
 def choose_index_spec(
@@ -68,22 +108,35 @@ def choose_index_spec(
     flat_limit: int = FLAT_LIMIT,
     nlist: int | None = None,
     nprobe: int | None = None,
+    dimension: int = 512,
+    pq_bytes: int | None = None,
+    code_memory_limit: int = CODE_MEMORY_LIMIT,
 ) -> IndexSpec:
     """
-    The index rule: `"auto"` is exact flat search below `flat_limit` vectors and IVF from it on, with
+    The index rule: `"auto"` is exact flat search below `flat_limit` vectors and IVF from it on, with the least
+    compressed codes whose total stays within `code_memory_limit` (4 GiB): the float32 vectors (`"ivf"`), one byte
+    per dimension (`"ivfsq8"`, 4x smaller) or product-quantised codes (`"ivfpq"`, 16x smaller); IVF cells number
     `nlist = 4 * sqrt(N)` rounded to a power of two (between 16 and 65,536), the usual FAISS guidance, and
     `nprobe = nlist / 8` (at least 16): the pre-filter takes a deep list (200 segments by default) and costs
     milliseconds against the seconds of RGNet's scoring, so it visits more cells than a nearest-neighbour lookup
-    would (docs/library_search.md has the measured trade); `nlist` and `nprobe` override the derived values.
+    would (docs/library_search.md has the measured trade); `nlist`, `nprobe` and `pq_bytes` (one byte per 4
+    dimensions by default) override the derived values.
 
     Args:
         num_vectors (`int`): segment vectors of the first build (IVF cells are trained on them).
-        index_type (`str`): `"auto"`, `"flat"` or `"ivf"`.
+        index_type (`str`): `"auto"`, `"flat"`, `"ivf"`, `"ivfsq8"` or `"ivfpq"`.
+        dimension (`int`): the vectors' size (the memory rule, and `pq_bytes` must divide it).
     """
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
     if index_type == "flat" or (index_type == "auto" and num_vectors < flat_limit):
         return IndexSpec("flat")
+    if index_type == "auto":
+        bytes_per_dimension = {"ivf": 4, "ivfsq8": 1}
+        fitting = [
+            kind for kind, size in bytes_per_dimension.items() if num_vectors * dimension * size <= code_memory_limit
+        ]
+        index_type = fitting[0] if fitting else "ivfpq"
     if nlist is None:
         nlist = int(min(65536, max(16, 2 ** round(math.log2(4 * math.sqrt(max(num_vectors, 1)))))))
     if nlist < 1 or nlist > num_vectors:
@@ -93,7 +146,22 @@ def choose_index_spec(
         )
     if nprobe is None:
         nprobe = max(16, nlist // 8)
-    return IndexSpec("ivf", nlist, max(1, min(int(nprobe), nlist)))
+    nprobe = max(1, min(int(nprobe), nlist))
+    if index_type != "ivfpq":
+        return IndexSpec(index_type, nlist, nprobe)
+    if pq_bytes is None:
+        pq_bytes = default_pq_bytes(dimension)
+    if pq_bytes < 1 or dimension % pq_bytes:
+        raise ValueError(
+            f"an IVF-PQ code of {pq_bytes} bytes cuts {dimension}-d vectors into {pq_bytes} sub-vectors, so it must "
+            f"divide {dimension}: pick --pq-bytes among its divisors (e.g. {default_pq_bytes(dimension)})"
+        )
+    if num_vectors < PQ_CENTROIDS:
+        raise ValueError(
+            f"an IVF-PQ index trains {PQ_CENTROIDS} centroids per sub-vector and needs at least {PQ_CENTROIDS} segment "
+            f"vectors, got {num_vectors}: use a flat index (--index-type flat)"
+        )
+    return IndexSpec("ivfpq", nlist, nprobe, int(pq_bytes))
 
 
 class VectorBackend(ABC):
@@ -122,12 +190,14 @@ class VectorBackend(ABC):
 
 
 class FaissBackend(VectorBackend):
-    """FAISS inner-product index with ids: `IndexIDMap2(IndexFlatIP)` (flat) or `IndexIVFFlat` (ivf)."""
+    """FAISS inner-product index with ids: `IndexIDMap2(IndexFlatIP)` (flat), `IndexIVFFlat` (ivf),
+    `IndexIVFScalarQuantizer` with 8-bit codes (ivfsq8) or `IndexIVFPQ` (ivfpq, 8-bit sub-quantisers on the residuals
+    to the cell centroids)."""
 
     def __init__(self, index, spec: IndexSpec):
         self.index = index
         self.spec = spec
-        if spec.type == "ivf":
+        if spec.type in IVF_TYPES:
             self.index.nprobe = spec.nprobe
 
     @classmethod
@@ -143,12 +213,24 @@ class FaissBackend(VectorBackend):
         faiss = import_faiss()
         if spec.type == "flat":
             return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)), spec)
-        if spec.type != "ivf":
+        if spec.type not in IVF_TYPES:
             raise ValueError(f"unknown index type {spec.type!r}")
-        if training_vectors is None or len(training_vectors) < spec.nlist:
-            raise ValueError(f"an IVF index of {spec.nlist} cells needs at least {spec.nlist} vectors to train on")
+        needed = max(spec.nlist, PQ_CENTROIDS) if spec.type == "ivfpq" else spec.nlist
+        if training_vectors is None or len(training_vectors) < needed:
+            raise ValueError(f"an {spec.type} index of {spec.nlist} cells needs at least {needed} vectors to train on")
         quantizer = faiss.IndexFlatIP(dimension)
-        index = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, faiss.METRIC_INNER_PRODUCT)
+        if spec.type == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, faiss.METRIC_INNER_PRODUCT)
+        elif spec.type == "ivfsq8":
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, dimension, spec.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            if spec.pq_bytes < 1 or dimension % spec.pq_bytes:
+                raise ValueError(f"IVF-PQ codes of {spec.pq_bytes} bytes must divide the {dimension}-d vectors")
+            index = faiss.IndexIVFPQ(
+                quantizer, dimension, spec.nlist, spec.pq_bytes, PQ_BITS, faiss.METRIC_INNER_PRODUCT
+            )
         if training_points_per_cell is not None:
             if training_points_per_cell < 1:
                 raise ValueError(f"training_points_per_cell must be >= 1, got {training_points_per_cell}")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..windowing import frame_runs_of_windows
-from .backends import FLAT_LIMIT, FaissBackend, IndexSpec, VectorBackend, choose_index_spec
+from .backends import CODE_MEMORY_LIMIT, FLAT_LIMIT, FaissBackend, IndexSpec, VectorBackend, choose_index_spec
 
 __all__ = ["IndexUpdate", "LibraryIndex", "VideoEntry", "frame_runs_of_windows", "segment_vectors"]
 
@@ -30,6 +31,11 @@ MANIFEST = "manifest.json"
 FORMAT = "rgnet_hf.library/1"
 DEFAULT_SEGMENT_SECONDS = 4.0
 _HASH_ROWS = 65536
+# An update's new segment vectors past this size wait in an unlinked temporary file next to the index rather than in
+# memory, and reach the vector store in chunks of ADD_CHUNK_ROWS: a first build of 10,000 hours (17 GiB of float32
+# vectors) then holds in memory only what the store keeps (its compressed codes, for IVF-PQ).
+IN_MEMORY_VECTOR_BYTES = 2**30
+ADD_CHUNK_ROWS = 2**18
 
 
 def segment_vectors(features: np.ndarray, segment_frames: int) -> np.ndarray:
@@ -96,6 +102,48 @@ def _text(value) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _VectorSpool:
+    """Room for an update's new `(capacity, D)` segment vectors: an array in memory, or a memory map of an unlinked
+    temporary file in `directory` when it would exceed `IN_MEMORY_VECTOR_BYTES` (the file goes when it is closed, or
+    with the process)."""
+
+    def __init__(self, capacity: int, dimension: int, directory: Path):
+        self.count = 0
+        self._file = None
+        self.on_disk = capacity * dimension * 4 > IN_MEMORY_VECTOR_BYTES
+        if self.on_disk:
+            self._file = tempfile.TemporaryFile(dir=directory, prefix=".segments-")
+            self._array = np.memmap(self._file, dtype=np.float32, mode="w+", shape=(capacity, dimension))
+        else:
+            self._array = np.empty((capacity, dimension), dtype=np.float32)
+
+    def append(self, vectors: np.ndarray) -> None:
+        self._array[self.count : self.count + len(vectors)] = vectors
+        self.count += len(vectors)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._array[: self.count]
+
+    def close(self) -> None:
+        self._array = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> _VectorSpool:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _existing_parent(folder: Path) -> Path:
+    while not folder.is_dir():
+        folder = folder.parent
+    return folder
 
 
 class LibraryIndex:
@@ -244,15 +292,19 @@ class LibraryIndex:
         segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
         reindex_changed: bool = False,
         training_points_per_cell: int | None = None,
+        pq_bytes: int | None = None,
+        code_memory_limit: int = CODE_MEMORY_LIMIT,
     ) -> tuple[LibraryIndex, IndexUpdate]:
         """
         Build `folder` from the entries of `feature_files` (caches written by `rgnet-hf extract`), or add to the
         index already there the videos it does not hold. Every entry is checked against the model `config` (and an
         existing index's settings) before anything is written; a key already indexed from another file is refused;
         a video whose features changed is refused unless `reindex_changed` (its old segments are then replaced).
-        The index type and segment length are fixed by the first build; an IVF index's k-means samples at most
-        `training_points_per_cell` of its vectors per cell (FAISS's 256 when None: fewer train faster and find
-        fewer of the exact neighbours, docs/library_search.md).
+        The index type and segment length are fixed by the first build (`choose_index_spec`'s rule, or `index_type`,
+        `nlist`, `nprobe` and `pq_bytes`); an IVF index's k-means samples at most `training_points_per_cell` of its
+        vectors per cell (FAISS's 256 when None: fewer train faster and find fewer of the exact neighbours,
+        docs/library_search.md). New segment vectors beyond 1 GiB wait in a temporary file next to the index, not in
+        memory.
         """
         import h5py
 
@@ -270,6 +322,7 @@ class LibraryIndex:
         # 1. every entry named and checked (attributes only), before any feature is read
         seen: dict[str, Path] = {}
         entries: list[tuple[str, Path]] = []
+        frame_counts: dict[str, int] = {}
         for feature_file in feature_files:
             path = Path(feature_file).resolve()
             if not path.is_file():
@@ -280,6 +333,9 @@ class LibraryIndex:
                 )
             with h5py.File(path, "r") as handle:
                 keys = sorted(handle.keys())
+                for key in keys:
+                    shape = getattr(handle[key], "shape", None) or (0,)
+                    frame_counts[f"{path}\0{key}"] = int(shape[0])
             if not keys:
                 raise ValueError(f"--features {feature_file} holds no video")
             for key in keys:
@@ -301,104 +357,119 @@ class LibraryIndex:
         # 2. features read once per video: content hash and segment vectors
         segment_frames = existing.segment_frames if existing is not None else max(1, int(round(segment_seconds / spf)))
         update = IndexUpdate([], [], [])
-        new_entries, new_vectors, removed_ids = [], [], []
-        next_id = int(existing.manifest["next_id"]) if existing is not None else 0
-        library_encoder = existing.encoder if existing is not None else getattr(config, "feature_encoder", None)
-        for key, path in entries:
-            features, attrs = _read_entry(path, key)
-            encoder = _text(attrs.get("encoder"))
-            if library_encoder is None:
-                library_encoder = encoder
-            elif encoder is not None and encoder != library_encoder:
-                raise ValueError(
-                    f"{path} [{key}] holds features of encoder {encoder!r}, but the library holds {library_encoder!r} "
-                    "features: one library holds the features of one encoder; build a separate library"
-                )
-            if features.ndim != 2 or len(features) == 0:
-                raise ValueError(f"{path} [{key}] must hold (T, D) features with T >= 1, got shape {features.shape}")
-            if not np.isfinite(features).all():
-                raise ValueError(f"{path} [{key}] contains NaN or infinite features; extract that video again")
-            content_hash = _content_hash(features)
-            if key in indexed:
-                if indexed[key].content_hash == content_hash:
-                    update.unchanged.append(key)
-                    continue
-                if not reindex_changed:
+        new_entries, removed_ids = [], []
+        capacity = sum(-(-frame_counts[f"{path}\0{key}"] // segment_frames) for key, path in entries)
+        with _VectorSpool(capacity, int(config.video_feature_size), _existing_parent(folder)) as spool:
+            next_id = int(existing.manifest["next_id"]) if existing is not None else 0
+            library_encoder = existing.encoder if existing is not None else getattr(config, "feature_encoder", None)
+            for key, path in entries:
+                features, attrs = _read_entry(path, key)
+                encoder = _text(attrs.get("encoder"))
+                if library_encoder is None:
+                    library_encoder = encoder
+                elif encoder is not None and encoder != library_encoder:
                     raise ValueError(
-                        f"{path} [{key}] changed since it was indexed (its content hash differs): refused, nothing "
-                        "was written; pass --reindex-changed to replace its segments"
+                        f"{path} [{key}] holds features of encoder {encoder!r}, but the library holds "
+                        f"{library_encoder!r} features: one library holds the features of one encoder; build a "
+                        "separate library"
                     )
-                old = indexed[key]
-                removed_ids.append(np.arange(old.first_id, old.first_id + old.num_segments))
-                update.reindexed.append(key)
-            else:
-                update.added.append(key)
-            vectors = segment_vectors(features, segment_frames)
-            source = _text(attrs.get("source_path")) or _text(attrs.get("source")) or key
-            duration = float(attrs["duration"]) if "duration" in attrs else len(features) * spf
-            new_entries.append(
-                VideoEntry(
-                    key=key,
-                    source=source,
-                    duration=duration,
-                    seconds_per_feature=spf,
-                    encoder=_text(attrs.get("encoder")),
-                    feature_file=str(path),
-                    num_frames=int(len(features)),
-                    content_hash=content_hash,
-                    first_id=next_id,
-                    num_segments=int(len(vectors)),
+                if features.ndim != 2 or len(features) == 0:
+                    raise ValueError(
+                        f"{path} [{key}] must hold (T, D) features with T >= 1, got shape {features.shape}"
+                    )
+                if not np.isfinite(features).all():
+                    raise ValueError(f"{path} [{key}] contains NaN or infinite features; extract that video again")
+                content_hash = _content_hash(features)
+                if key in indexed:
+                    if indexed[key].content_hash == content_hash:
+                        update.unchanged.append(key)
+                        continue
+                    if not reindex_changed:
+                        raise ValueError(
+                            f"{path} [{key}] changed since it was indexed (its content hash differs): refused, nothing "
+                            "was written; pass --reindex-changed to replace its segments"
+                        )
+                    old = indexed[key]
+                    removed_ids.append(np.arange(old.first_id, old.first_id + old.num_segments))
+                    update.reindexed.append(key)
+                else:
+                    update.added.append(key)
+                vectors = segment_vectors(features, segment_frames)
+                source = _text(attrs.get("source_path")) or _text(attrs.get("source")) or key
+                duration = float(attrs["duration"]) if "duration" in attrs else len(features) * spf
+                new_entries.append(
+                    VideoEntry(
+                        key=key,
+                        source=source,
+                        duration=duration,
+                        seconds_per_feature=spf,
+                        encoder=_text(attrs.get("encoder")),
+                        feature_file=str(path),
+                        num_frames=int(len(features)),
+                        content_hash=content_hash,
+                        first_id=next_id,
+                        num_segments=int(len(vectors)),
+                    )
                 )
-            )
-            new_vectors.append(vectors)
-            next_id += len(vectors)
-        if existing is not None and not new_entries:
-            return existing, update
-        vectors = np.concatenate(new_vectors) if new_vectors else np.zeros((0, int(config.video_feature_size)))
-        ids = np.arange(next_id - len(vectors), next_id, dtype=np.int64)
-        # 3. the vector index updated in memory, written to a new file, then the manifest swapped in
-        if existing is None:
-            spec = choose_index_spec(len(vectors), index_type, flat_limit, nlist, nprobe)
-            backend = FaissBackend.create(spec, vectors.shape[1], vectors, training_points_per_cell)
-            videos: list[VideoEntry] = []
-            generation = 0
-        else:
-            spec, backend = existing.spec, existing.backend
-            replaced = set(update.reindexed)
-            videos = [video for video in existing.videos if video.key not in replaced]
-            generation = int(existing.manifest["generation"]) + 1
-            if removed_ids:
-                backend.remove(np.concatenate(removed_ids))
-        backend.add(ids, vectors)
-        videos.extend(new_entries)
-        manifest = {
-            "format": FORMAT,
-            "encoder": library_encoder,
-            "seconds_per_feature": spf,
-            "feature_size": int(config.video_feature_size),
-            "segment_seconds": segment_frames * spf,
-            "segment_frames": segment_frames,
-            "index": spec.to_dict(),
-            "next_id": next_id,
-            "generation": generation,
-            "vectors_file": f"vectors-{generation}.faiss",
-            "videos": [asdict(video) for video in videos],
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        vectors_path = folder / manifest["vectors_file"]
-        temporary_vectors = folder / f".{manifest['vectors_file']}.tmp-{os.getpid()}"
-        temporary_manifest = folder / f".{MANIFEST}.tmp-{os.getpid()}"
-        try:
-            backend.save(temporary_vectors)
-            os.replace(temporary_vectors, vectors_path)
-            temporary_manifest.write_text(json.dumps(manifest, indent=1))
-            os.replace(temporary_manifest, folder / MANIFEST)
-        except BaseException:
-            temporary_vectors.unlink(missing_ok=True)
-            temporary_manifest.unlink(missing_ok=True)
-            if existing is None or vectors_path.name != existing.manifest["vectors_file"]:
-                vectors_path.unlink(missing_ok=True)
-            raise
-        if existing is not None and existing.manifest["vectors_file"] != manifest["vectors_file"]:
-            (folder / existing.manifest["vectors_file"]).unlink(missing_ok=True)
-        return cls(folder, manifest, backend), update
+                spool.append(vectors)
+                next_id += len(vectors)
+            if existing is not None and not new_entries:
+                return existing, update
+            vectors = spool.vectors
+            ids = np.arange(next_id - len(vectors), next_id, dtype=np.int64)
+            # 3. the vector index updated in memory, written to a new file, then the manifest swapped in
+            if existing is None:
+                spec = choose_index_spec(
+                    len(vectors),
+                    index_type,
+                    flat_limit,
+                    nlist,
+                    nprobe,
+                    dimension=int(config.video_feature_size),
+                    pq_bytes=pq_bytes,
+                    code_memory_limit=code_memory_limit,
+                )
+                backend = FaissBackend.create(spec, vectors.shape[1], vectors, training_points_per_cell)
+                videos: list[VideoEntry] = []
+                generation = 0
+            else:
+                spec, backend = existing.spec, existing.backend
+                replaced = set(update.reindexed)
+                videos = [video for video in existing.videos if video.key not in replaced]
+                generation = int(existing.manifest["generation"]) + 1
+                if removed_ids:
+                    backend.remove(np.concatenate(removed_ids))
+            for start in range(0, len(ids), ADD_CHUNK_ROWS):
+                backend.add(ids[start : start + ADD_CHUNK_ROWS], vectors[start : start + ADD_CHUNK_ROWS])
+            videos.extend(new_entries)
+            manifest = {
+                "format": FORMAT,
+                "encoder": library_encoder,
+                "seconds_per_feature": spf,
+                "feature_size": int(config.video_feature_size),
+                "segment_seconds": segment_frames * spf,
+                "segment_frames": segment_frames,
+                "index": spec.to_dict(),
+                "next_id": next_id,
+                "generation": generation,
+                "vectors_file": f"vectors-{generation}.faiss",
+                "videos": [asdict(video) for video in videos],
+            }
+            folder.mkdir(parents=True, exist_ok=True)
+            vectors_path = folder / manifest["vectors_file"]
+            temporary_vectors = folder / f".{manifest['vectors_file']}.tmp-{os.getpid()}"
+            temporary_manifest = folder / f".{MANIFEST}.tmp-{os.getpid()}"
+            try:
+                backend.save(temporary_vectors)
+                os.replace(temporary_vectors, vectors_path)
+                temporary_manifest.write_text(json.dumps(manifest, indent=1))
+                os.replace(temporary_manifest, folder / MANIFEST)
+            except BaseException:
+                temporary_vectors.unlink(missing_ok=True)
+                temporary_manifest.unlink(missing_ok=True)
+                if existing is None or vectors_path.name != existing.manifest["vectors_file"]:
+                    vectors_path.unlink(missing_ok=True)
+                raise
+            if existing is not None and existing.manifest["vectors_file"] != manifest["vectors_file"]:
+                (folder / existing.manifest["vectors_file"]).unlink(missing_ok=True)
+            return cls(folder, manifest, backend), update

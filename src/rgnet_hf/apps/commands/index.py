@@ -22,13 +22,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="the index folder: created, or extended when it exists")
     parser.add_argument(
         "--index-type",
-        choices=("auto", "flat", "ivf"),
+        choices=("auto", "flat", "ivf", "ivfsq8", "ivfpq"),
         default="auto",
-        help="vector index of a new library; auto: exact flat search below --flat-limit segments, IVF from it on",
+        help="vector index of a new library; auto: exact flat search below --flat-limit segments, IVF from it on, "
+        "with float32 vectors (ivf), 8-bit codes (ivfsq8) or product-quantised codes (ivfpq), the least compressed "
+        "whose codes fit in 4 GiB",
     )
     parser.add_argument("--flat-limit", type=int, default=None, help="segments from which auto picks IVF (1,000,000)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4 * sqrt(segments), a power of 2)")
     parser.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query (nlist / 8, >= 16)")
+    parser.add_argument(
+        "--pq-bytes",
+        type=int,
+        default=None,
+        help="ivfpq: bytes per segment code, a divisor of the feature size (one per 4 dimensions: 128 for 512-d)",
+    )
     parser.add_argument(
         "--training-points-per-cell",
         type=int,
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     require_faiss()
 
-    for name in ("flat_limit", "nlist", "nprobe", "training_points_per_cell"):
+    for name in ("flat_limit", "nlist", "nprobe", "training_points_per_cell", "pq_bytes"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -72,12 +80,11 @@ def run(args: argparse.Namespace) -> int:
         segment_seconds=args.segment_seconds,
         reindex_changed=args.reindex_changed,
         training_points_per_cell=args.training_points_per_cell,
+        pq_bytes=args.pq_bytes,
     )
-    spec = index.spec
-    kind = "flat" if spec.type == "flat" else f"ivf (nlist {spec.nlist}, nprobe {spec.nprobe})"
     print(
         f"{index.folder}: {len(index.videos)} videos, {index.backend.size} segments of {index.segment_frames} "
-        f"features, {kind} index; added {len(update.added)}, re-indexed {len(update.reindexed)}, "
+        f"features, {index.spec.describe()} index; added {len(update.added)}, re-indexed {len(update.reindexed)}, "
         f"unchanged {len(update.unchanged)}"
     )
     return 0
