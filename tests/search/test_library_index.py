@@ -164,6 +164,23 @@ def test_ivf_training_sample_per_cell_reaches_faiss(tmp_path, monkeypatch):
     assert FaissBackend.create(IndexSpec("ivf", 4, 4), 24, vectors).index.cp.max_points_per_centroid == 256
     with pytest.raises(ValueError, match="training_points_per_cell"):
         FaissBackend.create(IndexSpec("ivf", 4, 4), 24, vectors, training_points_per_cell=0)
+
+    class Rows:  # what k-means reads of the vectors: one random sample, spread over all of them
+        def __init__(self, array):
+            self.array, self.reads = array, []
+
+        def __len__(self):
+            return len(self.array)
+
+        def __getitem__(self, rows):
+            self.reads.append(np.asarray(rows))
+            return self.array[rows]
+
+    many = Rows(np.random.default_rng(1).normal(size=(2000, 24)).astype(np.float32))
+    backend = FaissBackend.create(IndexSpec("ivfpq", 4, 4, 6), 24, many, training_points_per_cell=128)
+    assert backend.index.is_trained and len(many.reads) == 1
+    (rows,) = many.reads
+    assert len(rows) == len(set(rows.tolist())) == 512 and rows.min() < 100 and rows.max() > 1900
     seen = []
     create = FaissBackend.create.__func__
     monkeypatch.setattr(

@@ -37,6 +37,8 @@ IVF_TYPES = ("ivf", "ivfsq8", "ivfpq")
 # a product quantiser's sub-quantisers have 2 ** 8 centroids each: one byte per sub-vector
 PQ_BITS = 8
 PQ_CENTROIDS = 2**PQ_BITS
+# vectors the 8-bit ranges or the PQ codebooks are fitted on (FAISS caps a PQ at 65,536 by itself)
+ENCODER_TRAINING_ROWS = 2**18
 
 
 def import_faiss():
@@ -208,8 +210,10 @@ class FaissBackend(VectorBackend):
         training_vectors: np.ndarray | None = None,
         training_points_per_cell: int | None = None,
     ) -> FaissBackend:
-        """An empty index; IVF cells are trained on `training_vectors` (the first build's segments), of which k-means
-        samples at most `training_points_per_cell` per cell (FAISS's default, 256, when None)."""
+        """An empty index; IVF cells are trained on `training_vectors` (the first build's segments, which may be a
+        memory map), of which k-means reads a random sample of at most `training_points_per_cell` per cell (FAISS's
+        default, 256, when None). The 8-bit ranges or PQ codebooks are fitted on at most `ENCODER_TRAINING_ROWS` of
+        that sample: FAISS fits them on the residuals of every vector it is given, a second copy of the sample."""
         faiss = import_faiss()
         if spec.type == "flat":
             return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)), spec)
@@ -235,7 +239,17 @@ class FaissBackend(VectorBackend):
             if training_points_per_cell < 1:
                 raise ValueError(f"training_points_per_cell must be >= 1, got {training_points_per_cell}")
             index.cp.max_points_per_centroid = int(training_points_per_cell)
-        index.train(np.ascontiguousarray(training_vectors, dtype=np.float32))
+        sample_size = min(len(training_vectors), max(needed, spec.nlist * index.cp.max_points_per_centroid))
+        rows = np.sort(np.random.default_rng(0).choice(len(training_vectors), sample_size, replace=False))
+        training = np.ascontiguousarray(training_vectors[rows], dtype=np.float32)  # read once, even from disk
+        if spec.type == "ivf":
+            index.train(training)
+        else:  # the cells first, as for ivf; then the codes, with the cells given, on part of the sample
+            cells = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, faiss.METRIC_INNER_PRODUCT)
+            cells.cp.max_points_per_centroid = index.cp.max_points_per_centroid
+            cells.train(training)
+            step = -(-len(training) // ENCODER_TRAINING_ROWS)
+            index.train(training[::step])  # every step-th of the sorted sample: the whole library, evenly
         backend = cls(index, spec)
         backend._quantizer = quantizer  # the IVF index does not own its quantizer's Python object
         return backend
