@@ -23,6 +23,16 @@ search (a `central` mode has no exhaustive row of its own: it scores every windo
 
 Also reported per setting: the windows the retrieval token scored per query (mean) and seconds per query (all
 queries searched in one call, divided by their number).
+
+A larger library from the synthetic benchmark's world, with the same trained model:
+
+    python benchmarks/bench_library_demo_corpus.py --demo fdemo --library-hours 100 --max-queries 192
+
+`--library-hours H` writes the benchmark again (into `--work-dir`, a temporary folder by default) with test videos
+appended until the library holds about `H` hours. A video is a function of the benchmark's seed and its number
+alone, so the first videos (the model's training and validation videos, and the demo's test videos) are the
+demo's own, and every added video is one the model never saw. `--max-queries N` searches `N` queries of the split
+drawn at random (`--query-seed`), in increasing order.
 """
 
 from __future__ import annotations
@@ -110,6 +120,22 @@ def _feature_demo(demo: Path, split: str):
     return queries, synthetic_mad_paths(demo / "data")["video_features"], {"own_video": _own_video(plain)}
 
 
+def _grown_feature_demo(demo: Path, hours: float, work: Path) -> Path:
+    """The feature demo's benchmark with test videos appended up to about `hours` of video, written under `work`."""
+    from rgnet_hf.synthetic.benchmark import SyntheticMADConfig, make_synthetic_mad, synthetic_mad_paths
+
+    recorded = json.loads(synthetic_mad_paths(demo / "data")["config"].read_text())["config"]
+    config = SyntheticMADConfig.from_dict(recorded)
+    counts = config.split_counts()
+    low, high = (
+        (config.video_minutes, config.video_minutes) if np.isscalar(config.video_minutes) else config.video_minutes
+    )
+    added = max(0, int(np.ceil((hours * 60 - config.num_videos * (low + high) / 2) / ((low + high) / 2))))
+    grown = config.replace(num_videos=config.num_videos + added, splits={**counts, "test": counts["test"] + added})
+    make_synthetic_mad(work / "data", grown)
+    return work
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--demo", required=True, help="the output folder of `rgnet-hf demo` (or `demo --features`)")
@@ -117,89 +143,116 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--top-k", type=int, default=5)
     parser.add_argument(
+        "--library-hours", type=float, default=None, help="feature demo: append test videos up to about this many hours"
+    )
+    parser.add_argument("--work-dir", default=None, help="where --library-hours writes its benchmark (temporary)")
+    parser.add_argument("--max-queries", type=int, default=None, help="search this many queries of the split")
+    parser.add_argument("--query-seed", type=int, default=0)
+    parser.add_argument(
         "--modes",
         default="float32/overlapping",
         help="searches to measure, DTYPE/WINDOWS (float32|bfloat16 / overlapping|central), comma-separated; each is "
         "held to the first mode's exhaustive search",
     )
     args = parser.parse_args()
+    demo = Path(args.demo)
+    model = demo / "run" / "final"
+    with tempfile.TemporaryDirectory() as folder:
+        if args.library_hours is not None:
+            if (demo / "data" / "manifest.json").is_file():
+                raise SystemExit("--library-hours grows the synthetic benchmark of `rgnet-hf demo --features` only")
+            work = Path(args.work_dir) if args.work_dir else Path(folder) / "grown"
+            started = time.perf_counter()
+            source = _grown_feature_demo(demo, args.library_hours, work)
+            print(f"wrote {work / 'data'} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        else:
+            source = demo
+        if (source / "data" / "manifest.json").is_file():
+            queries, features, truths = _video_demo(source, args.split)
+        else:
+            queries, features, truths = _feature_demo(source, args.split)
+        if args.max_queries is not None and args.max_queries < len(truths["own_video"]):
+            chosen = np.sort(
+                np.random.default_rng(args.query_seed).choice(len(truths["own_video"]), args.max_queries, replace=False)
+            )
+            queries = {
+                name: ([value[i] for i in chosen] if isinstance(value, list) else value[chosen])
+                for name, value in queries.items()
+            }
+            truths = {name: [moments[i] for i in chosen] for name, moments in truths.items()}
+        _search_library(args, model, queries, features, truths, folder)
 
+
+def _search_library(args, model: Path, queries: dict, features: Path, truths: dict, folder: str) -> None:
     import torch
 
     from rgnet_hf.apps.cli import main as cli
     from rgnet_hf.search import VideoLibrary
 
-    demo = Path(args.demo)
-    model = demo / "run" / "final"
-    if (demo / "data" / "manifest.json").is_file():
-        queries, features, truths = _video_demo(demo, args.split)
-    else:
-        queries, features, truths = _feature_demo(demo, args.split)
-    with tempfile.TemporaryDirectory() as folder:
-        index = Path(folder) / "index"
-        with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON alone
-            built = cli(["index", "--features", str(features), "--model", str(model), "--output", str(index)])
-        if built != 0:
-            raise SystemExit("rgnet-hf index failed")
-        settings = [("exhaustive", None)] + [(f"depth_{d}", int(d)) for d in args.depths.split(",")]
-        modes = [mode for mode in args.modes.split(",") if mode]
-        by_mode, within_one_point = {}, {}
-        for mode in modes:
-            dtype, _, windows = mode.partition("/")
-            library = VideoLibrary.from_folders(
-                index, model, dtype=getattr(torch, dtype), segment_windows=windows or "overlapping"
-            )
-            measured = by_mode[mode] = {}
-            for name, depth in settings:
-                if depth is None and windows == "central":
-                    continue  # exhaustive search scores every window: the same as overlapping
-                start = time.perf_counter()
-                options = {"exhaustive": True} if depth is None else {"depth": depth}
-                results = library.search(**queries, top_k=args.top_k, **options)
-                seconds = time.perf_counter() - start
-                measured[name] = {
-                    **{truth: recall(results, moments) for truth, moments in truths.items()},
-                    "windows_scored_per_query": round(float(np.mean([r.candidate_windows for r in results])), 1),
-                    "seconds_per_query": round(seconds / len(truths["own_video"]), 4),
-                }
-        # against the first mode's exhaustive search (float32 by default: the reference)
-        reference = by_mode[modes[0]]["exhaustive"]
-        for mode in modes:
-            within_one_point[mode] = {
-                truth: min(
-                    (
-                        depth
-                        for name, depth in settings
-                        if depth is not None
-                        and reference[truth]["R@5 IoU=0.3"] - by_mode[mode][name][truth]["R@5 IoU=0.3"] <= 1.0
-                    ),
-                    default=None,
-                )
-                for truth in truths
-            }
-        print(
-            json.dumps(
-                {
-                    "library": {
-                        "videos": len(library.index.videos),
-                        "windows": int(reference["windows_scored_per_query"]),
-                        "hours": round(
-                            sum(v.num_frames for v in library.index.videos) * library.index.seconds_per_feature / 3600,
-                            3,
-                        ),
-                    },
-                    "queries": len(truths["own_video"]),
-                    "split": args.split,
-                    "results": by_mode if len(modes) > 1 else by_mode[modes[0]],
-                    "smallest_depth_with_r5_iou03_within_1_point_of_exhaustive": (
-                        within_one_point if len(modes) > 1 else within_one_point[modes[0]]
-                    ),
-                    "torch_threads": torch.get_num_threads(),
-                    "machine": platform.processor() or platform.machine(),
-                },
-                indent=2,
-            )
+    index = Path(folder) / "index"
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON alone
+        built = cli(["index", "--features", str(features), "--model", str(model), "--output", str(index)])
+    if built != 0:
+        raise SystemExit("rgnet-hf index failed")
+    settings = [("exhaustive", None)] + [(f"depth_{d}", int(d)) for d in args.depths.split(",")]
+    modes = [mode for mode in args.modes.split(",") if mode]
+    by_mode, within_one_point = {}, {}
+    for mode in modes:
+        dtype, _, windows = mode.partition("/")
+        library = VideoLibrary.from_folders(
+            index, model, dtype=getattr(torch, dtype), segment_windows=windows or "overlapping"
         )
+        measured = by_mode[mode] = {}
+        for name, depth in settings:
+            if depth is None and windows == "central":
+                continue  # exhaustive search scores every window: the same as overlapping
+            start = time.perf_counter()
+            options = {"exhaustive": True} if depth is None else {"depth": depth}
+            results = library.search(**queries, top_k=args.top_k, **options)
+            seconds = time.perf_counter() - start
+            measured[name] = {
+                **{truth: recall(results, moments) for truth, moments in truths.items()},
+                "windows_scored_per_query": round(float(np.mean([r.candidate_windows for r in results])), 1),
+                "seconds_per_query": round(seconds / len(truths["own_video"]), 4),
+            }
+    # against the first mode's exhaustive search (float32 by default: the reference)
+    reference = by_mode[modes[0]]["exhaustive"]
+    for mode in modes:
+        within_one_point[mode] = {
+            truth: min(
+                (
+                    depth
+                    for name, depth in settings
+                    if depth is not None
+                    and reference[truth]["R@5 IoU=0.3"] - by_mode[mode][name][truth]["R@5 IoU=0.3"] <= 1.0
+                ),
+                default=None,
+            )
+            for truth in truths
+        }
+    print(
+        json.dumps(
+            {
+                "library": {
+                    "videos": len(library.index.videos),
+                    "windows": int(reference["windows_scored_per_query"]),
+                    "hours": round(
+                        sum(v.num_frames for v in library.index.videos) * library.index.seconds_per_feature / 3600,
+                        3,
+                    ),
+                },
+                "queries": len(truths["own_video"]),
+                "split": args.split,
+                "results": by_mode if len(modes) > 1 else by_mode[modes[0]],
+                "smallest_depth_with_r5_iou03_within_1_point_of_exhaustive": (
+                    within_one_point if len(modes) > 1 else within_one_point[modes[0]]
+                ),
+                "torch_threads": torch.get_num_threads(),
+                "machine": platform.processor() or platform.machine(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ import torch
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
 from rgnet_hf.post_processing import temporal_iou_matrix
 from rgnet_hf.search import FaissBackend, LibraryIndex, VideoLibrary, choose_index_spec
+from rgnet_hf.search.backends import ENCODER_TRAINING_ROWS
 from rgnet_hf.windowing import window_bounds
 
 FEATURE_SIZE, RATE, ENCODER = 512, 0.2, "generated"
@@ -152,6 +153,50 @@ def _ivf_quality(backend, queries, exact, targets, depth: int) -> dict:
     return quality
 
 
+CHUNK_ROWS = 2**18
+
+
+def vector_chunks(count: int, kind: str, seed: int):
+    """`(first_row, vectors)` for `count` generated segment vectors in chunks of `CHUNK_ROWS`, chunk `i` drawn from its
+    own generator `(seed, i)`: every pass over them sees the same vectors, and they are never all in memory."""
+    for number, start in enumerate(range(0, count, CHUNK_ROWS)):
+        yield start, index_vectors(min(CHUNK_ROWS, count - start), kind, np.random.default_rng([seed, number]))
+
+
+def _code_bytes(spec, dimension: int) -> int:
+    """Bytes per stored vector of an index (its code and its int64 id)."""
+    per_code = {"flat": 4 * dimension, "ivf": 4 * dimension, "ivfsq8": dimension, "ivfpq": spec.pq_bytes}
+    return per_code[spec.type] + 8
+
+
+def _faiss_index(spec, dimension: int, centroids: np.ndarray | None):
+    """The FAISS index `FaissBackend.create` makes for `spec`; an IVF index gets a quantizer holding `centroids`
+    (trained once and shared by the index types compared), so that its own training fits only its codes."""
+    import faiss
+
+    if spec.type == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)), None
+    quantizer = faiss.IndexFlatIP(dimension)
+    quantizer.add(centroids)
+    metric = faiss.METRIC_INNER_PRODUCT
+    if spec.type == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, metric)
+    elif spec.type == "ivfsq8":
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dimension, spec.nlist, faiss.ScalarQuantizer.QT_8bit, metric)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, dimension, spec.nlist, spec.pq_bytes, 8, metric)
+    index.nprobe = spec.nprobe
+    return index, quantizer
+
+
+def _top_lists(best_scores, best_ids, scores, first_row, depth):
+    """Merge `(Q, n)` scores of rows `first_row...` into the running `(Q, depth)` best lists (unordered)."""
+    ids = np.broadcast_to(np.arange(first_row, first_row + scores.shape[1]), scores.shape)
+    scores, ids = np.concatenate([best_scores, scores], 1), np.concatenate([best_ids, ids], 1)
+    keep = np.argpartition(-scores, min(depth, scores.shape[1] - 1), axis=1)[:, :depth]
+    return np.take_along_axis(scores, keep, 1), np.take_along_axis(ids, keep, 1)
+
+
 def bench_index_alone(
     hours: float,
     seed: int,
@@ -159,55 +204,97 @@ def bench_index_alone(
     depth: int = 200,
     nprobes: tuple[int, ...] = (),
     training_points_per_cell: int | None = None,
+    index_types: tuple[str, ...] = ("auto",),
 ) -> dict:
+    """The index alone at `hours` of 4 s segments, for each of `index_types` (`auto`: the rule's), built from
+    generated vectors streamed in chunks (two passes: the training sample and the queries' segments, then the adds and
+    the exact top lists), so only the indexes' codes and the training sample are ever in memory."""
     count = int(hours * 3600 / 4)
-    spec = choose_index_spec(count)
-    needed = 2 * count * FEATURE_SIZE * 4  # the vectors and the index's copy of them
+    specs = {name: choose_index_spec(count, name if name != "auto" else "auto") for name in index_types}
+    report: dict = {"hours": hours, "segments": count, "vectors": kind, "indexes": {}}
     available = _memory_available()
+    nlists = {spec.nlist for spec in specs.values() if spec.type != "flat"}
+    if len(nlists) > 1:
+        raise ValueError(f"the IVF types compared at one size share their cells; got nlist {sorted(nlists)}")
+    nlist = nlists.pop() if nlists else 0
+    per_cell = training_points_per_cell or 256
+    training_count = min(count, nlist * per_cell)
+    needed = sum(count * _code_bytes(spec, FEATURE_SIZE) for spec in specs.values()) + training_count * FEATURE_SIZE * 4
     if available is not None and needed > available / 2:
-        return {
-            "hours": hours,
-            "segments": count,
-            "index": spec.type,
-            "not_measured": f"its {count * FEATURE_SIZE * 4 / 2**30:.1f} GiB of vectors (twice that with the index) "
-            f"do not fit in half of the {available / 2**30:.1f} GiB available",
-        }
+        report["not_measured"] = (
+            f"the codes of {', '.join(spec.type for spec in specs.values())} and the training sample take "
+            f"{needed / 2**30:.1f} GiB, more than half of the {available / 2**30:.1f} GiB available"
+        )
+        return report
     rng = np.random.default_rng(seed)
-    vectors = index_vectors(count, kind, rng)
-    backend, build = _timed(lambda: _built(spec, vectors, training_points_per_cell))
-    # queries near stored segments (a sentence that describes something in the library)
-    targets = rng.choice(count, size=16, replace=False)
-    queries = _unit(vectors[targets] + _unit(rng.normal(size=(16, FEATURE_SIZE)).astype(np.float32)))
-    exact = None
-    if spec.type != "flat":  # a flat index is the exact search
-        scores = np.concatenate([vectors[i : i + 2**18] @ queries.T for i in range(0, count, 2**18)])
-        exact = np.argsort(-scores, axis=0)[:depth].T  # ranked: recall at 10 reads its first 10
-        scores = None
-    vectors = None  # the index holds its own copy
-    report = {
-        "hours": hours,
-        "segments": count,
-        "vectors": kind,
-        "index": spec.type,
-        "nlist": spec.nlist,
-        "nprobe": spec.nprobe,
-        "build_s": round(build, 3),
-    }
-    if exact is None:
-        _, search = _timed(lambda: backend.search(queries, depth), repeats=3)
-        report["search_ms_per_query"] = round(1000 * search / len(queries), 3)
-    else:  # the IVF search timed with its agreement with the exact lists
-        report["training_points_per_cell"] = training_points_per_cell or 256
-        report.update(_ivf_quality(backend, queries, exact, targets, depth))
-        built_nprobe = backend.index.nprobe
-        report["by_nprobe"] = {}
-        for nprobe in nprobes:  # the same index searched with more or fewer cells
-            backend.index.nprobe = min(nprobe, spec.nlist)
-            report["by_nprobe"][nprobe] = _ivf_quality(backend, queries, exact, targets, depth)
-        backend.index.nprobe = built_nprobe
-    with tempfile.TemporaryDirectory() as folder:
-        backend.save(Path(folder) / "vectors.faiss")
-        report["file_mb"] = round((Path(folder) / "vectors.faiss").stat().st_size / 2**20, 1)
+    targets = np.sort(rng.choice(count, size=16, replace=False))
+    training_rows = np.sort(rng.choice(count, size=training_count, replace=False)) if nlist else np.zeros(0, int)
+    # pass 1: the training sample and the vectors the queries lie near
+    training = np.empty((len(training_rows), FEATURE_SIZE), dtype=np.float32)
+    target_vectors = np.empty((len(targets), FEATURE_SIZE), dtype=np.float32)
+    started = time.perf_counter()
+    for first, chunk in vector_chunks(count, kind, seed):
+        rows = slice(*np.searchsorted(training_rows, [first, first + len(chunk)]))
+        training[rows] = chunk[training_rows[rows] - first]
+        picked = slice(*np.searchsorted(targets, [first, first + len(chunk)]))
+        target_vectors[picked] = chunk[targets[picked] - first]
+    report["generation_pass_s"] = round(time.perf_counter() - started, 1)
+    queries = _unit(target_vectors + _unit(rng.normal(size=(16, FEATURE_SIZE)).astype(np.float32)))
+    centroids, cells_s = None, 0.0
+    if nlist:  # the k-means cells, trained once for every IVF type (as FaissBackend.create trains them)
+        import faiss
+
+        started = time.perf_counter()
+        coarse = faiss.IndexIVFFlat(faiss.IndexFlatIP(FEATURE_SIZE), FEATURE_SIZE, nlist, faiss.METRIC_INNER_PRODUCT)
+        coarse.cp.max_points_per_centroid = per_cell
+        coarse.train(training)
+        centroids = coarse.quantizer.reconstruct_n(0, nlist)
+        cells_s = time.perf_counter() - started
+        report.update(nlist=nlist, training_points=training_count, cells_training_s=round(cells_s, 1))
+        coarse = None
+    built = {}
+    for name, spec in specs.items():
+        index, quantizer = _faiss_index(spec, FEATURE_SIZE, centroids)
+        started = time.perf_counter()
+        if spec.type != "flat":  # the codes only (the cells are given), on the rows FaissBackend.create fits them on
+            index.train(training[:: -(-len(training) // ENCODER_TRAINING_ROWS)])
+        built[name] = {"index": index, "quantizer": quantizer, "spec": spec, "build_s": time.perf_counter() - started}
+    training = None
+    # pass 2: the adds, and the exact top lists of the queries
+    best_scores = np.full((16, 0), -np.inf, dtype=np.float32)
+    best_ids = np.zeros((16, 0), dtype=np.int64)
+    _reset_peak_rss()
+    for first, chunk in vector_chunks(count, kind, seed):
+        ids = np.arange(first, first + len(chunk), dtype=np.int64)
+        for entry in built.values():
+            started = time.perf_counter()
+            entry["index"].add_with_ids(chunk, ids)
+            entry["build_s"] += time.perf_counter() - started
+        best_scores, best_ids = _top_lists(best_scores, best_ids, queries @ chunk.T, first, depth)
+    order = np.argsort(-best_scores, axis=1)
+    exact = np.take_along_axis(best_ids, order, 1)  # ranked: recall at 10 reads its first 10
+    report["peak_rss_mb_while_adding"] = _peak_rss_mb()
+    for name, entry in built.items():
+        spec, index = entry["spec"], entry["index"]
+        backend = FaissBackend(index, spec)
+        backend._quantizer = entry["quantizer"]
+        result = {
+            "index": spec.describe(),
+            "build_s": round(entry["build_s"] + cells_s, 1),
+            "codes_mb": round(count * _code_bytes(spec, FEATURE_SIZE) / 2**20, 1),
+        }
+        result.update(_ivf_quality(backend, queries, exact, targets, depth))
+        if spec.type != "flat":
+            result["by_nprobe"] = {}
+            for nprobe in nprobes:  # the same index searched with more or fewer cells
+                index.nprobe = min(nprobe, spec.nlist)
+                result["by_nprobe"][nprobe] = _ivf_quality(backend, queries, exact, targets, depth)
+            index.nprobe = spec.nprobe
+        with tempfile.TemporaryDirectory() as folder:
+            backend.save(Path(folder) / "vectors.faiss")
+            result["file_mb"] = round((Path(folder) / "vectors.faiss").stat().st_size / 2**20, 1)
+        report["indexes"][name] = result
+        entry.clear()
     return report
 
 
@@ -394,12 +481,6 @@ def _same_best_moment(found, reference) -> bool:
     return bool(temporal_iou_matrix(found.rows[:1, :2], reference.rows[:1, :2])[0, 0] >= 0.5)
 
 
-def _built(spec, vectors, training_points_per_cell: int | None = None):
-    backend = FaissBackend.create(spec, vectors.shape[1], vectors, training_points_per_cell)
-    backend.add(np.arange(len(vectors)), vectors)
-    return backend
-
-
 def bench_search(args, model, depths: list[int]) -> dict:
     """The recall table, the agreement and the batched latency of `--hours` hours."""
     report: dict = {
@@ -489,6 +570,12 @@ def main() -> None:
     parser.add_argument(
         "--index-nprobes", default="", help="index-alone, IVF sizes: also search the built index with these nprobe"
     )
+    parser.add_argument(
+        "--index-types",
+        default="auto",
+        help="index-alone: the index types built at each size (auto: the rule's; e.g. ivf,ivfsq8,ivfpq), one set of "
+        "k-means cells shared by the IVF ones",
+    )
     parser.add_argument("--model", default=None, help="a trained RGNet folder (512-d features at 0.2 s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -552,6 +639,7 @@ def main() -> None:
             args.index_vectors,
             nprobes=nprobes,
             training_points_per_cell=args.index_training_per_cell,
+            index_types=tuple(args.index_types.split(",")),
         )
         for hours in args.index_hours.split(",")
         if hours

@@ -106,8 +106,11 @@ def test_ivf_index_searches_and_grows(tmp_path):
 
 
 @pytest.mark.parametrize("index_type", ["ivfsq8", "ivfpq"])
-def test_compressed_index_holds_codes_searches_and_grows(tmp_path, index_type):
+def test_compressed_index_holds_codes_searches_and_grows(tmp_path, index_type, monkeypatch):
+    from rgnet_hf.search import index as index_module
+
     faiss = pytest.importorskip("faiss")
+    monkeypatch.setattr(index_module, "IN_MEMORY_VECTOR_BYTES", 0)  # trained from the vectors' temporary file
     config = tiny_model().config
     # one segment per feature: 2 x 200 segment vectors, enough for 256 centroids per sub-vector
     caches = [write_cache(tmp_path / f"{n}.h5", random_videos(n, {f"v{n}": 200})) for n in range(3)]
