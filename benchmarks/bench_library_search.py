@@ -6,6 +6,8 @@ latency and index cost, on generated libraries. Prints one JSON object.
         [--latency-hours 1,10,100] [--latency-depths 200,1000] [--latency-queries 8] [--latency-budget-s 120]
         [--exhaustive-max-hours 10] [--latency-model mad|small] [--memory-budget-mib 2048] [--latency-only]
         [--compare-per-video] [--latency-modes bfloat16/overlapping,float32/central,bfloat16/central]
+        [--index-vectors scenes] [--index-types ivf,ivfsq8,ivfpq] [--index-nprobes 128,512]
+        [--index-training-per-cell 64]
 
 The library: videos of `--video-minutes` minutes of 512-d features at 5 fps, each a sequence of scenes (a random
 unit direction per scene plus per-frame noise of norm about 1). Each query plants a moment (5 to 15 s) in a random
@@ -19,14 +21,18 @@ window holding the moment's middle.
   pre-filtered top 5. With the default random-weight MAD-size model this measures only how often the two searches
   see the same windows; pass `--model` (a trained folder for 512-d features at 0.2 s) for a meaningful R@5.
 - latency: seconds per query of the pre-filter alone, of pre-filtered search per depth, and of exhaustive search.
-- `index`: build seconds, file size and search milliseconds per query (depth 200) for generated unit segment
-  vectors of `--index-hours` hours (4 s segments), without RGNet, in the index `choose_index_spec` picks for that
-  many vectors (flat below 1,000,000, IVF from it on); a size whose vectors do not fit in half the available memory
-  is listed as not measured. `--index-vectors scenes` draws runs of segments around scene directions instead of
-  uniform vectors; the 16 queries lie near stored segments (a segment plus noise of its norm), and an IVF index
-  reports the share of the exact (brute-force) top 10 and top 200 that it returns (`recall_at_10_vs_exact`,
-  `recall_at_200_vs_exact`) and how often the query's own segment is among its 200 (`query_segment_found`);
-  `--index-nprobes 64,256` repeats these for the same index searched with other `nprobe` (`by_nprobe`).
+- `index`: per size of `--index-hours` (4 s segments of 512-d generated unit vectors) and per index type of
+  `--index-types` (`auto`: the one `choose_index_spec` picks for that many vectors; e.g. `ivf,ivfsq8,ivfpq`), the
+  build seconds, the codes' and the file's size and the search milliseconds per query (depth 200), without RGNet.
+  The vectors are generated in chunks, twice (the training sample and the queries' segments, then the adds), so that
+  only the indexes' codes and the training sample are in memory; the IVF types of one size share one set of k-means
+  cells (their `build_s` counts its training once each). A size whose codes and sample do not fit in half the
+  available memory is listed as not measured. `--index-vectors scenes` draws runs of segments around scene
+  directions instead of uniform vectors; the 16 queries lie near stored segments (a segment plus noise of its norm),
+  and each index reports the share of the exact (brute-force) top 10 and top 200 that it returns
+  (`recall_at_10_vs_exact`, `recall_at_200_vs_exact`) and how often the query's own segment is among its 200
+  (`query_segment_found`); `--index-nprobes 64,256` repeats these for the same index searched with other `nprobe`
+  (`by_nprobe`), `--index-training-per-cell N` samples N training vectors per cell.
 - `latency` (`--latency-hours`): per library size, the index build seconds and peak RSS, and per depth (and for
   exhaustive search up to `--exhaustive-max-hours`) the end-to-end seconds of one query (`VideoLibrary.search` with
   one query's features: pre-filter, feature reads, retrieval token, decoding, ranking) as p50 / p95 over the

@@ -45,23 +45,27 @@ def test_segment_vectors_are_unit_means_of_unit_frames():
 def test_index_rule():
     assert choose_index_spec(50_000).type == "flat"
     big = choose_index_spec(2_000_000)
-    assert (big.type, big.nlist, big.nprobe) == ("ivf", 4096, 512)  # 4 * sqrt(2e6) = 5657 -> 2 ** 12; nlist / 8
+    assert (big.type, big.nlist, big.nprobe) == ("ivfsq8", 4096, 512)  # 4 * sqrt(2e6) = 5657 -> 2 ** 12; nlist / 8
     assert choose_index_spec(500, flat_limit=100, nlist=8, nprobe=2).to_dict() == {
-        "type": "ivf",
+        "type": "ivfsq8",
         "nlist": 8,
         "nprobe": 2,
         "pq_bytes": 0,
     }
     assert choose_index_spec(2_000_000, index_type="flat").type == "flat"
-    # the least compressed codes within 4 GiB: float32, then one byte per dimension, then one byte per 4 dimensions
-    assert choose_index_spec(2_097_152).type == "ivf"  # exactly 4 GiB of 512-d float32 vectors
-    assert (choose_index_spec(2_097_153).type, choose_index_spec(8_388_608).type) == ("ivfsq8", "ivfsq8")
-    huge = choose_index_spec(9_000_000)
+    # one byte per dimension while the codes fit in 4 GiB, then one byte per 4 dimensions
+    assert choose_index_spec(8_388_608).type == "ivfsq8"  # exactly 4 GiB of 512-d 8-bit codes
+    huge = choose_index_spec(8_388_609)
     assert (huge.type, huge.nlist, huge.nprobe, huge.pq_bytes) == ("ivfpq", 16384, 2048, 128)
-    assert choose_index_spec(2_097_152, dimension=256).type == "ivf"
-    assert choose_index_spec(2_097_152, dimension=1024).type == "ivfsq8"
+    assert choose_index_spec(9_000_000, dimension=256).type == "ivfsq8"
+    assert choose_index_spec(5_000_000, dimension=1024).type == "ivfpq"
     assert choose_index_spec(2_000_000, code_memory_limit=2**20).type == "ivfpq"
-    assert choose_index_spec(2_000_000, index_type="ivfsq8").to_dict()["pq_bytes"] == 0
+    assert choose_index_spec(2_000_000, index_type="ivf").to_dict() == {
+        "type": "ivf",
+        "nlist": 4096,
+        "nprobe": 512,
+        "pq_bytes": 0,
+    }
     assert choose_index_spec(300, index_type="ivfpq", nlist=4, dimension=24).pq_bytes == 6
     assert choose_index_spec(300, index_type="ivfpq", nlist=4, dimension=20).pq_bytes == 5
     described = choose_index_spec(300, index_type="ivfpq", nlist=4, dimension=24, pq_bytes=12).describe()

@@ -25,8 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         choices=("auto", "flat", "ivf", "ivfsq8", "ivfpq"),
         default="auto",
         help="vector index of a new library; auto: exact flat search below --flat-limit segments, IVF from it on, "
-        "with float32 vectors (ivf), 8-bit codes (ivfsq8) or product-quantised codes (ivfpq), the least compressed "
-        "whose codes fit in 4 GiB",
+        "with 8-bit codes (ivfsq8) while they fit in 4 GiB and product-quantised codes (ivfpq) beyond; ivf keeps the "
+        "float32 vectors",
     )
     parser.add_argument("--flat-limit", type=int, default=None, help="segments from which auto picks IVF (1,000,000)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4 * sqrt(segments), a power of 2)")
