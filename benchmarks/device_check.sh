@@ -2,7 +2,9 @@
 # The GPU check (under 5 minutes on one GPU): CUDA parity, the engine's modes side by side (reference,
 # baseline, exact, bf16, compile), the tiled feed-forward, fast-mode accuracy on the parity fixtures, the memory
 # budget, training-step cost in fp32 and bf16, video extraction (decode / encode / whole path, where it is bound),
-# parallel decoding (1 to 8 worker processes against one).
+# parallel decoding (1 to 8 worker processes against one), library search latency (a generated 10-hour library, depth
+# 200, float32 and bfloat16 with central windows: past the pre-filter a query's work depends on the depth, not on the
+# library's size).
 # Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
 #   benchmarks/device_check.sh            # on the GPU
 #   benchmarks/device_check.sh --cpu      # dry run on CPU at small sizes (checks the script, not the speed)
@@ -42,5 +44,7 @@ if [ "$DEVICE" = cuda ]; then EXTRACT="--seconds 300 --width 1280 --height 720 -
 step 60 $PYTHON benchmarks/bench_extraction.py $EXTRACT 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
 if [ "$DEVICE" = cuda ]; then DECODE="--seconds 120 --width 1280 --height 720 --workers 1 2 4 8"; else DECODE="--seconds 10 --workers 1 2"; fi
 step 40 $PYTHON benchmarks/bench_decoding.py $DECODE 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
+if [ "$DEVICE" = cuda ]; then LIBRARY="--latency-hours 10 --latency-queries 8"; else LIBRARY="--latency-hours 0.5 --latency-queries 1 --latency-model small"; fi
+step 60 $PYTHON benchmarks/bench_library_search.py --latency-only --device $DEVICE --index-hours "" --latency-depths 200 --exhaustive-max-hours 0 --latency-modes bfloat16/central $LIBRARY 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
 step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 grep -h "rc=\|Error\|error" "$OUT/log.txt" | tail -20
