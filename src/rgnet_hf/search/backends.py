@@ -26,10 +26,10 @@ __all__ = [
 # Below this many segment vectors the index is an exact flat search (about 1,100 hours of 4-second segments: a flat
 # search over them is one (N x D) matrix-vector product per query); from it on, an inverted-file (IVF) index.
 FLAT_LIMIT = 1_000_000
-# From it on, the IVF cells hold 8-bit scalar codes (ivfsq8, one byte per dimension: on generated vectors they return
-# nearly the float32 vectors' neighbours, 4x smaller and 3x faster) while all of them fit in CODE_MEMORY_LIMIT (8,388,608
-# 512-d segments, about 9,300 hours), product-quantised codes (ivfpq, one byte per 4 dimensions by default) beyond:
-# 10,000 hours of 512-d segments are 17.2 GiB as float32, 4.3 GiB as 8-bit codes and 1.1 GiB as 128-byte PQ codes.
+# From it on, the IVF cells hold 8-bit scalar codes (ivfsq8, one byte per dimension: on generated vectors they
+# return nearly the float32 vectors' neighbours, 4x smaller and 3x faster) while all of them fit in CODE_MEMORY_LIMIT
+# (8,388,608 512-d segments, about 9,300 hours), product-quantised codes (ivfpq, one byte per 4 dimensions by default)
+# beyond: 10,000 hours of 512-d segments are 17.2 GiB as float32, 4.3 GiB as 8-bit codes, 1.1 GiB as 128-byte codes.
 CODE_MEMORY_LIMIT = 4 * 2**30
 INDEX_TYPES = ("auto", "flat", "ivf", "ivfsq8", "ivfpq")
 IVF_TYPES = ("ivf", "ivfsq8", "ivfpq")
