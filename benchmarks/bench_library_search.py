@@ -70,7 +70,7 @@ import torch
 from rgnet_hf import RGNetConfig, RGNetForVideoGrounding, RGNetGroundingEngine
 from rgnet_hf.post_processing import temporal_iou_matrix
 from rgnet_hf.search import FaissBackend, LibraryIndex, VideoLibrary, choose_index_spec
-from rgnet_hf.search.backends import ENCODER_TRAINING_ROWS
+from rgnet_hf.search.backends import ENCODER_TRAINING_ROWS, ivf_index
 from rgnet_hf.windowing import window_bounds
 
 FEATURE_SIZE, RATE, ENCODER = 512, 0.2, "generated"
@@ -184,13 +184,7 @@ def _faiss_index(spec, dimension: int, centroids: np.ndarray | None):
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)), None
     quantizer = faiss.IndexFlatIP(dimension)
     quantizer.add(centroids)
-    metric = faiss.METRIC_INNER_PRODUCT
-    if spec.type == "ivf":
-        index = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, metric)
-    elif spec.type == "ivfsq8":
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dimension, spec.nlist, faiss.ScalarQuantizer.QT_8bit, metric)
-    else:
-        index = faiss.IndexIVFPQ(quantizer, dimension, spec.nlist, spec.pq_bytes, 8, metric)
+    index = ivf_index(spec, dimension, quantizer)
     index.nprobe = spec.nprobe
     return index, quantizer
 

@@ -20,6 +20,7 @@ __all__ = [
     "choose_index_spec",
     "default_pq_bytes",
     "import_faiss",
+    "ivf_index",
     "require_faiss",
 ]
 
@@ -162,6 +163,23 @@ def choose_index_spec(
     return IndexSpec("ivfpq", nlist, nprobe, int(pq_bytes))
 
 
+def ivf_index(spec: IndexSpec, dimension: int, quantizer):
+    """The untrained FAISS inner-product index of an IVF `spec` over `quantizer` (an `IndexFlatIP` holding the
+    cells' centroids, or empty when they are still to be trained): `IndexIVFFlat` (ivf), `IndexIVFScalarQuantizer`
+    with 8-bit codes (ivfsq8) or `IndexIVFPQ` with 8-bit sub-quantisers (ivfpq)."""
+    faiss = import_faiss()
+    metric = faiss.METRIC_INNER_PRODUCT
+    if spec.type == "ivf":
+        return faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, metric)
+    if spec.type == "ivfsq8":
+        return faiss.IndexIVFScalarQuantizer(quantizer, dimension, spec.nlist, faiss.ScalarQuantizer.QT_8bit, metric)
+    if spec.type != "ivfpq":
+        raise ValueError(f"{spec.type!r} is not an IVF index type ({', '.join(IVF_TYPES)})")
+    if spec.pq_bytes < 1 or dimension % spec.pq_bytes:
+        raise ValueError(f"IVF-PQ codes of {spec.pq_bytes} bytes must divide the {dimension}-d vectors")
+    return faiss.IndexIVFPQ(quantizer, dimension, spec.nlist, spec.pq_bytes, PQ_BITS, metric)
+
+
 class VectorBackend(ABC):
     """What a library needs from a vector store."""
 
@@ -219,18 +237,7 @@ class FaissBackend(VectorBackend):
         if training_vectors is None or len(training_vectors) < needed:
             raise ValueError(f"an {spec.type} index of {spec.nlist} cells needs at least {needed} vectors to train on")
         quantizer = faiss.IndexFlatIP(dimension)
-        if spec.type == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dimension, spec.nlist, faiss.METRIC_INNER_PRODUCT)
-        elif spec.type == "ivfsq8":
-            index = faiss.IndexIVFScalarQuantizer(
-                quantizer, dimension, spec.nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-            )
-        else:
-            if spec.pq_bytes < 1 or dimension % spec.pq_bytes:
-                raise ValueError(f"IVF-PQ codes of {spec.pq_bytes} bytes must divide the {dimension}-d vectors")
-            index = faiss.IndexIVFPQ(
-                quantizer, dimension, spec.nlist, spec.pq_bytes, PQ_BITS, faiss.METRIC_INNER_PRODUCT
-            )
+        index = ivf_index(spec, dimension, quantizer)
         if training_points_per_cell is not None:
             if training_points_per_cell < 1:
                 raise ValueError(f"training_points_per_cell must be >= 1, got {training_points_per_cell}")

@@ -322,7 +322,7 @@ class LibraryIndex:
         # 1. every entry named and checked (attributes only), before any feature is read
         seen: dict[str, Path] = {}
         entries: list[tuple[str, Path]] = []
-        frame_counts: dict[str, int] = {}
+        frame_counts: dict[tuple[Path, str], int] = {}
         for feature_file in feature_files:
             path = Path(feature_file).resolve()
             if not path.is_file():
@@ -335,7 +335,7 @@ class LibraryIndex:
                 keys = sorted(handle.keys())
                 for key in keys:
                     shape = getattr(handle[key], "shape", None) or (0,)
-                    frame_counts[f"{path}\0{key}"] = int(shape[0])
+                    frame_counts[path, key] = int(shape[0])
             if not keys:
                 raise ValueError(f"--features {feature_file} holds no video")
             for key in keys:
@@ -358,7 +358,7 @@ class LibraryIndex:
         segment_frames = existing.segment_frames if existing is not None else max(1, int(round(segment_seconds / spf)))
         update = IndexUpdate([], [], [])
         new_entries, removed_ids = [], []
-        capacity = sum(-(-frame_counts[f"{path}\0{key}"] // segment_frames) for key, path in entries)
+        capacity = sum(-(-frame_counts[path, key] // segment_frames) for key, path in entries)
         with _VectorSpool(capacity, int(config.video_feature_size), _existing_parent(folder)) as spool:
             next_id = int(existing.manifest["next_id"]) if existing is not None else 0
             library_encoder = existing.encoder if existing is not None else getattr(config, "feature_encoder", None)
