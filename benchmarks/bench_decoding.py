@@ -11,6 +11,9 @@ A synthetic H.264 video (moving gradient, `--seconds` long, `--width` x `--heigh
 - `decoders_alone[N]`: N processes decoding their contiguous shares of the segments at the same time, with no
   consumer, against the first share decoded alone; `ratio` is how far N decoders scale on this machine by
   themselves, the ceiling of `ratio_vs_1_worker`.
+- `with_image_processor` (with `--image-processor`): the same for decoding followed by CLIP's image processor
+  (`CLIPImageProcessor()` defaults, 224 x 224), run in the process that decodes (the workers, for `workers_N`):
+  how many processed frames per second the CPU side of an extraction can hand an encoder.
 - `first_segment_memory`: the peak resident set of a fresh worker process decoding the first segment, its decoded
   and sampled frames and the sampled frames' RGB size.
 
@@ -27,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from rgnet_hf.synthetic.video_files import moving_gradient_frames, write_rgb_video
 
 
@@ -39,7 +44,7 @@ def _digest(frames) -> tuple[list[int], list[float]]:
     indices, sums = [], []
     for index, rgb in frames:
         indices.append(index)
-        sums.append(float(rgb[::7, ::7].sum()))
+        sums.append(float(rgb[..., ::7, ::7].sum()))
     return indices, sums
 
 
@@ -114,6 +119,47 @@ def decoder_scaling(path: Path, seconds_per_feature: float, workers: int) -> dic
     }
 
 
+def throughput(path: Path, seconds_per_feature: float, worker_counts: list[int], transform) -> dict:
+    """Sampled (and, with `transform`, transformed) frames per second: one process, then pools of each size."""
+    from rgnet_hf.video_decoding import _pool, _transform_each, iter_sampled_frames, iter_sampled_frames_parallel
+
+    start = time.perf_counter()
+    frames = iter_sampled_frames(path, seconds_per_feature)
+    reference = _digest(frames if transform is None else _transform_each(frames, transform))
+    sequential_s = time.perf_counter() - start
+    results = {
+        "sequential": {
+            "seconds": round(sequential_s, 3),
+            "frames": len(reference[0]),
+            "frames_per_s": round(len(reference[0]) / sequential_s, 1),
+        }
+    }
+    for workers in worker_counts:
+        pool = _pool(workers)
+        # Start the processes (and, with a transform, import its libraries there) before timing.
+        list(pool.map(abs, range(workers)))
+        if transform is not None:
+            list(pool.map(transform, [np.zeros((16, 16, 3), np.uint8)] * workers))
+        start = time.perf_counter()
+        digest = _digest(
+            iter_sampled_frames_parallel(path, seconds_per_feature, workers=workers, executor=pool, transform=transform)
+        )
+        seconds = time.perf_counter() - start
+        pool.shutdown()
+        results[f"workers_{workers}"] = {
+            "seconds": round(seconds, 3),
+            "frames_per_s": round(len(digest[0]) / seconds, 1),
+            "ratio_vs_sequential": round(sequential_s / seconds, 2),
+            "identical": digest == reference,
+        }
+    one = results.get("workers_1")
+    if one is not None:
+        for workers in worker_counts:
+            entry = results[f"workers_{workers}"]
+            entry["ratio_vs_1_worker"] = round(one["seconds"] / entry["seconds"], 2)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=120.0)
@@ -123,42 +169,23 @@ def main() -> None:
     parser.add_argument("--gop", type=int, default=250, help="frames between keyframes (x264's default)")
     parser.add_argument("--seconds-per-feature", type=float, default=0.2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--image-processor", action="store_true", help="also measure decoding followed by CLIP's image processor"
+    )
     args = parser.parse_args()
-
-    from rgnet_hf.video_decoding import _pool, iter_sampled_frames, iter_sampled_frames_parallel
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.mp4"
         write_video(path, args.seconds, args.fps, args.width, args.height, args.gop)
-        start = time.perf_counter()
-        reference = _digest(iter_sampled_frames(path, args.seconds_per_feature))
-        sequential_s = time.perf_counter() - start
-        results = {
-            "sequential": {
-                "seconds": round(sequential_s, 3),
-                "frames_per_s": round(len(reference[0]) / sequential_s, 1),
-            }
-        }
-        for workers in args.workers:
-            pool = _pool(workers)
-            list(pool.map(abs, range(workers)))  # start the processes before timing
-            start = time.perf_counter()
-            digest = _digest(
-                iter_sampled_frames_parallel(path, args.seconds_per_feature, workers=workers, executor=pool)
-            )
-            seconds = time.perf_counter() - start
-            pool.shutdown()
-            results[f"workers_{workers}"] = {
-                "seconds": round(seconds, 3),
-                "frames_per_s": round(len(digest[0]) / seconds, 1),
-                "ratio_vs_sequential": round(sequential_s / seconds, 2),
-                "identical": digest == reference,
-            }
-        one = results.get("workers_1")
-        if one is not None:
-            for workers in args.workers:
-                entry = results[f"workers_{workers}"]
-                entry["ratio_vs_1_worker"] = round(one["seconds"] / entry["seconds"], 2)
+        results = throughput(path, args.seconds_per_feature, args.workers, None)
+        extra = {}
+        if args.image_processor:
+            from transformers import CLIPImageProcessor
+
+            from rgnet_hf.video_text_encoders import PixelTransform
+
+            transform = PixelTransform(CLIPImageProcessor())
+            extra["with_image_processor"] = throughput(path, args.seconds_per_feature, args.workers, transform)
         scaling = {workers: decoder_scaling(path, args.seconds_per_feature, workers) for workers in args.workers}
         memory = segment_memory(path, args.seconds_per_feature)
     print(
@@ -167,10 +194,11 @@ def main() -> None:
                 "video": f"{args.seconds:g} s {args.width}x{args.height} h264 {args.fps} fps",
                 "keyframe_every_frames": args.gop,
                 "seconds_per_feature": args.seconds_per_feature,
-                "sampled_frames": len(reference[0]),
+                "sampled_frames": results["sequential"]["frames"],
                 "cpu_count": os.cpu_count(),
                 "machine": platform.processor() or platform.machine(),
                 "results": results,
+                **extra,
                 "decoders_alone": scaling,
                 "first_segment_memory": memory,
             },

@@ -9,6 +9,8 @@ then, on the CPU and on CUDA when available:
 - `sequential_extract`: decoding, the image processor and the encoder one after the other in one thread (baseline);
 - `extract`: the whole extraction as `rgnet-hf extract` runs it (reading and the image processor in a background
   thread, ahead of the encoder);
+- `decode_workers` (with `--decode-workers N ...`): the same with decoding and the image processor in N worker
+  processes (`rgnet-hf extract --decode-workers N`), with the largest difference to the one-process features;
 - `ground`: `RGNetGroundingEngine.ground` on the extracted features with one query (MAD preset, full size).
 
 `*_video_hours_per_hour` give each stage's speed as hours of video per hour of wall time, and `bound` names the
@@ -78,7 +80,9 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
     for _, frame in iter_sampled_frames(video, spf):
         if not distinct or frame is not distinct[-1]:
             distinct.append(frame)
+    start = time.perf_counter()
     pixels = [encoder.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0] for frame in distinct]
+    processor_s = time.perf_counter() - start
     batches = [torch.stack(pixels[i : i + args.batch_size]) for i in range(0, len(pixels), args.batch_size)]
     del pixels
     start = time.perf_counter()
@@ -109,6 +113,26 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
     synchronize()
     extract_s = time.perf_counter() - start
 
+    workers = {}
+    for count in args.decode_workers:
+        # Decoding and the image processor in `count` worker processes; the pool's start and the workers' imports
+        # are a warm-up, as a long run pays them once.
+        encoder.decode_workers = count
+        encoder.encode_video(video, spf, progress=False)
+        start = time.perf_counter()
+        parallel = encoder.encode_video(video, spf, progress=False)
+        synchronize()
+        parallel_s = time.perf_counter() - start
+        encoder._decode_pool.shutdown()
+        encoder._decode_pool, encoder.decode_workers = None, 1
+        workers[str(count)] = {
+            "extract_s": round(parallel_s, 3),
+            "extract_features_per_s": round(len(parallel.features) / parallel_s, 1),
+            "extract_over_encode_only_throughput": round(encode_only_s / parallel_s, 3),
+            "speedup_over_one_process_extract": round(extract_s / parallel_s, 3),
+            "max_abs_difference_to_one_process": float(np.abs(parallel.features - encoded.features).max()),
+        }
+
     torch.manual_seed(0)
     config = RGNetConfig.from_preset("mad", video_feature_size=encoder.video_feature_size)
     model = RGNetForVideoGrounding(config).to(device).eval()
@@ -132,6 +156,7 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
         "features": num_features,
         "decode_s": round(decode_s, 3),
         "decode_features_per_s": round(decoded / decode_s, 1),
+        "image_processor_ms_per_frame": round(1000 * processor_s / len(distinct), 2),
         "encode_only_s": round(encode_only_s, 3),
         "encode_only_features_per_s": round(len(distinct) / encode_only_s, 1),
         "sequential_extract_s": round(sequential_s, 3),
@@ -139,6 +164,8 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
         "extract_features_per_s": round(per_second, 1),
         "extract_over_encode_only_throughput": round(encode_only_s / extract_s, 3),
         "extract_speedup_over_sequential": round(sequential_s / extract_s, 3),
+        # decoding and the image processor in worker processes (`--decode-workers`)
+        "decode_workers": workers,
         "video_seconds_per_wall_second": round(num_features * spf / extract_s, 2),
         # hours of video per hour of wall time, for each stage alone and for the whole path
         "decode_video_hours_per_hour": round(decoded * spf / decode_s, 1),
@@ -162,6 +189,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--encoder", default=None, help="a CLIP / SigLIP Hub id or folder (default: random B/32)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also measure the extraction with this many decoding workers (they run the image processor too)",
+    )
     parser.add_argument("--skip-cpu", action="store_true", help="measure CUDA only (the GPU check)")
     parser.add_argument(
         "--cpu-bfloat16",

@@ -118,6 +118,49 @@ def _both_allowed(path, pool):
     return sequential, parallel, seq_report, par_report
 
 
+class _Scale:
+    """A picklable frame transform that changes shape and dtype, as an image processor does."""
+
+    def __call__(self, rgb):
+        return (rgb.transpose(2, 0, 1)[:, ::2, ::2] / 255.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("min_segment_seconds", [0.3, 8.0])  # split over the workers, and the sequential fallback
+def test_transform_runs_once_per_sampled_frame_in_the_workers(tmp_path, pool, min_segment_seconds):
+    path = _write(tmp_path / "cfr.mp4", [i / 25 for i in range(75)])
+    # spf 0.02 samples frames more often than they change: repeats must stay one object, transformed once.
+    spf = 0.02
+    sequential = list(iter_sampled_frames(path, spf))
+    transformed = list(
+        iter_sampled_frames_parallel(
+            path, spf, workers=2, executor=pool, min_segment_seconds=min_segment_seconds, transform=_Scale()
+        )
+    )
+    assert [i for i, _ in transformed] == [i for i, _ in sequential]
+    for (_, rgb), (_, output) in zip(sequential, transformed):
+        assert output.dtype == np.float32 and output.shape == (3, rgb.shape[0] // 2, rgb.shape[1] // 2)
+        np.testing.assert_array_equal(output, _Scale()(rgb))
+    distinct = lambda pairs: sum(1 for n, (_, a) in enumerate(pairs) if n == 0 or a is not pairs[n - 1][1])  # noqa: E731
+    assert distinct(transformed) == distinct(sequential) < len(sequential)
+
+
+def test_a_transform_that_does_not_return_an_array_is_refused(tmp_path, pool):
+    path = _write(tmp_path / "cfr.mp4", [i / 25 for i in range(50)])
+    with pytest.raises(TypeError, match="numpy array"):
+        list(iter_sampled_frames_parallel(path, 0.2, workers=2, executor=pool, min_segment_seconds=0.3, transform=str))
+
+
+class _CountingProcessor:
+    """An image processor that counts its calls in the process that makes them."""
+
+    def __init__(self, processor):
+        self.processor, self.calls = processor, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.processor(*args, **kwargs)
+
+
 def test_extraction_features_equal_with_workers(tmp_path):
     from raw_video_utils import build_tiny_clip
 
@@ -126,6 +169,7 @@ def test_extraction_features_equal_with_workers(tmp_path):
     path = _write(tmp_path / "video.mp4", [i / 25 for i in range(60)])
     encoder = load_feature_encoder(str(build_tiny_clip(tmp_path / "clip")), device="cpu", batch_size=4)
     one = encoder.encode_video(path, 0.2, progress=False)
+    encoder.image_processor = _CountingProcessor(encoder.image_processor)
     encoder.decode_workers = 2
     # Segments of 8 s would not split this 2.4 s file: force short ones through the module default.
     import rgnet_hf.video_decoding as decoding
@@ -136,6 +180,7 @@ def test_extraction_features_equal_with_workers(tmp_path):
     finally:
         decoding.MIN_SEGMENT_SECONDS = default
         encoder._decode_pool.shutdown()
+    assert encoder.image_processor.calls == 0  # every frame went through the processor in a decoding worker
     assert two.features.shape == one.features.shape == (12, encoder.video_feature_size)
     np.testing.assert_allclose(two.features, one.features, atol=1e-6, rtol=0)
     assert two.duration == one.duration
@@ -206,7 +251,7 @@ def test_a_segment_hands_its_frames_over_in_one_block_that_the_receiver_unlinks(
     path = _write(tmp_path / "cfr.mp4", [i / 25 for i in range(50)])
     result = _decode_segment(str(path), 0, None, 0.0, 0.2, True)
     assert result["frames_block"] in _shared_blocks()
-    assert all(isinstance(offset, int) for _, _, offset, _ in result["runs"])  # no frame travels in the result
+    assert all(isinstance(offset, int) for _, _, offset, _, _ in result["runs"])  # no frame travels in the result
     frames = _take_frames(result)
     assert result["frames_block"] not in _shared_blocks()
     sequential = [rgb for _, rgb in iter_sampled_frames(path, 0.2)]

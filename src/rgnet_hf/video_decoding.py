@@ -13,7 +13,9 @@ variable-frame-rate files are sampled at the right moments; a frame rate below t
 decoding) into segments of a few seconds, decodes them in worker processes and yields exactly what
 [`iter_sampled_frames`] yields: each worker starts at its segment's keyframe, keeps the frames whose time falls in its
 segment, decodes one frame past the end to know how long its last frame stays on screen, and converts only the frames
-a feature samples. Files without keyframe timestamps or too short to split fall back to the sequential path.
+a feature samples. Files without keyframe timestamps or too short to split fall back to the sequential path. A
+`transform` (for an encoder, its image processor) runs on each sampled frame in the worker that decoded it, so the
+pre-processing is spread over the workers too and what crosses to the parent is its (usually smaller) output.
 
 **Memory.** Frames are decoded one at a time; the sampler holds the frame on screen and converts a frame to an array
 only when a feature needs it, so memory does not grow with the video's length (the caller batches what it receives).
@@ -28,7 +30,7 @@ import math
 import os
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,15 +331,22 @@ def _keyframe_plan(path: str) -> tuple[list[int], float, Any] | None:
 
 
 def _decode_segment(
-    path: str, start_pts: int, stop_pts: int | None, first_time: float, seconds_per_feature: float, is_first: bool
+    path: str,
+    start_pts: int,
+    stop_pts: int | None,
+    first_time: float,
+    seconds_per_feature: float,
+    is_first: bool,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict:
     """Decode the frames whose pts lie in `[start_pts, stop_pts)` (from the keyframe at `start_pts`) and sample them.
 
-    Returns `runs`: `(first_index, stop_index, byte_offset, (H, W, 3))` for each sampled frame, in order (the last
-    frame's stop is None when `stop_pts` is None: the caller ends the video), the frames themselves in the
-    shared-memory block named `frames_block` (see [`_take_frames`]); `next_time` (the first frame time past the
-    segment, None at the end); `last_time`, `last_duration`, `previous_time` (the last kept frame, its duration and
-    the frame before it in the segment, for the end of the video); `num_decoded_frames`."""
+    Returns `runs`: `(first_index, stop_index, byte_offset, shape, dtype)` for each sampled frame, in order (the last
+    frame's stop is None when `stop_pts` is None: the caller ends the video), the frames themselves (`(H, W, 3)`
+    uint8, or what `transform` makes of each) in the shared-memory block named `frames_block` (see
+    [`_take_frames`]); `next_time` (the first frame time past the segment, None at the end); `last_time`,
+    `last_duration`, `previous_time` (the last kept frame, its duration and the frame before it in the segment, for
+    the end of the video); `num_decoded_frames`."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -356,7 +365,8 @@ def _decode_segment(
         def release(stop: int | None) -> None:
             time, frame, begin = held
             if stop is None or stop > begin:
-                runs.append((begin, stop, _to_rgb(frame)))
+                rgb = _to_rgb(frame)
+                runs.append((begin, stop, rgb if transform is None else _transformed(transform, rgb)))
 
         for frame in _frames_of(container, stream, path):
             if frame.pts is None:
@@ -396,22 +406,30 @@ def _decode_segment(
     }
 
 
+def _transformed(transform: Callable[[np.ndarray], np.ndarray], rgb: np.ndarray) -> np.ndarray:
+    """`transform(rgb)` as a C-contiguous array (what is copied into shared memory)."""
+    array = transform(rgb)
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"a frame transform must return a numpy array, got {type(array).__name__}")
+    return np.ascontiguousarray(array)
+
+
 def _share_frames(runs: list[tuple[int, int | None, np.ndarray]]) -> tuple[str | None, list]:
     """Copy a segment's sampled frames into one shared-memory block: a pipe would pickle and copy each frame several
     times, which costs the parent more CPU than the decoding saves. Returns the block's name (None without frames)
-    and the runs with `(byte_offset, shape)` in place of the frames; the receiver unlinks the block."""
+    and the runs with `(byte_offset, shape, dtype)` in place of the frames; the receiver unlinks the block."""
     from multiprocessing import shared_memory
 
-    total = sum(rgb.nbytes for _, _, rgb in runs)
+    total = sum(array.nbytes for _, _, array in runs)
     if total == 0:
-        return None, [(begin, stop, 0, rgb.shape) for begin, stop, rgb in runs]
+        return None, [(begin, stop, 0, array.shape, array.dtype.str) for begin, stop, array in runs]
     block = shared_memory.SharedMemory(create=True, size=total)
     shared, offset = [], 0
     try:
-        for begin, stop, rgb in runs:
-            np.ndarray(rgb.shape, np.uint8, buffer=block.buf, offset=offset)[...] = rgb
-            shared.append((begin, stop, offset, rgb.shape))
-            offset += rgb.nbytes
+        for begin, stop, array in runs:
+            np.ndarray(array.shape, array.dtype, buffer=block.buf, offset=offset)[...] = array
+            shared.append((begin, stop, offset, array.shape, array.dtype.str))
+            offset += array.nbytes
     except BaseException:
         block.unlink()
         raise
@@ -421,18 +439,18 @@ def _share_frames(runs: list[tuple[int, int | None, np.ndarray]]) -> tuple[str |
 
 
 def _take_frames(result: dict) -> list[tuple[int, int | None, np.ndarray]]:
-    """The `(first_index, stop_index, (H, W, 3) uint8)` runs of a `_decode_segment` result, copied out of its
-    shared-memory block, which is then unlinked."""
+    """The `(first_index, stop_index, frame)` runs of a `_decode_segment` result, copied out of its shared-memory
+    block, which is then unlinked."""
     name = result.get("frames_block")
     if name is None:
-        return [(begin, stop, np.zeros(shape, np.uint8)) for begin, stop, _, shape in result["runs"]]
+        return [(begin, stop, np.zeros(shape, dtype)) for begin, stop, _, shape, dtype in result["runs"]]
     from multiprocessing import shared_memory
 
     block = shared_memory.SharedMemory(name=name)
     try:
         return [
-            (begin, stop, np.ndarray(shape, np.uint8, buffer=block.buf, offset=offset).copy())
-            for begin, stop, offset, shape in result["runs"]
+            (begin, stop, np.ndarray(shape, dtype, buffer=block.buf, offset=offset).copy())
+            for begin, stop, offset, shape, dtype in result["runs"]
         ]
     finally:
         block.close()
@@ -464,6 +482,20 @@ def _segments(keyframes: list[int], time_base: Any, first_time: float, min_secon
     return [(start, starts[i + 1] if i + 1 < len(starts) else None) for i, start in enumerate(starts)]
 
 
+def _transform_each(
+    frames: Iterator[tuple[int, np.ndarray]], transform: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[tuple[int, np.ndarray]]:
+    """`(index, transform(frame))`, transforming a frame repeated for consecutive indices once."""
+    previous = output = None
+    try:
+        for index, frame in frames:
+            if frame is not previous:
+                previous, output = frame, _transformed(transform, frame)
+            yield index, output
+    finally:
+        frames.close()
+
+
 def _pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -482,6 +514,7 @@ def iter_sampled_frames_parallel(
     workers: int = 2,
     executor: Any = None,
     min_segment_seconds: float | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """[`iter_sampled_frames`] with the decoding split at keyframes over `workers` processes: the same indices,
     frames, `report` and errors. At most `2 * workers` segments are in flight, so memory stays bounded by the segment
@@ -489,7 +522,11 @@ def iter_sampled_frames_parallel(
     it one is started for this call. Segments last at least `min_segment_seconds` (default
     `MIN_SEGMENT_SECONDS`). Falls back to the sequential decoder for `workers <= 1` without an `executor` (with
     one, its processes decode the segments: a one-worker pool is the baseline parallel decoding is measured
-    against), a file without keyframe timestamps, or one too short for two segments."""
+    against), a file without keyframe timestamps, or one too short for two segments.
+
+    `transform` (a picklable callable, `(H, W, 3)` uint8 -> numpy array) is applied to each sampled frame once, in
+    the worker that decoded it, and its output is yielded in place of the frame (the same object for consecutive
+    indices, as frames are); on the sequential fallback it runs in this process."""
     if not seconds_per_feature > 0:
         raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
     path = os.fspath(path)
@@ -498,7 +535,8 @@ def iter_sampled_frames_parallel(
     plan = _keyframe_plan(path) if workers > 1 or executor is not None else None
     segments = _segments(plan[0], plan[2], plan[1], min_segment_seconds) if plan is not None else []
     if len(segments) < 2:
-        yield from iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
+        frames = iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
+        yield from frames if transform is None else _transform_each(frames, transform)
         return
     _, first_time, _ = plan
     report = report if report is not None else {}
@@ -510,7 +548,7 @@ def iter_sampled_frames_parallel(
 
         def submit() -> bool:
             for number, (start, stop) in jobs:
-                args = (path, start, stop, first_time, seconds_per_feature, number == 0)
+                args = (path, start, stop, first_time, seconds_per_feature, number == 0, transform)
                 pending.append(executor.submit(_decode_segment, *args))
                 return True
             return False

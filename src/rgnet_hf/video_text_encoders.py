@@ -50,6 +50,7 @@ __all__ = [
     "FeatureEncoderError",
     "EncodedQuery",
     "EncodedVideo",
+    "PixelTransform",
     "VideoTextEncoder",
     "CLIPVideoTextEncoder",
     "SiglipVideoTextEncoder",
@@ -288,6 +289,10 @@ class VideoTextEncoder:
         pixel_values = self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
         return self._encode_pixels(pixel_values)
 
+    def pixel_transform(self) -> PixelTransform:
+        """This encoder's image processor as a picklable frame -> `(3, H, W)` float32 function (for workers)."""
+        return PixelTransform(self.image_processor)
+
     @torch.no_grad()
     def _encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(N, 3, H, W)` processed frames -> `(N, video_feature_size)` float32 features on the CPU."""
@@ -304,8 +309,12 @@ class VideoTextEncoder:
         progress: bool = True,
         description: str = "encoding frames",
         prefetch_batches: int = 2,
+        processed: bool = False,
     ) -> np.ndarray:
         """Encode `(feature_index, frame)` pairs (indices 0, 1, ... in order) in batches of `batch_size`.
+
+        Frames are `(H, W, 3)` uint8 RGB, or with `processed=True` already through the image processor (the
+        `(3, H, W)` float32 arrays [`pixel_transform`] makes, e.g. in decoding workers).
 
         Each distinct frame goes through the image processor and the encoder once: a frame repeated for consecutive
         indices (a still scene, or a gap in the timestamps, where one frame covers hours) is encoded once and its
@@ -319,7 +328,8 @@ class VideoTextEncoder:
 
         if prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be >= 1, got {prefetch_batches}")
-        prepared = _PreparedFrameBatches(frames, self.image_processor, self.batch_size, prefetch_batches)
+        processor = None if processed else self.image_processor
+        prepared = _PreparedFrameBatches(frames, processor, self.batch_size, prefetch_batches)
         chunks: list[np.ndarray] = []
         with tqdm(total=total, desc=description, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
             for pixel_values, num_indices in prepared:
@@ -352,6 +362,8 @@ class VideoTextEncoder:
         if self.decode_workers > 1:
             if self._decode_pool is None:
                 self._decode_pool = _pool(self.decode_workers)
+            # The workers run the image processor on the frames they decode: it scales with them, and the parent
+            # receives 3 x 224 x 224 floats per frame, whatever the video's resolution.
             frames = iter_sampled_frames_parallel(
                 path,
                 seconds_per_feature,
@@ -359,6 +371,7 @@ class VideoTextEncoder:
                 allow_truncated,
                 workers=self.decode_workers,
                 executor=self._decode_pool,
+                transform=self.pixel_transform(),
             )
         else:
             frames = iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
@@ -367,6 +380,7 @@ class VideoTextEncoder:
             total=total,
             progress=progress,
             description=f"encoding {os.path.basename(os.fspath(path))}",
+            processed=self.decode_workers > 1,
         )
         if len(features) == 0:
             raise VideoDecodingError(f"{os.fspath(path)} has no video frames")
@@ -489,11 +503,24 @@ class SiglipVideoTextEncoder(VideoTextEncoder):
 _FAMILIES: dict[str, type[VideoTextEncoder]] = {"clip": CLIPVideoTextEncoder, "siglip": SiglipVideoTextEncoder}
 
 
+class PixelTransform:
+    """An image processor applied to one frame: `(H, W, 3)` uint8 RGB -> `(3, H', W')` float32 pixel values, the
+    values `image_processor(images=[frame])` gives. Picklable (the processor travels with it), so decoding workers
+    can run it where they decode."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.image_processor(images=[frame], return_tensors="np")["pixel_values"][0]
+
+
 class _PreparedFrameBatches:
     """Iterate `(pixel_values (n, 3, H, W) or None, feature indices covered)` for `encode_frames`, made in a thread.
 
     The thread reads `frames`, drops consecutive repeats of one frame object (recording in `rows`, per feature index,
-    the row of its distinct frame) and runs the image processor, at most `prefetch_batches` batches ahead. An error
+    the row of its distinct frame) and runs the image processor (`None`: the frames are pixel values already), at
+    most `prefetch_batches` batches ahead. An error
     there is raised by the iteration; leaving the iteration early (an error in the encoder, Ctrl-C) stops the thread
     and closes `frames`, so a video file is not left open.
     """
@@ -552,7 +579,10 @@ class _PreparedFrameBatches:
                 if frame is not previous:
                     previous = frame
                     distinct += 1
-                    batch.append(self._image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
+                    if self._image_processor is None:
+                        batch.append(torch.from_numpy(frame))
+                    else:
+                        batch.append(self._image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
                     if len(batch) == self._batch_size:
                         if not self._put((torch.stack(batch), pending)):
                             return
