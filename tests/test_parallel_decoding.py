@@ -259,3 +259,44 @@ def test_a_segment_hands_its_frames_over_in_one_block_that_the_receiver_unlinks(
     assert [begin for begin, _, _ in frames[:-1]] == list(range(len(sequential))) and frames[-1][1] is None
     for (_, _, rgb), reference in zip(frames, sequential):
         np.testing.assert_array_equal(rgb, reference)
+
+
+def test_decode_workers_auto_and_its_checks(tmp_path, monkeypatch):
+    from raw_video_utils import build_tiny_clip
+
+    import rgnet_hf.video_text_encoders as encoders
+
+    encoder = encoders.load_feature_encoder(str(build_tiny_clip(tmp_path / "clip")), device="cpu", batch_size=4)
+    encoder.decode_workers = "auto"
+    assert encoder.decode_workers == 1  # on the CPU the encoder's matrix products use the cores
+    monkeypatch.setattr(encoders.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert encoders.auto_decode_workers("cuda") == 5 and encoders.auto_decode_workers("cpu") == 1
+    monkeypatch.setattr(encoders.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert encoders.auto_decode_workers("cuda:0") == encoders.MAX_AUTO_DECODE_WORKERS
+    monkeypatch.setattr(encoders.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert encoders.auto_decode_workers("cuda") == 1
+    for bad in (0, -2, 1.5, "two", True):
+        with pytest.raises(ValueError, match="decode_workers must be an int >= 1 or 'auto'"):
+            encoder.decode_workers = bad
+    # a pool of one size is not kept for another count
+    path = _write(tmp_path / "video.mp4", [i / 25 for i in range(60)])
+    monkeypatch.setattr(encoders, "iter_sampled_frames_parallel", _recording_parallel(encoders))
+    encoder.decode_workers = 2
+    encoder.encode_video(path, 0.2, progress=False)
+    first_pool = encoder._decode_pool
+    assert first_pool is not None
+    encoder.decode_workers = 2
+    assert encoder._decode_pool is first_pool
+    encoder.decode_workers = 3
+    assert encoder._decode_pool is None and first_pool._shutdown_thread
+    encoder.close()
+
+
+def _recording_parallel(encoders):
+    original = encoders.iter_sampled_frames_parallel
+
+    def parallel(*args, **kwargs):
+        assert kwargs["transform"] is not None and kwargs["workers"] == kwargs["executor"]._max_workers
+        return original(*args, **kwargs)
+
+    return parallel

@@ -539,9 +539,9 @@ def test_a_frame_repeated_by_a_timestamp_gap_is_encoded_once(assets, encoders, t
     encoded_rows = []
     original = encoder._encode_pixels
 
-    def counting(pixels):
+    def counting(pixels, **kwargs):
         encoded_rows.append(len(pixels))
-        return original(pixels)
+        return original(pixels, **kwargs)
 
     monkeypatch.setattr(encoder, "_encode_pixels", counting)
     video = encoder.encode_video(gap, 0.5, progress=False)

@@ -90,7 +90,7 @@ def test_an_encoder_error_stops_the_reader_and_closes_the_frames(encoder, monkey
         finally:
             closed.set()
 
-    def failing(pixel_values):
+    def failing(pixel_values, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(encoder, "_encode_pixels", failing)

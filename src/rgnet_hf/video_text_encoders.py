@@ -52,6 +52,7 @@ __all__ = [
     "EncodedVideo",
     "PixelTransform",
     "VideoTextEncoder",
+    "auto_decode_workers",
     "CLIPVideoTextEncoder",
     "SiglipVideoTextEncoder",
     "ENCODER_BACKENDS",
@@ -177,7 +178,7 @@ class VideoTextEncoder:
         self._onnx = None if self.backend == "pytorch" else _OnnxImageEncoder(self.model, self.backend, onnx_cache_dir)
         # Processes that decode a video's keyframe segments in parallel (1: decode in the producer thread); the pool
         # starts at the first video and serves every later one.
-        self.decode_workers = 1
+        self._decode_workers = 1
         self._decode_pool = None
 
     @classmethod
@@ -231,6 +232,30 @@ class VideoTextEncoder:
             backend=backend,
             onnx_cache_dir=onnx_cache_dir,
         )
+
+    # decoding workers ------------------------------------------------------------------------------------------
+
+    @property
+    def decode_workers(self) -> int:
+        """Processes that decode (and pre-process) a video's keyframe segments; 1 decodes in this process. Set an
+        `int >= 1` or `"auto"` ([`auto_decode_workers`] for this encoder's device)."""
+        return self._decode_workers
+
+    @decode_workers.setter
+    def decode_workers(self, value: int | str) -> None:
+        workers = auto_decode_workers(self.device if self._onnx is None else "cpu") if value == "auto" else value
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+            raise ValueError(f"decode_workers must be an int >= 1 or 'auto', got {value!r}")
+        workers = int(workers)
+        if workers != self._decode_workers:
+            self.close()  # a pool of the old size would not run the new count
+        self._decode_workers = workers
+
+    def close(self) -> None:
+        """Stop the decoding workers' pool, if one was started (a later video starts a new one)."""
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown(wait=True, cancel_futures=True)
+            self._decode_pool = None
 
     # sizes -----------------------------------------------------------------------------------------------------
 
@@ -294,12 +319,14 @@ class VideoTextEncoder:
         return PixelTransform(self.image_processor)
 
     @torch.no_grad()
-    def _encode_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """`(N, 3, H, W)` processed frames -> `(N, video_feature_size)` float32 features on the CPU."""
+    def _encode_pixels(self, pixel_values: torch.Tensor, to_cpu: bool = True) -> torch.Tensor:
+        """`(N, 3, H, W)` processed frames -> `(N, video_feature_size)` float32 features on the CPU (`to_cpu=False`:
+        on the encoder's device, in its dtype, possibly still being computed)."""
         if self._onnx is not None:
             return self._onnx(pixel_values)
-        pixel_values = pixel_values.to(self.device, self.dtype)
-        return _pooled(self.model.get_image_features(pixel_values=pixel_values)).float().cpu()
+        pixel_values = pixel_values.to(self.device, self.dtype, non_blocking=pixel_values.is_pinned())
+        features = _pooled(self.model.get_image_features(pixel_values=pixel_values))
+        return features.float().cpu() if to_cpu else features
 
     def encode_frames(
         self,
@@ -329,13 +356,23 @@ class VideoTextEncoder:
         if prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be >= 1, got {prefetch_batches}")
         processor = None if processed else self.image_processor
-        prepared = _PreparedFrameBatches(frames, processor, self.batch_size, prefetch_batches)
+        # On CUDA the batches are made in page-locked memory (by the producer thread), so their copy to the GPU is
+        # asynchronous, and a batch's features are fetched only once the next batch is queued: the GPU is not left
+        # idle while Python waits for a result and launches the next forward pass.
+        on_cuda = self._onnx is None and self.device.type == "cuda"
+        prepared = _PreparedFrameBatches(frames, processor, self.batch_size, prefetch_batches, pin_memory=on_cuda)
         chunks: list[np.ndarray] = []
+        in_flight: torch.Tensor | None = None
         with tqdm(total=total, desc=description, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
             for pixel_values, num_indices in prepared:
                 if pixel_values is not None:
-                    chunks.append(self._encode_pixels(pixel_values).numpy())
+                    features = self._encode_pixels(pixel_values, to_cpu=not on_cuda)
+                    if in_flight is not None:
+                        chunks.append(in_flight.float().cpu().numpy())
+                    in_flight = features
                 bar.update(num_indices)
+            if in_flight is not None:
+                chunks.append(in_flight.float().cpu().numpy())
         if not chunks:
             return np.zeros((0, self.video_feature_size), dtype=np.float32)
         distinct_features = np.concatenate(chunks).astype(np.float32, copy=False)
@@ -503,6 +540,23 @@ class SiglipVideoTextEncoder(VideoTextEncoder):
 _FAMILIES: dict[str, type[VideoTextEncoder]] = {"clip": CLIPVideoTextEncoder, "siglip": SiglipVideoTextEncoder}
 
 
+MAX_AUTO_DECODE_WORKERS = 16
+
+
+def auto_decode_workers(device: str | torch.device) -> int:
+    """The decoding workers `"auto"` gives: 1 for an encoder on the CPU (its matrix products use every core, so
+    workers only move the same CPU work elsewhere); on an accelerator, where decoding and pre-processing are the CPU's
+    whole share, one per CPU this process may run on, less one for the encoder's process, at most
+    `MAX_AUTO_DECODE_WORKERS`."""
+    if torch.device(device).type == "cpu":
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_DECODE_WORKERS, cpus - 1))
+
+
 class PixelTransform:
     """An image processor applied to one frame: `(H, W, 3)` uint8 RGB -> `(3, H', W')` float32 pixel values, the
     values `image_processor(images=[frame])` gives. Picklable (the processor travels with it), so decoding workers
@@ -527,7 +581,9 @@ class _PreparedFrameBatches:
 
     _DONE = object()
 
-    def __init__(self, frames: Iterable, image_processor, batch_size: int, prefetch_batches: int):
+    def __init__(
+        self, frames: Iterable, image_processor, batch_size: int, prefetch_batches: int, pin_memory: bool = False
+    ):
         import queue
         import threading
         from array import array
@@ -535,6 +591,7 @@ class _PreparedFrameBatches:
         self._frames = iter(frames)
         self._image_processor = image_processor
         self._batch_size = batch_size
+        self._pin_memory = pin_memory
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch_batches)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="rgnet-frame-batches", daemon=True)
@@ -565,6 +622,10 @@ class _PreparedFrameBatches:
                 continue
         return False
 
+    def _stack(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(batch)
+        return stacked.pin_memory() if self._pin_memory else stacked
+
     def _produce(self) -> None:
         try:
             batch: list[torch.Tensor] = []
@@ -584,13 +645,13 @@ class _PreparedFrameBatches:
                     else:
                         batch.append(self._image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
                     if len(batch) == self._batch_size:
-                        if not self._put((torch.stack(batch), pending)):
+                        if not self._put((self._stack(batch), pending)):
                             return
                         batch, pending = [], 0
                 self.rows.append(distinct)
                 pending += 1
             if batch or pending:
-                if not self._put((torch.stack(batch) if batch else None, pending)):
+                if not self._put((self._stack(batch) if batch else None, pending)):
                     return
             self._put(self._DONE)
         except BaseException as error:  # noqa: BLE001 - handed to the consuming thread, which raises it

@@ -108,14 +108,28 @@ def add_frame_encoder_arguments(parser) -> None:
 
 
 def add_decode_workers_argument(parser) -> None:
-    """`--decode-workers`: processes that decode a video file (`VideoTextEncoder.decode_workers`)."""
+    """`--decode-workers`: processes that decode a video file (`VideoTextEncoder.decode_workers`); checked by
+    [`check_decode_workers`]."""
     parser.add_argument(
         "--decode-workers",
-        type=int,
-        default=1,
-        help="processes that decode each video's keyframe segments in parallel (same features as 1; a file without "
-        "keyframe timestamps or under two segments long is decoded by one)",
+        default="auto",
+        help="processes that decode and pre-process each video's keyframe segments in parallel (same features as "
+        "1; a file without keyframe timestamps or under two segments long is decoded by one). Default 'auto': 1 "
+        "with the encoder on the CPU, one per CPU but one (at most 16) with it on a GPU",
     )
+
+
+def check_decode_workers(args) -> None:
+    """Turn `args.decode_workers` into an int >= 1 or 'auto'; a ValueError naming the option otherwise."""
+    value = args.decode_workers
+    if value != "auto":
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            value = 0
+        if value < 1:
+            raise ValueError(f"--decode-workers must be 'auto' or an integer >= 1, got {args.decode_workers!r}")
+    args.decode_workers = value
 
 
 def check_frame_encoder_arguments(args) -> None:
@@ -126,8 +140,7 @@ def check_frame_encoder_arguments(args) -> None:
         raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
     check_seconds_per_feature(args.seconds_per_feature)
     check_device(args.device)
-    if args.decode_workers < 1:
-        raise ValueError(f"--decode-workers must be >= 1, got {args.decode_workers}")
+    check_decode_workers(args)
 
 
 def add_encoder_backend_argument(parser) -> None:

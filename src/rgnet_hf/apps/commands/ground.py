@@ -12,6 +12,7 @@ from .common import (
     FEATURE_SUFFIXES,
     add_decode_workers_argument,
     add_encoder_backend_argument,
+    check_decode_workers,
     check_device,
     check_seconds_per_feature,
     format_table,
@@ -73,8 +74,7 @@ def _video_inputs(args: argparse.Namespace, pipe) -> tuple[dict, float | None]:
             raise ValueError("give --video (a video file or a feature file) or --features")
         if video_is_features:
             return {"video_features": load_array(args.video, args.video_key)}, None
-        if args.decode_workers > 1:
-            pipe.feature_encoder.decode_workers = args.decode_workers
+        pipe.feature_encoder.decode_workers = args.decode_workers
         if args.allow_truncated:
             # Encoded here, not by the pipeline, so that a truncated file is decoded as far as it goes.
             encoded = pipe.feature_encoder.encode_video(
@@ -265,8 +265,7 @@ def run(args: argparse.Namespace) -> int:
     if args.top_k <= 0:
         raise ValueError(f"--top-k must be > 0, got {args.top_k}")
     check_seconds_per_feature(args.seconds_per_feature)
-    if args.decode_workers < 1:
-        raise ValueError(f"--decode-workers must be >= 1, got {args.decode_workers}")
+    check_decode_workers(args)
     if args.zero_shot:
         check_device(args.device)
         return _run_zero_shot(args)
