@@ -280,6 +280,39 @@ class LibraryIndex:
 
     # ------------------------------------------------------------------ writing
     @classmethod
+    def check_output(
+        cls, folder: str | os.PathLike, config, feature_files: list[str | os.PathLike] = ()
+    ) -> LibraryIndex | None:
+        """
+        The index at `folder` (checked against the model `config`), or None where a new one can be built there: a
+        missing or empty folder, or one holding only some of `feature_files` (a cache `rgnet-hf index --videos`
+        writes into the index folder, with its `.parts` / `.lock` companions). Anything else is refused, before
+        any work.
+        """
+        folder = Path(folder)
+        if (folder / MANIFEST).exists():
+            existing = cls.open(folder)
+            existing.check_fits(config)
+            return existing
+        if not folder.exists():
+            return None
+        if not folder.is_dir():
+            raise FileExistsError(f"{folder} exists and is not a library index: give a new or empty --output folder")
+        inside = folder.resolve()
+        allowed = set()
+        for feature_file in feature_files:
+            path = Path(feature_file).resolve()
+            if path.parent == inside:
+                allowed.update({path.name, path.name + ".parts", path.name + ".lock"})
+        foreign = sorted(entry.name for entry in folder.iterdir() if entry.name not in allowed)
+        if foreign:
+            raise FileExistsError(
+                f"{folder} exists and is not a library index (it holds {', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}): give a new or empty --output folder"
+            )
+        return None
+
+    @classmethod
     def update(
         cls,
         folder: str | os.PathLike,
@@ -311,11 +344,7 @@ class LibraryIndex:
         from ..data.feature_cache import check_cache_entry_fits
 
         folder = Path(folder)
-        existing = cls.open(folder) if (folder / MANIFEST).exists() else None
-        if existing is None and folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise FileExistsError(f"{folder} exists and is not a library index: give a new or empty --output folder")
-        if existing is not None:
-            existing.check_fits(config)
+        existing = cls.check_output(folder, config, feature_files)
         if not feature_files:
             raise ValueError("give at least one feature cache (--features CACHE.h5)")
         spf = float(config.seconds_per_feature)

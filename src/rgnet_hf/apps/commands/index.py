@@ -3,20 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from .common import looks_like_a_path
+from .common import (
+    ALLOW_TRUNCATED_HELP,
+    add_decode_workers_argument,
+    add_encoder_backend_argument,
+    check_decode_workers,
+    check_device,
+    looks_like_a_path,
+    warnings_as_lines,
+)
+
+VIDEO_FEATURES_NAME = "video_features.h5"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "index", help="index the videos of feature caches for library search (rgnet-hf search)"
+        "index", help="index the videos of feature caches, prepared datasets or video files for library search"
     )
     parser.add_argument(
         "--features",
         action="append",
-        required=True,
-        help="a feature cache (.h5, as written by `rgnet-hf extract`); repeat for several. Every entry is indexed",
+        default=[],
+        help="a feature cache (.h5, as written by `rgnet-hf extract`) or a prepared dataset folder (`rgnet-hf "
+        "prepare`: its video features); repeat for several. Every entry is indexed",
+    )
+    parser.add_argument(
+        "--videos",
+        action="append",
+        default=[],
+        help="a video file or a folder of video files, encoded first with the model's feature encoder into "
+        "--features-output (resumable: videos already there are not encoded again); repeat for several",
+    )
+    parser.add_argument(
+        "--features-output",
+        default=None,
+        help=f"the feature cache --videos are encoded into (default OUTPUT/{VIDEO_FEATURES_NAME})",
     )
     parser.add_argument("--model", required=True, help="the RGNet model folder or Hub id the library is searched with")
     parser.add_argument("--output", required=True, help="the index folder: created, or extended when it exists")
@@ -49,8 +73,70 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="replace the segments of videos whose features changed since they were indexed (refused otherwise)",
     )
+    encoding = parser.add_argument_group("encoding --videos")
+    encoding.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
+    encoding.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    encoding.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_decode_workers_argument(encoding)
+    add_encoder_backend_argument(encoding)
+    encoding.add_argument("--allow-truncated", action="store_true", help=ALLOW_TRUNCATED_HELP)
+    encoding.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
     return parser
+
+
+def _feature_files(args: argparse.Namespace) -> list[Path]:
+    """`--features` as cache files: a prepared dataset folder stands for its video features (a finished run)."""
+    from ...data.prepared import VIDEO_FEATURES, load_manifest
+
+    files = []
+    for given in args.features:
+        path = Path(given)
+        if path.is_dir():
+            load_manifest(path)  # refuses a folder that is not a finished `rgnet-hf prepare` run, naming it
+            path = path / VIDEO_FEATURES
+        files.append(path)
+    return files
+
+
+def _encode_videos(args: argparse.Namespace, config, cache: Path) -> int:
+    """Encode `--videos` into `cache` with the model's feature encoder; the number of videos that failed."""
+    import torch
+
+    from ...data.feature_cache import check_output, entries_not_listed, extract_video_features, list_videos, lock_output
+    from ...video_text_encoders import feature_encoder_for_model
+
+    check_output(cache)
+    videos = []
+    for given in args.videos:
+        videos.extend(list_videos(given))
+        for reason, names in entries_not_listed(given).items():
+            print(f"{given}: skipped {len(names)} {reason}: {', '.join(names)}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
+    encoder = feature_encoder_for_model(
+        config, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
+    )
+    encoder.decode_workers = args.decode_workers
+    try:
+        with lock_output(cache), warnings_as_lines():
+            report = extract_video_features(
+                encoder,
+                videos,
+                cache,
+                config.seconds_per_feature,
+                progress=not args.no_progress,
+                allow_truncated=args.allow_truncated,
+            )
+    finally:
+        encoder.close()
+    print(
+        f"{report.output}: {len(report.written)} video(s) encoded, {len(report.skipped)} already done, "
+        f"{len(report.failed)} failed"
+    )
+    for key, message in report.failed.items():
+        print(f"failed {key}: {message}", file=sys.stderr)
+    return len(report.failed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,12 +152,35 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not args.segment_seconds > 0:
         raise ValueError(f"--segment-seconds must be > 0, got {args.segment_seconds}")
+    if not args.features and not args.videos:
+        raise ValueError("give what to index: --features CACHE.h5 (or a prepared dataset folder) or --videos PATH")
+    if args.features_output is not None and not args.videos:
+        raise ValueError("--features-output is where --videos are encoded: give --videos too")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be > 0, got {args.batch_size}")
+    check_device(args.device)
+    check_decode_workers(args)
     if looks_like_a_path(args.model) and not Path(args.model).is_dir():
         raise FileNotFoundError(f"--model {args.model}: no such model folder")
+    feature_files = _feature_files(args)
     config = RGNetConfig.from_pretrained(args.model)
+    failed = 0
+    if args.videos:
+        if args.no_progress:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+        cache = Path(args.features_output or Path(args.output) / VIDEO_FEATURES_NAME)
+        # The output and the model are checked before hours of encoding, not after.
+        LibraryIndex.check_output(args.output, config, [*feature_files, cache])
+        failed = _encode_videos(args, config, cache)
+        if cache.exists():
+            feature_files.append(cache)
+        elif not feature_files:
+            raise ValueError("no video of --videos could be encoded, so there is nothing to index (see above)")
     index, update = LibraryIndex.update(
         args.output,
-        args.features,
+        feature_files,
         config,
         index_type=args.index_type,
         flat_limit=args.flat_limit or FLAT_LIMIT,
@@ -87,4 +196,6 @@ def run(args: argparse.Namespace) -> int:
         f"features, {index.spec.describe()} index; added {len(update.added)}, re-indexed {len(update.reindexed)}, "
         f"unchanged {len(update.unchanged)}"
     )
-    return 0
+    if failed:
+        print(f"{failed} video(s) of --videos failed and are not indexed (listed above)", file=sys.stderr)
+    return 1 if failed else 0
