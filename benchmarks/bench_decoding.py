@@ -14,6 +14,11 @@ A synthetic H.264 video (moving gradient, `--seconds` long, `--width` x `--heigh
 - `with_image_processor` (with `--image-processor`): the same for decoding followed by CLIP's image processor
   (`CLIPImageProcessor()` defaults, 224 x 224), run in the process that decodes (the workers, for `workers_N`):
   how many processed frames per second the CPU side of an extraction can hand an encoder.
+- `folder_of_short_videos` (with `--short-videos N`): N videos of `--short-seconds` each (one segment apiece, at the
+  same size, rate and keyframe spacing), decoded one after the other in one process against one pool of workers for
+  the whole folder (`iter_videos_sampled_frames_parallel`: the next videos decoded while one is consumed), with a
+  check that every video yields the same indices and frames (`..._with_image_processor`: followed by the image
+  processor, in the workers).
 - `first_segment_memory`: the peak resident set of a fresh worker process decoding the first segment, its decoded
   and sampled frames and the sampled frames' RGB size.
 
@@ -160,6 +165,46 @@ def throughput(path: Path, seconds_per_feature: float, worker_counts: list[int],
     return results
 
 
+def folder_throughput(paths: list[Path], seconds_per_feature: float, worker_counts: list[int], transform) -> dict:
+    """Sampled (and, with `transform`, transformed) frames per second over a folder of videos: one after the other
+    in one process, then one pool of each size for the whole folder."""
+    from rgnet_hf.video_decoding import _pool, _transform_each, iter_sampled_frames, iter_videos_sampled_frames_parallel
+
+    def one(path):
+        frames = iter_sampled_frames(path, seconds_per_feature)
+        return _digest(frames if transform is None else _transform_each(frames, transform))
+
+    start = time.perf_counter()
+    reference = [one(path) for path in paths]
+    sequential_s = time.perf_counter() - start
+    frames = sum(len(indices) for indices, _ in reference)
+    results = {
+        "videos": len(paths),
+        "sequential": {"seconds": round(sequential_s, 3), "frames_per_s": round(frames / sequential_s, 1)},
+    }
+    for workers in worker_counts:
+        pool = _pool(workers)
+        list(pool.map(abs, range(workers)))
+        if transform is not None:
+            list(pool.map(transform, [np.zeros((16, 16, 3), np.uint8)] * workers))
+        start = time.perf_counter()
+        digests = [
+            _digest(video_frames)
+            for _, video_frames, _ in iter_videos_sampled_frames_parallel(
+                paths, seconds_per_feature, workers=workers, executor=pool, transform=transform
+            )
+        ]
+        seconds = time.perf_counter() - start
+        pool.shutdown()
+        results[f"workers_{workers}"] = {
+            "seconds": round(seconds, 3),
+            "frames_per_s": round(frames / seconds, 1),
+            "ratio_vs_sequential": round(sequential_s / seconds, 2),
+            "identical": digests == reference,
+        }
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=120.0)
@@ -172,6 +217,8 @@ def main() -> None:
     parser.add_argument(
         "--image-processor", action="store_true", help="also measure decoding followed by CLIP's image processor"
     )
+    parser.add_argument("--short-videos", type=int, default=0, help="also measure a folder of this many short videos")
+    parser.add_argument("--short-seconds", type=float, default=6.0, help="length of each short video")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -186,6 +233,15 @@ def main() -> None:
 
             transform = PixelTransform(CLIPImageProcessor())
             extra["with_image_processor"] = throughput(path, args.seconds_per_feature, args.workers, transform)
+        if args.short_videos:
+            shorts = [Path(folder) / f"short{number}.mp4" for number in range(args.short_videos)]
+            for short in shorts:
+                write_video(short, args.short_seconds, args.fps, args.width, args.height, args.gop)
+            extra["folder_of_short_videos"] = folder_throughput(shorts, args.seconds_per_feature, args.workers, None)
+            if args.image_processor:
+                extra["folder_of_short_videos_with_image_processor"] = folder_throughput(
+                    shorts, args.seconds_per_feature, args.workers, transform
+                )
         scaling = {workers: decoder_scaling(path, args.seconds_per_feature, workers) for workers in args.workers}
         memory = segment_memory(path, args.seconds_per_feature)
     print(

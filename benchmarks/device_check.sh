@@ -3,7 +3,7 @@
 # baseline, exact, bf16, compile), the tiled feed-forward, fast-mode accuracy on the parity fixtures, the memory
 # budget, training-step cost in fp32 and bf16, video extraction (decode / encode / whole path, where it is bound, and
 # with 8 decoding workers that run the image processor too), parallel decoding (1 to 8 worker processes against one,
-# with and without the image processor), library search latency (a generated 10-hour library, depth
+# with and without the image processor, one long video and a folder of short ones), library search latency (a generated 10-hour library, depth
 # 200, float32 and bfloat16 with central windows: past the pre-filter a query's work depends on the depth, not on the
 # library's size).
 # Run from the repository root; results go to $OUT (default /tmp/out). Each step has its own time limit.
@@ -43,8 +43,8 @@ step 20 $PYTHON benchmarks/bench_fast_mode_accuracy.py --device $DEVICE --skip-s
 step 40 $PYTHON benchmarks/bench_memory.py --device $DEVICE $MEMORY >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"
 if [ "$DEVICE" = cuda ]; then EXTRACT="--seconds 300 --width 1280 --height 720 --batch-size 256 --skip-cpu --decode-workers 8"; else EXTRACT="--seconds 4 --decode-workers 2"; fi
 step 80 $PYTHON benchmarks/bench_extraction.py $EXTRACT 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
-if [ "$DEVICE" = cuda ]; then DECODE="--seconds 120 --width 1280 --height 720 --workers 1 2 4 8 --image-processor"; else DECODE="--seconds 10 --workers 1 2 --image-processor"; fi
-step 60 $PYTHON benchmarks/bench_decoding.py $DECODE 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
+if [ "$DEVICE" = cuda ]; then DECODE="--seconds 120 --width 1280 --height 720 --workers 1 2 4 8 --image-processor --short-videos 32"; else DECODE="--seconds 10 --workers 1 2 --image-processor --short-videos 4 --short-seconds 2"; fi
+step 90 $PYTHON benchmarks/bench_decoding.py $DECODE 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
 if [ "$DEVICE" = cuda ]; then LIBRARY="--latency-hours 10 --latency-queries 8"; else LIBRARY="--latency-hours 0.5 --latency-queries 1 --latency-model small"; fi
 step 60 $PYTHON benchmarks/bench_library_search.py --latency-only --device $DEVICE --index-hours "" --latency-depths 200 --exhaustive-max-hours 0 --latency-modes bfloat16/central $LIBRARY 2>> "$OUT/log.txt" | $PYTHON -c "import json, sys; print(json.dumps(json.load(sys.stdin)))" >> "$OUT/bench.jsonl"
 step 55 $PYTHON benchmarks/bench_training_step.py --device $DEVICE $TRAIN >> "$OUT/bench.jsonl" 2>> "$OUT/log.txt"

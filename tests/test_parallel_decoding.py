@@ -300,3 +300,110 @@ def _recording_parallel(encoders):
         return original(*args, **kwargs)
 
     return parallel
+
+
+class _RecordingExecutor:
+    """A process pool that records the video of every segment submitted to it."""
+
+    def __init__(self, pool):
+        self.pool, self.submitted = pool, []
+
+    def submit(self, function, path, *args):
+        self.submitted.append(Path(path).name)
+        return self.pool.submit(function, path, *args)
+
+
+def _library_of_videos(tmp_path):
+    long = _write(tmp_path / "long.mp4", [i / 25 for i in range(50)])  # keyframes every 0.24 s: several segments
+    short = _write(tmp_path / "short.mp4", [i / 25 for i in range(10)], gop=50)  # one segment
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    rng = np.random.default_rng(1)
+    times = [0.0] + [float(round(t, 3)) for t in np.cumsum(rng.uniform(0.04, 0.2, size=30))]
+    variable = _write(tmp_path / "vfr.mp4", times, gop=5)
+    return [long, short, broken, variable]
+
+
+def test_several_videos_decoded_by_one_pool_equal_each_decoded_alone(tmp_path, pool):
+    from rgnet_hf.video_decoding import iter_videos_sampled_frames_parallel
+
+    paths = _library_of_videos(tmp_path)
+    executor = _RecordingExecutor(pool)
+    videos = iter_videos_sampled_frames_parallel(paths, 0.1, workers=2, executor=executor, min_segment_seconds=0.3)
+    seen = []
+    for path, frames, report in videos:
+        seen.append(Path(path).name)
+        if Path(path).name == "broken.mp4":
+            with pytest.raises(VideoDecodingError):
+                next(frames)
+            continue
+        got, next_video_started = [], False
+        for frame in frames:
+            got.append(frame)
+            next_video_started = next_video_started or "short.mp4" in executor.submitted
+        if Path(path).name == "long.mp4":
+            # while the first video is read, the workers already decode the next one
+            assert next_video_started
+        expected_report = {}
+        expected = list(iter_sampled_frames(path, 0.1, report=expected_report))
+        assert [i for i, _ in got] == [i for i, _ in expected]
+        for (_, a), (_, b) in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+        assert report == expected_report
+    assert seen == ["long.mp4", "short.mp4", "broken.mp4", "vfr.mp4"]
+    assert executor.submitted.count("short.mp4") == 1  # one segment, decoded whole by a worker
+    assert "broken.mp4" not in executor.submitted
+
+
+def test_a_video_left_unread_is_skipped_and_the_next_one_is_whole(tmp_path, pool):
+    from rgnet_hf.video_decoding import iter_videos_sampled_frames_parallel
+
+    paths = _library_of_videos(tmp_path)
+    videos = iter_videos_sampled_frames_parallel(paths, 0.1, workers=2, executor=pool, min_segment_seconds=0.3)
+    _, frames, _ = next(videos)
+    next(frames)  # the first video read only in part
+    path, frames, _ = next(videos)
+    assert Path(path).name == "short.mp4"
+    assert [i for i, _ in frames] == [i for i, _ in iter_sampled_frames(path, 0.1)]
+    videos.close()
+
+
+def test_a_segment_longer_than_the_limit_is_decoded_in_this_process(tmp_path, pool, monkeypatch):
+    import rgnet_hf.video_decoding as decoding
+
+    paths = _library_of_videos(tmp_path)
+    executor = _RecordingExecutor(pool)
+    monkeypatch.setattr(decoding, "MAX_SEGMENT_SECONDS", 0.3)  # the short video's one segment is 0.4 s
+    videos = decoding.iter_videos_sampled_frames_parallel(
+        paths[1:2], 0.1, workers=2, executor=executor, min_segment_seconds=0.3
+    )
+    for path, frames, _ in videos:
+        assert [i for i, _ in frames] == [i for i, _ in iter_sampled_frames(path, 0.1)]
+    assert executor.submitted == []
+
+
+def test_encode_videos_with_workers_equals_encode_video_and_reports_failures(tmp_path):
+    from raw_video_utils import build_tiny_clip
+
+    from rgnet_hf.video_text_encoders import load_feature_encoder
+
+    paths = _library_of_videos(tmp_path)
+    encoder = load_feature_encoder(str(build_tiny_clip(tmp_path / "clip")), device="cpu", batch_size=4)
+    alone = dict(encoder.encode_videos(paths, 0.1, progress=False))
+    assert isinstance(alone[str(paths[2])], VideoDecodingError)
+    import rgnet_hf.video_decoding as decoding
+
+    default, decoding.MIN_SEGMENT_SECONDS = decoding.MIN_SEGMENT_SECONDS, 0.3
+    try:
+        encoder.decode_workers = 2
+        together = list(encoder.encode_videos(paths, 0.1, progress=False))
+    finally:
+        decoding.MIN_SEGMENT_SECONDS = default
+        encoder.close()
+    assert [path for path, _ in together] == [str(path) for path in paths]
+    for path, encoded in together:
+        if path == str(paths[2]):
+            assert isinstance(encoded, VideoDecodingError) and "broken.mp4" in str(encoded)
+            continue
+        np.testing.assert_allclose(encoded.features, alone[path].features, atol=1e-6, rtol=0)
+        assert encoded.duration == alone[path].duration

@@ -16,6 +16,8 @@ segment, decodes one frame past the end to know how long its last frame stays on
 a feature samples. Files without keyframe timestamps or too short to split fall back to the sequential path. A
 `transform` (for an encoder, its image processor) runs on each sampled frame in the worker that decoded it, so the
 pre-processing is spread over the workers too and what crosses to the parent is its (usually smaller) output.
+[`iter_videos_sampled_frames_parallel`] decodes a list of videos with one pool, the next videos' segments while an
+earlier video is consumed, so a folder of short videos keeps the workers busy too.
 
 **Memory.** Frames are decoded one at a time; the sampler holds the frame on screen and converts a frame to an array
 only when a feature needs it, so memory does not grow with the video's length (the caller batches what it receives).
@@ -32,6 +34,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
@@ -46,6 +49,7 @@ __all__ = [
     "iter_sampled_frames",
     "num_features",
     "iter_sampled_frames_parallel",
+    "iter_videos_sampled_frames_parallel",
 ]
 
 
@@ -418,8 +422,6 @@ def _share_frames(runs: list[tuple[int, int | None, np.ndarray]]) -> tuple[str |
     """Copy a segment's sampled frames into one shared-memory block: a pipe would pickle and copy each frame several
     times, which costs the parent more CPU than the decoding saves. Returns the block's name (None without frames)
     and the runs with `(byte_offset, shape, dtype)` in place of the frames; the receiver unlinks the block."""
-    from multiprocessing import shared_memory
-
     total = sum(array.nbytes for _, _, array in runs)
     if total == 0:
         return None, [(begin, stop, 0, array.shape, array.dtype.str) for begin, stop, array in runs]
@@ -444,8 +446,6 @@ def _take_frames(result: dict) -> list[tuple[int, int | None, np.ndarray]]:
     name = result.get("frames_block")
     if name is None:
         return [(begin, stop, np.zeros(shape, dtype)) for begin, stop, _, shape, dtype in result["runs"]]
-    from multiprocessing import shared_memory
-
     block = shared_memory.SharedMemory(name=name)
     try:
         return [
@@ -463,8 +463,6 @@ def _discard_frames(future: Any) -> None:
         return
     name = future.result().get("frames_block")
     if name is not None:
-        from multiprocessing import shared_memory
-
         try:
             block = shared_memory.SharedMemory(name=name)
         except FileNotFoundError:
@@ -522,68 +520,232 @@ def iter_sampled_frames_parallel(
     it one is started for this call. Segments last at least `min_segment_seconds` (default
     `MIN_SEGMENT_SECONDS`). Falls back to the sequential decoder for `workers <= 1` without an `executor` (with
     one, its processes decode the segments: a one-worker pool is the baseline parallel decoding is measured
-    against), a file without keyframe timestamps, or one too short for two segments.
+    against), a file without keyframe timestamps, one too short for two segments, or one with a segment longer
+    than `MAX_SEGMENT_SECONDS` (keyframes too far apart to hold a segment's frames in memory).
 
     `transform` (a picklable callable, `(H, W, 3)` uint8 -> numpy array) is applied to each sampled frame once, in
     the worker that decoded it, and its output is yielded in place of the frame (the same object for consecutive
     indices, as frames are); on the sequential fallback it runs in this process."""
     if not seconds_per_feature > 0:
         raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
-    path = os.fspath(path)
-    min_segment_seconds = MIN_SEGMENT_SECONDS if min_segment_seconds is None else min_segment_seconds
-    declared = _declared_duration(path)
-    plan = _keyframe_plan(path) if workers > 1 or executor is not None else None
-    segments = _segments(plan[0], plan[2], plan[1], min_segment_seconds) if plan is not None else []
-    if len(segments) < 2:
+    if workers <= 1 and executor is None:
         frames = iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
         yield from frames if transform is None else _transform_each(frames, transform)
         return
-    _, first_time, _ = plan
-    report = report if report is not None else {}
+    videos = iter_videos_sampled_frames_parallel(
+        [path],
+        seconds_per_feature,
+        allow_truncated,
+        workers=workers,
+        executor=executor,
+        min_segment_seconds=min_segment_seconds,
+        transform=transform,
+        split_single_segment=False,
+    )
+    try:
+        for _, frames, video_report in videos:
+            try:
+                yield from frames
+            finally:
+                frames.close()
+                if report is not None:
+                    report.update(video_report)
+    finally:
+        videos.close()
+
+
+# Videos with one segment are decoded in a worker (whole) only up to this length; longer ones, and videos with a
+# longer segment, are decoded in the consuming process, whose memory holds one frame at a time, not a segment.
+MAX_SEGMENT_SECONDS = 120.0
+
+
+@dataclass
+class _VideoPlan:
+    """How one video of a parallel decode is read: `segments` for the workers, or `sequential`, or `error`."""
+
+    path: str
+    declared: float | None = None
+    first_time: float = 0.0
+    segments: list[tuple[int, int | None]] | None = None
+    error: BaseException | None = None
+
+    @property
+    def sequential(self) -> bool:
+        return self.error is None and self.segments is None
+
+
+class _SegmentScheduler:
+    """Segments of a list of videos, submitted in video order and consumed in the same order, at most `limit` in
+    flight: the workers decode the next videos while the consumer is still on an earlier one."""
+
+    def __init__(self, paths, seconds_per_feature, executor, limit, min_segment_seconds, transform, split_single):
+        self.paths = paths
+        self.seconds_per_feature = seconds_per_feature
+        self.executor = executor
+        self.limit = limit
+        self.min_segment_seconds = min_segment_seconds
+        self.transform = transform
+        self.split_single = split_single
+        self.plans: list[_VideoPlan] = []
+        self.next_video = self.next_segment = 0
+        self.pending: deque = deque()  # (video number, segment number, future), in submission order
+
+    def plan(self, number: int) -> _VideoPlan:
+        while len(self.plans) <= number:
+            self.plans.append(self._make_plan(self.paths[len(self.plans)]))
+        return self.plans[number]
+
+    def _make_plan(self, path: str) -> _VideoPlan:
+        plan = _VideoPlan(path)
+        try:
+            plan.declared = _declared_duration(path)
+            keyframes = _keyframe_plan(path)
+        except (ValueError, OSError) as error:  # raised when the consumer reaches this video, not before
+            plan.error = error
+            return plan
+        if keyframes is None:
+            return plan
+        keyframe_pts, plan.first_time, time_base = keyframes
+        segments = _segments(keyframe_pts, time_base, plan.first_time, self.min_segment_seconds)
+        if len(segments) < 2 and not self.split_single:
+            return plan
+        ends = [float(pts * time_base) for pts, _ in segments[1:]]
+        ends.append(plan.declared if plan.declared is not None else math.inf)
+        starts = [float(pts * time_base) for pts, _ in segments]
+        if max(end - start for start, end in zip(starts, ends)) > MAX_SEGMENT_SECONDS:
+            return plan
+        plan.segments = segments
+        return plan
+
+    def top_up(self) -> None:
+        while len(self.pending) < self.limit and self.next_video < len(self.paths):
+            plan = self.plan(self.next_video)
+            if plan.segments is None or self.next_segment >= len(plan.segments):
+                self.next_video, self.next_segment = self.next_video + 1, 0
+                continue
+            start, stop = plan.segments[self.next_segment]
+            args = (plan.path, start, stop, plan.first_time, self.seconds_per_feature, self.next_segment == 0)
+            future = self.executor.submit(_decode_segment, *args, self.transform)
+            self.pending.append((self.next_video, self.next_segment, future))
+            self.next_segment += 1
+
+    def results(self, number: int) -> Iterator[tuple[dict, list]]:
+        """The decoded segments of video `number`, in order, as `(result, runs)`; leaving early discards the rest."""
+        try:
+            for segment in range(len(self.plans[number].segments)):
+                self.top_up()
+                video, position, future = self.pending.popleft()
+                assert (video, position) == (number, segment)
+                result = future.result()
+                runs = _take_frames(result)
+                self.top_up()
+                yield result, runs
+        finally:
+            self.drop(number)
+
+    def drop(self, number: int) -> None:
+        """Abandon what is left of video `number`: its segments in flight unlink their frames when they finish."""
+        while self.pending and self.pending[0][0] == number:
+            _abandon(self.pending.popleft()[2])
+        if self.next_video == number:
+            self.next_video, self.next_segment = number + 1, 0
+
+    def close(self) -> None:
+        while self.pending:
+            _abandon(self.pending.popleft()[2])
+
+
+def _abandon(future: Any) -> None:
+    if not future.cancel():
+        future.add_done_callback(_discard_frames)
+
+
+def iter_videos_sampled_frames_parallel(
+    paths: Iterable[str | os.PathLike],
+    seconds_per_feature: float,
+    allow_truncated: bool = False,
+    *,
+    workers: int = 2,
+    executor: Any = None,
+    min_segment_seconds: float | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    split_single_segment: bool = True,
+) -> Iterator[tuple[str, Iterator[tuple[int, np.ndarray]], dict]]:
+    """Several videos decoded by one pool of `workers` processes: yields `(path, frames, report)` per video, in
+    order, where `frames` and `report` are what [`iter_sampled_frames_parallel`] gives for that video (the report
+    is complete once `frames` is exhausted). Read each video's frames before asking for the next video (a video
+    left unread is skipped, its segments discarded). The segments of the following videos are decoded while a
+    video is consumed, up to `2 * workers` in flight, so a folder of short videos keeps every worker busy; a video
+    of a single segment is decoded whole by one worker (`split_single_segment=False`: in this process, as
+    [`iter_sampled_frames_parallel`] does) when it is at most `MAX_SEGMENT_SECONDS` long. A video that cannot be
+    opened raises its [`VideoDecodingError`] from its `frames`, and the other videos are still decoded."""
+    if not seconds_per_feature > 0:
+        raise ValueError(f"seconds_per_feature must be > 0, got {seconds_per_feature}")
+    paths = [os.fspath(path) for path in paths]
     own = executor is None
     executor = _pool(workers) if own else executor
-    pending: deque = deque()
+    scheduler = _SegmentScheduler(
+        paths,
+        seconds_per_feature,
+        executor,
+        2 * max(1, workers),
+        MIN_SEGMENT_SECONDS if min_segment_seconds is None else min_segment_seconds,
+        transform,
+        split_single_segment,
+    )
     try:
-        jobs = iter(enumerate(segments))
-
-        def submit() -> bool:
-            for number, (start, stop) in jobs:
-                args = (path, start, stop, first_time, seconds_per_feature, number == 0, transform)
-                pending.append(executor.submit(_decode_segment, *args))
-                return True
-            return False
-
-        while len(pending) < 2 * workers and submit():
-            pass
-        index = decoded = 0
-        last_time = previous_time = last_duration = None
-        while pending:
-            result = pending.popleft().result()
-            runs = _take_frames(result)
-            submit()
-            decoded += result["num_decoded_frames"]
-            if result["last_time"] is not None:
-                previous_time = result["previous_time"] if result["previous_time"] is not None else last_time
-                last_time, last_duration = result["last_time"], result["last_duration"]
-            for begin, stop, rgb in runs:
-                if stop is None:  # the video's last frame: on screen for its duration
-                    step = last_duration or (last_time - previous_time if previous_time is not None else None)
-                    end = last_time + (step or seconds_per_feature)
-                    stop = _first_index(end, seconds_per_feature)
-                    report["duration"] = end
-                for index in range(begin, stop):
-                    yield index, rgb
-                index = stop
-        if "duration" not in report:
-            raise VideoDecodingError(f"{path} has no video frames")
-        report.update(num_decoded_frames=decoded, num_features=index)
+        for number, path in enumerate(paths):
+            scheduler.plan(number)
+            scheduler.top_up()
+            report: dict = {}
+            frames = _video_frames(scheduler, number, report, allow_truncated)
+            try:
+                yield path, frames, report
+            finally:
+                frames.close()
+                scheduler.drop(number)  # frames never started (the consumer skipped the video) hold its segments
     finally:
-        for future in pending:
-            if not future.cancel():
-                future.add_done_callback(_discard_frames)
+        scheduler.close()
         if own:
             executor.shutdown(wait=True, cancel_futures=True)
-    decoded_end = report.get("duration")
+
+
+def _video_frames(
+    scheduler: _SegmentScheduler, number: int, report: dict, allow_truncated: bool
+) -> Iterator[tuple[int, np.ndarray]]:
+    """The sampled frames of video `number` of `scheduler`, from its decoded segments (or, for a video the workers
+    do not split, from the sequential decoder), with the end of the video and the truncation check of
+    [`iter_sampled_frames`]."""
+    plan = scheduler.plans[number]
+    path, seconds_per_feature = plan.path, scheduler.seconds_per_feature
+    if plan.error is not None:
+        scheduler.drop(number)
+        raise plan.error
+    if plan.sequential:
+        scheduler.drop(number)
+        frames = iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
+        yield from frames if scheduler.transform is None else _transform_each(frames, scheduler.transform)
+        return
+    index = decoded = 0
+    last_time = previous_time = last_duration = None
+    for result, runs in scheduler.results(number):
+        decoded += result["num_decoded_frames"]
+        if result["last_time"] is not None:
+            previous_time = result["previous_time"] if result["previous_time"] is not None else last_time
+            last_time, last_duration = result["last_time"], result["last_duration"]
+        for begin, stop, frame in runs:
+            if stop is None:  # the video's last frame: on screen for its duration
+                step = last_duration or (last_time - previous_time if previous_time is not None else None)
+                end = last_time + (step or seconds_per_feature)
+                stop = _first_index(end, seconds_per_feature)
+                report["duration"] = end
+            for index in range(begin, stop):
+                yield index, frame
+            index = stop
+    if "duration" not in report:
+        raise VideoDecodingError(f"{path} has no video frames")
+    report.update(num_decoded_frames=decoded, num_features=index)
+    declared, decoded_end = plan.declared, report.get("duration")
     if declared is not None and decoded_end is not None and declared - decoded_end > max(1.0, 0.02 * declared):
         message = f"{path} is truncated: its container declares {declared:.1f} s but its frames stop at "
         if not allow_truncated:

@@ -38,13 +38,20 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .video_decoding import VideoDecodingError, _pool, iter_sampled_frames, iter_sampled_frames_parallel, probe_video
+from .video_decoding import (
+    VideoDecodingError,
+    _pool,
+    iter_sampled_frames,
+    iter_sampled_frames_parallel,
+    iter_videos_sampled_frames_parallel,
+    probe_video,
+)
 
 __all__ = [
     "FeatureEncoderError",
@@ -393,12 +400,8 @@ class VideoTextEncoder:
 
         A truncated file is an error, or with `allow_truncated=True` a `TruncatedVideoWarning` and features of the
         decoded part only (`duration` is the decoded one, `declared_duration` the container's)."""
-        info = probe_video(path)
-        total = math.ceil(info.duration / seconds_per_feature) if info.duration else None
         report: dict = {}
         if self.decode_workers > 1:
-            if self._decode_pool is None:
-                self._decode_pool = _pool(self.decode_workers)
             # The workers run the image processor on the frames they decode: it scales with them, and the parent
             # receives 3 x 224 x 224 floats per frame, whatever the video's resolution.
             frames = iter_sampled_frames_parallel(
@@ -407,11 +410,73 @@ class VideoTextEncoder:
                 report,
                 allow_truncated,
                 workers=self.decode_workers,
-                executor=self._decode_pool,
+                executor=self._workers_pool(),
                 transform=self.pixel_transform(),
             )
         else:
             frames = iter_sampled_frames(path, seconds_per_feature, report=report, allow_truncated=allow_truncated)
+        return self._encode_decoded(path, frames, report, seconds_per_feature, progress)
+
+    def encode_videos(
+        self,
+        paths: Iterable[str | os.PathLike],
+        seconds_per_feature: float,
+        *,
+        progress: bool = True,
+        allow_truncated: bool = False,
+    ) -> Iterator[tuple[str, EncodedVideo | ValueError]]:
+        """[`encode_video`] for several files, in order: `(path, EncodedVideo)` per file, or `(path, error)` for one
+        that cannot be used (a `ValueError`: unreadable, truncated, no frames), the others still encoded.
+
+        With `decode_workers > 1` one pool decodes every file and starts on the next files' segments while a file
+        is encoded, so a folder of short videos keeps every worker busy (a file of one segment is decoded whole by
+        one worker); the features are those of [`encode_video`]."""
+        if self.decode_workers <= 1:
+            for path in paths:
+                try:
+                    yield (
+                        os.fspath(path),
+                        self.encode_video(
+                            path, seconds_per_feature, progress=progress, allow_truncated=allow_truncated
+                        ),
+                    )
+                except ValueError as error:
+                    yield os.fspath(path), error
+            return
+        videos = iter_videos_sampled_frames_parallel(
+            paths,
+            seconds_per_feature,
+            allow_truncated,
+            workers=self.decode_workers,
+            executor=self._workers_pool(),
+            transform=self.pixel_transform(),
+        )
+        try:
+            for path, frames, report in videos:
+                try:
+                    encoded = self._encode_decoded(path, frames, report, seconds_per_feature, progress)
+                except ValueError as error:
+                    encoded = error
+                yield path, encoded
+        finally:
+            videos.close()
+
+    def _workers_pool(self):
+        if self._decode_pool is None:
+            self._decode_pool = _pool(self.decode_workers)
+        return self._decode_pool
+
+    def _encode_decoded(
+        self, path: str | os.PathLike, frames: Iterator, report: dict, seconds_per_feature: float, progress: bool
+    ) -> EncodedVideo:
+        """Encode the sampled frames of `path` (processed ones where decoding workers made them); `report` is the
+        decoder's, complete once `frames` is exhausted."""
+        try:
+            info = probe_video(path)
+        except BaseException:
+            frames.close()
+            raise
+        total = math.ceil(info.duration / seconds_per_feature) if info.duration else None
         features = self.encode_frames(
             frames,
             total=total,

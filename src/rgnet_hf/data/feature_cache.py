@@ -415,17 +415,20 @@ def extract_video_features(
     # Shares are cut from the full list, so they do not depend on when each process looked at the parts.
     mine = [Path(video) for video, key in list(zip(videos, keys))[process_index::num_processes] if key not in done]
     try:
+        to_encode = []
         for video in mine:
             problem = _key_problem(video, parts)
             if problem is not None:
                 report.failed[_display_name(video.stem)] = problem
-                continue
-            try:
-                encoded = encoder.encode_video(
-                    video, seconds_per_feature, progress=progress, allow_truncated=allow_truncated
-                )
-            except ValueError as error:  # VideoDecodingError and bad inputs; other errors stop the run
-                report.failed[video.stem] = str(error)
+            else:
+                to_encode.append(video)
+        # One after the other, or with decoding workers the next videos decoded while one is encoded.
+        encoded_videos = encoder.encode_videos(
+            to_encode, seconds_per_feature, progress=progress, allow_truncated=allow_truncated
+        )
+        for video, (_, encoded) in zip(to_encode, encoded_videos):
+            if isinstance(encoded, ValueError):  # VideoDecodingError and bad inputs; other errors stop the run
+                report.failed[video.stem] = str(encoded)
                 continue
             attrs = {
                 "encoder": name,
