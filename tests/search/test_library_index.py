@@ -329,3 +329,67 @@ def test_a_failed_write_leaves_the_previous_index_whole(tmp_path, monkeypatch):
         LibraryIndex.update(folder, [write_cache(tmp_path / "b.h5", random_videos(13, {"beta": 60}))], config)
     assert _snapshot(folder) == before
     assert [video.key for video in LibraryIndex.open(folder).videos] == ["alpha"]
+
+
+def test_rebuild_gives_a_grown_library_the_index_of_its_size(tmp_path, capsys):
+    from rgnet_hf.apps.cli import main as cli_main
+
+    model = tiny_model()
+    config = model.config
+    model.save_pretrained(tmp_path / "model")
+    caches = [write_cache(tmp_path / f"{n}.h5", random_videos(n, {f"v{n}a": 200, f"v{n}b": 120})) for n in range(3)]
+    folder = tmp_path / "index"
+    # built small (flat below 20 segments), then grown past that size
+    LibraryIndex.update(folder, caches[:1], config, flat_limit=20)
+    base = ["index", "--model", str(tmp_path / "model"), "--output", str(folder), "--flat-limit", "20"]
+    assert cli_main([*base, *sum((["--features", str(c)] for c in caches), [])]) == 0
+    printed = capsys.readouterr().out
+    assert "48 segments" in printed and "flat index" in printed
+    assert "note: at 48 segments the index rule picks ivfsq8" in printed and "--rebuild" in printed
+    grown = LibraryIndex.open(folder)
+    flat_results = _search(grown)
+    assert cli_main([*base, "--rebuild", "--nlist", "4", "--nprobe", "4"]) == 0
+    assert "rebuilt 48 segments of 6 videos as a ivfsq8 (nlist 4, nprobe 4, 8-bit codes) index (was flat)" in (
+        capsys.readouterr().out
+    )
+    rebuilt = LibraryIndex.open(folder)
+    assert rebuilt.spec.type == "ivfsq8" and rebuilt.backend.size == 48
+    assert [v.key for v in rebuilt.videos] == [v.key for v in grown.videos]
+    assert [v.content_hash for v in rebuilt.videos] == [v.content_hash for v in grown.videos]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "manifest.json",
+        f"vectors-{rebuilt.manifest['generation']}.faiss",
+    ]
+    # every cell probed: the pre-filter finds the flat index's segments, so the moments are the same
+    _same_results(_search(rebuilt), flat_results)
+    # a later update keeps the rebuilt type; a type set by hand gets no note
+    assert cli_main([*base, "--features", str(caches[0])]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert cli_main([*base, "--rebuild", "--index-type", "flat"]) == 0
+    assert "as a flat index (was ivfsq8" in capsys.readouterr().out
+    _same_results(_search(LibraryIndex.open(folder)), flat_results)
+
+
+def test_rebuild_refuses_changed_or_missing_features_and_keeps_the_index(tmp_path, capsys):
+    from rgnet_hf.apps.cli import main as cli_main
+
+    config = tiny_model().config
+    cache = write_cache(tmp_path / "cache.h5", random_videos(3, {"alpha": 120, "beta": 60}))
+    folder = tmp_path / "index"
+    LibraryIndex.update(folder, [cache], config)
+    before = _snapshot(folder)
+    with h5py.File(cache, "a") as handle:
+        attrs = dict(handle["beta"].attrs)
+        del handle["beta"]
+        handle.create_dataset("beta", data=random_videos(5, {"beta": 60})["beta"]).attrs.update(attrs)
+    with pytest.raises(ValueError, match=r"\[beta\] changed since it was indexed.*--reindex-changed"):
+        LibraryIndex.rebuild(folder, config, index_type="flat")
+    assert _snapshot(folder) == before
+    cache.unlink()
+    with pytest.raises(FileNotFoundError, match="alpha: its feature cache .* is missing"):
+        LibraryIndex.rebuild(folder, config)
+    assert _snapshot(folder) == before
+    tiny_model().save_pretrained(tmp_path / "model")
+    command = ["index", "--model", str(tmp_path / "model"), "--rebuild", "--output", str(tmp_path / "none")]
+    assert cli_main(command) == 2
+    assert "is not a library index (no manifest.json) to rebuild" in capsys.readouterr().err

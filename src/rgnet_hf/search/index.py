@@ -140,6 +140,11 @@ class _VectorSpool:
         self.close()
 
 
+def _by_rule(index_type: str, *settings: int | None) -> bool:
+    """Whether an index is built as the size rule alone picks it (nothing of it set by hand)."""
+    return index_type == "auto" and all(setting is None for setting in settings)
+
+
 def _existing_parent(folder: Path) -> Path:
     while not folder.is_dir():
         folder = folder.parent
@@ -168,6 +173,8 @@ class LibraryIndex:
     seconds_per_feature = property(lambda self: float(self.manifest["seconds_per_feature"]))
     feature_size = property(lambda self: int(self.manifest["feature_size"]))
     segment_frames = property(lambda self: int(self.manifest["segment_frames"]))
+    # whether the index type came from the size rule (True for manifests written before this was recorded)
+    by_rule = property(lambda self: bool(self.manifest.get("index_by_rule", True)))
 
     # ------------------------------------------------------------------ reading
     @classmethod
@@ -479,26 +486,129 @@ class LibraryIndex:
                 "segment_seconds": segment_frames * spf,
                 "segment_frames": segment_frames,
                 "index": spec.to_dict(),
+                "index_by_rule": (
+                    existing.by_rule if existing is not None else _by_rule(index_type, nlist, nprobe, pq_bytes)
+                ),
                 "next_id": next_id,
                 "generation": generation,
                 "vectors_file": f"vectors-{generation}.faiss",
                 "videos": [asdict(video) for video in videos],
             }
-            folder.mkdir(parents=True, exist_ok=True)
-            vectors_path = folder / manifest["vectors_file"]
-            temporary_vectors = folder / f".{manifest['vectors_file']}.tmp-{os.getpid()}"
-            temporary_manifest = folder / f".{MANIFEST}.tmp-{os.getpid()}"
-            try:
-                backend.save(temporary_vectors)
-                os.replace(temporary_vectors, vectors_path)
-                temporary_manifest.write_text(json.dumps(manifest, indent=1))
-                os.replace(temporary_manifest, folder / MANIFEST)
-            except BaseException:
-                temporary_vectors.unlink(missing_ok=True)
-                temporary_manifest.unlink(missing_ok=True)
-                if existing is None or vectors_path.name != existing.manifest["vectors_file"]:
-                    vectors_path.unlink(missing_ok=True)
-                raise
-            if existing is not None and existing.manifest["vectors_file"] != manifest["vectors_file"]:
-                (folder / existing.manifest["vectors_file"]).unlink(missing_ok=True)
-            return cls(folder, manifest, backend), update
+            return cls._commit(folder, manifest, backend, existing), update
+
+    @classmethod
+    def _commit(
+        cls, folder: Path, manifest: dict, backend: VectorBackend, existing: LibraryIndex | None
+    ) -> LibraryIndex:
+        """Write the vector file, then swap the manifest in (atomic renames); the old vector file goes last."""
+        folder.mkdir(parents=True, exist_ok=True)
+        vectors_path = folder / manifest["vectors_file"]
+        temporary_vectors = folder / f".{manifest['vectors_file']}.tmp-{os.getpid()}"
+        temporary_manifest = folder / f".{MANIFEST}.tmp-{os.getpid()}"
+        try:
+            backend.save(temporary_vectors)
+            os.replace(temporary_vectors, vectors_path)
+            temporary_manifest.write_text(json.dumps(manifest, indent=1))
+            os.replace(temporary_manifest, folder / MANIFEST)
+        except BaseException:
+            temporary_vectors.unlink(missing_ok=True)
+            temporary_manifest.unlink(missing_ok=True)
+            if existing is None or vectors_path.name != existing.manifest["vectors_file"]:
+                vectors_path.unlink(missing_ok=True)
+            raise
+        if existing is not None and existing.manifest["vectors_file"] != manifest["vectors_file"]:
+            (folder / existing.manifest["vectors_file"]).unlink(missing_ok=True)
+        return cls(folder, manifest, backend)
+
+    def outgrown(self, flat_limit: int = FLAT_LIMIT) -> IndexSpec | None:
+        """The spec the size rule picks now, where this rule-chosen index has outgrown its own: another type, or at
+        least 4x the IVF cells it was trained with. None otherwise (and for a type set by hand)."""
+        if not self.by_rule:
+            return None
+        rule = self.rule_spec(flat_limit=flat_limit)
+        if rule.type != self.spec.type or (rule.type != "flat" and rule.nlist >= 4 * self.spec.nlist):
+            return rule
+        return None
+
+    def rule_spec(
+        self,
+        index_type: str = "auto",
+        flat_limit: int = FLAT_LIMIT,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        pq_bytes: int | None = None,
+        code_memory_limit: int = CODE_MEMORY_LIMIT,
+    ) -> IndexSpec:
+        """The index `choose_index_spec` picks for this library's current number of segments."""
+        return choose_index_spec(
+            self.backend.size,
+            index_type,
+            flat_limit,
+            nlist,
+            nprobe,
+            dimension=self.feature_size,
+            pq_bytes=pq_bytes,
+            code_memory_limit=code_memory_limit,
+        )
+
+    @classmethod
+    def rebuild(
+        cls,
+        folder: str | os.PathLike,
+        config,
+        index_type: str = "auto",
+        flat_limit: int = FLAT_LIMIT,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        training_points_per_cell: int | None = None,
+        pq_bytes: int | None = None,
+        code_memory_limit: int = CODE_MEMORY_LIMIT,
+    ) -> LibraryIndex:
+        """
+        Rebuild the vector index of the library at `folder` as the rule picks it for the library's current size (or
+        as `index_type`, `nlist`, `nprobe`, `pq_bytes` set it), from the videos' features in their caches: an index
+        grown past the size its first build was chosen for (a flat index of millions of segments, IVF cells trained on
+        a small first library) gets the type and cells of its size. The videos, their order and the segment length
+        stay; segment ids are numbered again from 0. Every video's features must still be those indexed (content
+        hash): a changed one is refused before anything is written (re-index it with `reindex_changed` first). Until
+        the new index replaces it, the old one stays whole.
+        """
+        folder = Path(folder)
+        existing = cls.open(folder)
+        existing.check_fits(config)
+        dimension = existing.feature_size
+        spec = existing.rule_spec(index_type, flat_limit, nlist, nprobe, pq_bytes, code_memory_limit)
+        total = existing.backend.size
+        videos: list[dict] = []
+        with _VectorSpool(total, dimension, folder) as spool:
+            for video in existing.videos:
+                path = Path(video.feature_file)
+                if not path.is_file():
+                    raise FileNotFoundError(
+                        f"{video.key}: its feature cache {path} is missing; restore it (or build a new library "
+                        "without that video) before rebuilding"
+                    )
+                features, _ = _read_entry(path, video.key)
+                if _content_hash(features) != video.content_hash:
+                    raise ValueError(
+                        f"{path} [{video.key}] changed since it was indexed (its content hash differs): refused, "
+                        "nothing was written; re-index it first (rgnet-hf index --features ... --reindex-changed)"
+                    )
+                videos.append({**asdict(video), "first_id": spool.count})
+                spool.append(segment_vectors(features, existing.segment_frames))
+            vectors = spool.vectors
+            backend = FaissBackend.create(spec, dimension, vectors, training_points_per_cell)
+            ids = np.arange(len(vectors), dtype=np.int64)
+            for start in range(0, len(ids), ADD_CHUNK_ROWS):
+                backend.add(ids[start : start + ADD_CHUNK_ROWS], vectors[start : start + ADD_CHUNK_ROWS])
+        generation = int(existing.manifest["generation"]) + 1
+        manifest = {
+            **existing.manifest,
+            "index": spec.to_dict(),
+            "index_by_rule": _by_rule(index_type, nlist, nprobe, pq_bytes),
+            "next_id": len(ids),
+            "generation": generation,
+            "vectors_file": f"vectors-{generation}.faiss",
+            "videos": videos,
+        }
+        return cls._commit(folder, manifest, backend, existing)

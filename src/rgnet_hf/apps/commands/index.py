@@ -69,6 +69,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--segment-seconds", type=float, default=4.0, help="seconds per segment vector (4)")
     parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="after adding what is given (if anything), rebuild the vector index as --index-type (default auto: the "
+        "rule, for the library's current size) and --nlist / --nprobe / --pq-bytes set it, from the features in the "
+        "caches: for a library grown past the size its first build chose the index for",
+    )
+    parser.add_argument(
         "--reindex-changed",
         action="store_true",
         help="replace the segments of videos whose features changed since they were indexed (refused otherwise)",
@@ -152,8 +159,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not args.segment_seconds > 0:
         raise ValueError(f"--segment-seconds must be > 0, got {args.segment_seconds}")
-    if not args.features and not args.videos:
-        raise ValueError("give what to index: --features CACHE.h5 (or a prepared dataset folder) or --videos PATH")
+    if not args.features and not args.videos and not args.rebuild:
+        raise ValueError(
+            "give what to index: --features CACHE.h5 (or a prepared dataset folder) or --videos PATH (or --rebuild "
+            "an existing index)"
+        )
+    if args.rebuild and not (Path(args.output) / "manifest.json").is_file() and not (args.features or args.videos):
+        raise FileNotFoundError(f"--rebuild: {args.output} is not a library index (no manifest.json) to rebuild")
     if args.features_output is not None and not args.videos:
         raise ValueError("--features-output is where --videos are encoded: give --videos too")
     if args.batch_size <= 0:
@@ -178,24 +190,47 @@ def run(args: argparse.Namespace) -> int:
             feature_files.append(cache)
         elif not feature_files:
             raise ValueError("no video of --videos could be encoded, so there is nothing to index (see above)")
-    index, update = LibraryIndex.update(
-        args.output,
-        feature_files,
-        config,
-        index_type=args.index_type,
-        flat_limit=args.flat_limit or FLAT_LIMIT,
-        nlist=args.nlist,
-        nprobe=args.nprobe,
-        segment_seconds=args.segment_seconds,
-        reindex_changed=args.reindex_changed,
-        training_points_per_cell=args.training_points_per_cell,
-        pq_bytes=args.pq_bytes,
-    )
-    print(
-        f"{index.folder}: {len(index.videos)} videos, {index.backend.size} segments of {index.segment_frames} "
-        f"features, {index.spec.describe()} index; added {len(update.added)}, re-indexed {len(update.reindexed)}, "
-        f"unchanged {len(update.unchanged)}"
-    )
+    flat_limit = args.flat_limit or FLAT_LIMIT
+    if feature_files:
+        index, update = LibraryIndex.update(
+            args.output,
+            feature_files,
+            config,
+            index_type=args.index_type,
+            flat_limit=flat_limit,
+            nlist=args.nlist,
+            nprobe=args.nprobe,
+            segment_seconds=args.segment_seconds,
+            reindex_changed=args.reindex_changed,
+            training_points_per_cell=args.training_points_per_cell,
+            pq_bytes=args.pq_bytes,
+        )
+        print(
+            f"{index.folder}: {len(index.videos)} videos, {index.backend.size} segments of {index.segment_frames} "
+            f"features, {index.spec.describe()} index; added {len(update.added)}, re-indexed "
+            f"{len(update.reindexed)}, unchanged {len(update.unchanged)}"
+        )
+    if args.rebuild:
+        before = LibraryIndex.open(args.output).spec
+        index = LibraryIndex.rebuild(
+            args.output,
+            config,
+            index_type=args.index_type,
+            flat_limit=flat_limit,
+            nlist=args.nlist,
+            nprobe=args.nprobe,
+            training_points_per_cell=args.training_points_per_cell,
+            pq_bytes=args.pq_bytes,
+        )
+        print(
+            f"{index.folder}: rebuilt {index.backend.size} segments of {len(index.videos)} videos as a "
+            f"{index.spec.describe()} index (was {before.describe()})"
+        )
+    elif (rule := index.outgrown(flat_limit)) is not None:
+        print(
+            f"note: at {index.backend.size} segments the index rule picks {rule.describe()}, but this index is "
+            f"{index.spec.describe()} (fixed when it was built); add --rebuild to rebuild it for its size"
+        )
     if failed:
         print(f"{failed} video(s) of --videos failed and are not indexed (listed above)", file=sys.stderr)
     return 1 if failed else 0
