@@ -16,6 +16,7 @@ import sys
 
 import yaml
 
+from rgnet_hf.apps.cli import shut_down_process_group
 from rgnet_hf.training import NonFiniteTrainingError, TrainingConfig, train
 
 
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps({k: v for k, v in summary.items() if k != "best_metrics"}, indent=2, default=float))
+    # Under `accelerate launch` the processes meet once more and the process group goes before the interpreter
+    # exits, so that no collective thread outlives its peers.
+    shut_down_process_group()
     return 0
 
 

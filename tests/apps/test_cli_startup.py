@@ -33,10 +33,10 @@ def test_help_imports_neither_torch_nor_transformers():
 def test_a_launched_command_shuts_its_process_group_down(tmp_path):
     import torch.distributed as dist
 
-    from rgnet_hf.apps.cli import _shut_down_process_group
+    from rgnet_hf.apps.cli import shut_down_process_group
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     assert dist.is_initialized()
-    _shut_down_process_group()
+    shut_down_process_group()
     assert not dist.is_initialized()
-    _shut_down_process_group()  # nothing to shut down: no error
+    shut_down_process_group()  # nothing to shut down: no error

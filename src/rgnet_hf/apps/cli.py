@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.handler(args)
-        _shut_down_process_group()
+        shut_down_process_group()
         return status
     except (ValueError, KeyError, OSError) as error:
         # OSError: missing or unreadable files, and models transformers cannot find.
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _shut_down_process_group() -> None:
+def shut_down_process_group() -> None:
     """After a command that ran under `accelerate launch` (several processes): every process waits for the others,
     then the process group is destroyed. Left to the interpreter's exit, the collective backend's threads can abort a
     process whose peers have already gone ("terminate called without an active exception")."""
