@@ -407,3 +407,65 @@ def test_encode_videos_with_workers_equals_encode_video_and_reports_failures(tmp
             continue
         np.testing.assert_allclose(encoded.features, alone[path].features, atol=1e-6, rtol=0)
         assert encoded.duration == alone[path].duration
+
+
+_TWO_HOUR_SCRIPT = """
+import os, resource, sys
+import numpy as np
+from rgnet_hf.synthetic.video_files import write_rgb_video
+from rgnet_hf.video_text_encoders import load_feature_encoder
+
+
+def write(path, seconds):
+    def frames():
+        for second in range(seconds):
+            image = np.empty((96, 96, 3), np.uint8)
+            image[:] = (second * 7) % 251
+            image[:, :10] = second % 13
+            yield float(second), image
+
+    options = {"g": "10", "keyint_min": "10", "bf": "0"}
+    return write_rgb_video(path, frames(), fps=1, size=(96, 96), options=options)
+
+
+def peak_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1])
+
+
+if __name__ == "__main__":  # the workers' start method imports this file again
+    folder, clip = sys.argv[1], sys.argv[2]
+    short, long = write(os.path.join(folder, "short.mp4"), 300), write(os.path.join(folder, "long.mp4"), 7200)
+    encoder = load_feature_encoder(clip, batch_size=64)
+    encoder.decode_workers = 2
+    encoder.encode_video(short, 1.0, progress=False)  # warm-up: the workers start and import their libraries
+    workers = sorted(encoder._decode_pool._processes)
+    before = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss] + [peak_kib(pid) for pid in workers]
+    features = encoder.encode_video(long, 1.0, progress=False).features
+    after = [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss] + [peak_kib(pid) for pid in workers]
+    encoder.close()
+    print(features.shape[0], *(a - b for a, b in zip(after, before)))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the workers' peak memory from /proc (Linux)")
+def test_a_two_hour_video_decoded_by_workers_keeps_memory_bounded(tmp_path):
+    """Memory of the parallel path does not grow with the video: a 2-hour file (7,200 sampled frames, 720 segments)
+    after a 5-minute warm-up, the encoder's process and each worker measured by their peak resident sets."""
+    import subprocess
+    import sys
+
+    from raw_video_utils import build_tiny_clip
+
+    script = tmp_path / "two_hours.py"
+    script.write_text(_TWO_HOUR_SCRIPT)
+    clip = build_tiny_clip(tmp_path / "clip")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(clip)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    count, *growth_kib = map(int, run.stdout.split())
+    assert count == 7200 and len(growth_kib) == 3
+    assert max(growth_kib) / 1024 < 60, f"peak RSS grew by {[round(g / 1024) for g in growth_kib]} MiB"
