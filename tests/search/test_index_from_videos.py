@@ -139,3 +139,38 @@ def test_index_refusals_come_before_any_encoding(tmp_path, assets, capsys):
     assert cli_main([*base, *videos, "--output", str(taken), "--no-progress"]) == 2
     assert "is not a library index (it holds notes.txt)" in capsys.readouterr().err
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
+
+
+def test_index_videos_under_accelerate_launch_shares_the_encoding_and_writes_one_index(tmp_path, assets):
+    import os
+    import subprocess
+
+    from conftest import accelerate_launch_command
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for number in range(3):
+        (folder / f"video{number}.mp4").write_bytes((assets["videos"] / f"video{number}.mp4").read_bytes())
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    index = tmp_path / "library"
+    command = accelerate_launch_command(
+        2, "-m", "rgnet_hf.apps.cli", "index", "--videos", str(folder), "--model", str(assets["model"]),
+        "--output", str(index), "--no-progress",
+    )  # fmt: skip
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 1, run.stderr[-3000:]  # one video failed: named, the others indexed
+    lines = [line for line in run.stdout.splitlines() if line.startswith("[process")]
+    assert sorted(int(line.split(": ")[1].split()[0]) for line in lines) == [1, 2]  # 4 videos over 2 processes
+    assert "failed broken" in run.stderr and "1 video(s) of --videos failed and are not indexed" in run.stderr
+    assert run.stdout.count("3 videos") == 1  # the main process alone wrote the index
+    # the same index as one process builds
+    alone = tmp_path / "alone"
+    assert cli_main(["index", "--videos", str(folder), "--model", str(assets["model"]), "--output", str(alone),
+                     "--no-progress"]) == 1  # fmt: skip
+    shared, single = LibraryIndex.open(index), LibraryIndex.open(alone)
+    assert [v.key for v in shared.videos] == [v.key for v in single.videos] == ["video0", "video1", "video2"]
+    assert [v.num_frames for v in shared.videos] == [v.num_frames for v in single.videos]
+    single_features = _entries(alone / "video_features.h5")
+    for key, value in _entries(index / "video_features.h5").items():
+        np.testing.assert_allclose(value, single_features[key], atol=1e-5, rtol=0)

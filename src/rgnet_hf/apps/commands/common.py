@@ -178,6 +178,36 @@ def warnings_as_lines() -> Iterator[None]:
         yield
 
 
+def process_state():
+    """accelerate's process state: this process's rank and device under `accelerate launch`, one process without."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+
+
+def lock_output_for_run(stack: contextlib.ExitStack, output: str | Path, state) -> None:
+    """Lock the feature cache `output` for this run, its processes included: the main process takes the lock (held
+    until `stack` closes), and every process raises `OutputLockedError` if another run holds it, so that all stop
+    together before any encoder is loaded."""
+    from ...data.feature_cache import OutputLockedError, lock_output
+
+    problem = None
+    if state.is_main_process:
+        try:
+            stack.enter_context(lock_output(output))
+        except OutputLockedError as error:
+            problem = str(error)
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        problem = broadcast_object_list([problem], from_process=0)[0]
+    if problem is not None:
+        raise OutputLockedError(problem)
+
+
 def looks_like_a_path(name: str) -> bool:
     """A local folder name rather than a Hub id (`owner/name`)."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()

@@ -6,7 +6,14 @@ import argparse
 import math
 import sys
 
-from .common import ALLOW_TRUNCATED_HELP, add_frame_encoder_arguments, check_frame_encoder_arguments, warnings_as_lines
+from .common import (
+    ALLOW_TRUNCATED_HELP,
+    add_frame_encoder_arguments,
+    check_frame_encoder_arguments,
+    lock_output_for_run,
+    process_state,
+    warnings_as_lines,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,11 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import contextlib
 
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    from ...data.feature_cache import OutputLockedError, check_output, lock_output
+    from ...data.feature_cache import check_output
 
     check_frame_encoder_arguments(args)
     check_output(args.output)
@@ -38,23 +41,9 @@ def run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # the encoder's "Loading weights" bar
-    # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    state = process_state()
     with contextlib.ExitStack() as stack:
-        # The main process locks the output for the whole run (its processes included); all of them stop if it is
-        # held by another run, before any encoder is loaded.
-        problem = None
-        if state.is_main_process:
-            try:
-                stack.enter_context(lock_output(args.output))
-            except OutputLockedError as error:
-                problem = str(error)
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            problem = broadcast_object_list([problem], from_process=0)[0]
-        if problem is not None:
-            raise OutputLockedError(problem)
+        lock_output_for_run(stack, args.output, state)
         with warnings_as_lines():
             return _run_locked(args, state)
 

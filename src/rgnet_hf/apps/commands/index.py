@@ -1,4 +1,5 @@
-"""`rgnet-hf index`: build or extend the search index of a video library from feature caches."""
+"""`rgnet-hf index`: build or extend the search index of a video library from feature caches or video files
+(their encoding data-parallel under `accelerate launch`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from .common import (
     add_encoder_backend_argument,
     check_decode_workers,
     check_device,
+    lock_output_for_run,
     looks_like_a_path,
+    process_state,
     warnings_as_lines,
 )
 
@@ -82,7 +85,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     encoding = parser.add_argument_group("encoding --videos")
     encoding.add_argument("--batch-size", type=int, default=64, help="frames per forward pass")
-    encoding.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    encoding.add_argument("--device", default=None, help="default: this process's accelerate device")
     encoding.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     add_decode_workers_argument(encoding)
     add_encoder_backend_argument(encoding)
@@ -106,44 +109,59 @@ def _feature_files(args: argparse.Namespace) -> list[Path]:
     return files
 
 
-def _encode_videos(args: argparse.Namespace, config, cache: Path) -> int:
-    """Encode `--videos` into `cache` with the model's feature encoder; the number of videos that failed."""
+def _encode_videos(args: argparse.Namespace, config, cache: Path, state) -> list[tuple[str, str]]:
+    """Encode `--videos` into `cache` with the model's feature encoder, this process's share of them under
+    `accelerate launch`; the `(key, error)` of every video that failed, in all the processes."""
+    import contextlib
+
     import torch
 
-    from ...data.feature_cache import check_output, entries_not_listed, extract_video_features, list_videos, lock_output
+    from ...data.feature_cache import check_output, entries_not_listed, extract_video_features, list_videos
     from ...video_text_encoders import feature_encoder_for_model
 
     check_output(cache)
     videos = []
     for given in args.videos:
         videos.extend(list_videos(given))
-        for reason, names in entries_not_listed(given).items():
-            print(f"{given}: skipped {len(names)} {reason}: {', '.join(names)}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
-    encoder = feature_encoder_for_model(
-        config, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
-    )
-    encoder.decode_workers = args.decode_workers
-    try:
-        with lock_output(cache), warnings_as_lines():
-            report = extract_video_features(
-                encoder,
-                videos,
-                cache,
-                config.seconds_per_feature,
-                progress=not args.no_progress,
-                allow_truncated=args.allow_truncated,
-            )
-    finally:
-        encoder.close()
+        if state.is_main_process:
+            for reason, names in entries_not_listed(given).items():
+                print(f"{given}: skipped {len(names)} {reason}: {', '.join(names)}")
+    with contextlib.ExitStack() as stack:
+        lock_output_for_run(stack, cache, state)
+        device = args.device or state.device
+        dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
+        encoder = feature_encoder_for_model(
+            config, device=device, dtype=dtype, batch_size=args.batch_size, backend=args.encoder_backend
+        )
+        encoder.decode_workers = args.decode_workers
+        try:
+            with warnings_as_lines():
+                report = extract_video_features(
+                    encoder,
+                    videos,
+                    cache,
+                    config.seconds_per_feature,
+                    process_index=state.process_index,
+                    num_processes=state.num_processes,
+                    progress=not args.no_progress and state.is_local_main_process,
+                    barrier=state.wait_for_everyone,
+                    allow_truncated=args.allow_truncated,
+                )
+        finally:
+            encoder.close()
+    prefix = f"[process {state.process_index}] " if state.num_processes > 1 else ""
     print(
-        f"{report.output}: {len(report.written)} video(s) encoded, {len(report.skipped)} already done, "
+        f"{prefix}{report.output}: {len(report.written)} video(s) encoded, {len(report.skipped)} already done, "
         f"{len(report.failed)} failed"
     )
     for key, message in report.failed.items():
-        print(f"failed {key}: {message}", file=sys.stderr)
-    return len(report.failed)
+        print(f"{prefix}failed {key}: {message}", file=sys.stderr)
+    failed = list(report.failed.items())
+    if state.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        failed = gather_object(failed)
+    return failed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--model {args.model}: no such model folder")
     feature_files = _feature_files(args)
     config = RGNetConfig.from_pretrained(args.model)
+    state = process_state()
     failed = 0
     if args.videos:
         if args.no_progress:
@@ -185,11 +204,15 @@ def run(args: argparse.Namespace) -> int:
         cache = Path(args.features_output or Path(args.output) / VIDEO_FEATURES_NAME)
         # The output and the model are checked before hours of encoding, not after.
         LibraryIndex.check_output(args.output, config, [*feature_files, cache])
-        failed = _encode_videos(args, config, cache)
+        failed = len(_encode_videos(args, config, cache, state))
         if cache.exists():
             feature_files.append(cache)
         elif not feature_files:
             raise ValueError("no video of --videos could be encoded, so there is nothing to index (see above)")
+    if not state.is_main_process:
+        # Under `accelerate launch` the processes share the encoding of --videos; the main process alone writes the
+        # index (one writer per folder).
+        return 0
     flat_limit = args.flat_limit or FLAT_LIMIT
     if feature_files:
         index, update = LibraryIndex.update(

@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from .common import add_frame_encoder_arguments, check_frame_encoder_arguments
+from .common import add_frame_encoder_arguments, check_frame_encoder_arguments, process_state
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,8 +50,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
 
     from ...data.own_annotations import parse_column_map
     from ...data.prepared import InvalidAnnotationsError, parse_split_ratios, prepare_dataset
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     # Option errors before the encoder is loaded.
     parse_column_map(args.columns)
     parse_split_ratios(args.splits)
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    state = process_state()
     device = args.device or state.device
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
     seconds_per_feature = args.seconds_per_feature

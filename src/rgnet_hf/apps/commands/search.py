@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import check_device, load_array, looks_like_a_path
+from .common import check_device, load_array, looks_like_a_path, process_state
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -127,16 +127,6 @@ def _gather(output: str, lines: list[dict], state) -> list[dict] | None:
     return sorted(merged, key=lambda line: line["index"])
 
 
-def _process_state():
-    """accelerate's process state (one process without a launcher)."""
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    # PartialState does not read ACCELERATE_USE_CPU itself; without it, CPU processes would each run alone.
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
-
-
 def _cpu_has_native_bfloat16() -> bool:
     """Whether the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX; Linux's CPU flags), else whether oneDNN
     supports bfloat16 at all (elsewhere)."""
@@ -182,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     check_device(args.device)
     if looks_like_a_path(args.model) and not Path(args.model).is_dir():
         raise FileNotFoundError(f"--model {args.model}: no such model folder")
-    state = _process_state()
+    state = process_state()
     if state.num_processes > 1 and args.output is None:
         raise ValueError("with several processes (accelerate launch), give --output RESULTS.jsonl")
     import torch
