@@ -6,6 +6,9 @@ then, on the CPU and on CUDA when available:
 - `decode`: PyAV decoding and sampling at the feature rate alone (features per second of wall time);
 - `encode_only`: the image encoder alone on the sampled frames, already through the image processor, in batches
   (the limit the extraction can reach);
+- `image_processor` / `pixel_transform`: milliseconds per frame of the `CLIPImageProcessor` call and of the
+  encoder's `PixelTransform` (the same steps without the call's overhead, which the extraction runs), and their
+  largest difference (0: bit-identical);
 - `sequential_extract`: decoding, the image processor and the encoder one after the other in one thread (baseline);
 - `extract`: the whole extraction as `rgnet-hf extract` runs it (reading and the image processor in a background
   thread, ahead of the encoder);
@@ -83,6 +86,13 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
     start = time.perf_counter()
     pixels = [encoder.image_processor(images=[frame], return_tensors="pt")["pixel_values"][0] for frame in distinct]
     processor_s = time.perf_counter() - start
+    # The pixel transform the extraction runs (the processor's steps without its per-call overhead).
+    transform = encoder.pixel_transform()
+    start = time.perf_counter()
+    transformed = [transform(frame) for frame in distinct]
+    transform_s = time.perf_counter() - start
+    transform_difference = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(transformed, pixels))
+    del transformed
     batches = [torch.stack(pixels[i : i + args.batch_size]) for i in range(0, len(pixels), args.batch_size)]
     del pixels
     start = time.perf_counter()
@@ -157,6 +167,9 @@ def measure(video: Path, device: str, dtype: torch.dtype | None, args) -> dict:
         "decode_s": round(decode_s, 3),
         "decode_features_per_s": round(decoded / decode_s, 1),
         "image_processor_ms_per_frame": round(1000 * processor_s / len(distinct), 2),
+        "pixel_transform_ms_per_frame": round(1000 * transform_s / len(distinct), 2),
+        "pixel_transform_direct": transform.direct,
+        "pixel_transform_max_abs_difference_to_processor": transform_difference,
         "encode_only_s": round(encode_only_s, 3),
         "encode_only_features_per_s": round(len(distinct) / encode_only_s, 1),
         "sequential_extract_s": round(sequential_s, 3),

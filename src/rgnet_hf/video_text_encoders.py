@@ -362,12 +362,12 @@ class VideoTextEncoder:
 
         if prefetch_batches < 1:
             raise ValueError(f"prefetch_batches must be >= 1, got {prefetch_batches}")
-        processor = None if processed else self.image_processor
+        transform = None if processed else self.pixel_transform()
         # On CUDA the batches are made in page-locked memory (by the producer thread), so their copy to the GPU is
         # asynchronous, and a batch's features are fetched only once the next batch is queued: the GPU is not left
         # idle while Python waits for a result and launches the next forward pass.
         on_cuda = self._onnx is None and self.device.type == "cuda"
-        prepared = _PreparedFrameBatches(frames, processor, self.batch_size, prefetch_batches, pin_memory=on_cuda)
+        prepared = _PreparedFrameBatches(frames, transform, self.batch_size, prefetch_batches, pin_memory=on_cuda)
         chunks: list[np.ndarray] = []
         in_flight: torch.Tensor | None = None
         with tqdm(total=total, desc=description, unit="frame", disable=not progress, dynamic_ncols=True) as bar:
@@ -625,36 +625,148 @@ def auto_decode_workers(device: str | torch.device) -> int:
 class PixelTransform:
     """An image processor applied to one frame: `(H, W, 3)` uint8 RGB -> `(3, H', W')` float32 pixel values, the
     values `image_processor(images=[frame])` gives. Picklable (the processor travels with it), so decoding workers
-    can run it where they decode."""
+    can run it where they decode.
+
+    For transformers' PIL image processors of the CLIP / SigLIP kind (a PIL resize, an optional centre crop, rescale
+    and normalise) the steps run here without the processor's per-call overhead ([`_DirectPixelPlan`]), bit for bit
+    the processor's result. The first frame of each size goes through the processor as well and is compared with
+    the direct result; any other processor, a frame that is not 3-channel uint8, or a size whose first frame
+    differed goes through the processor itself.
+    """
 
     def __init__(self, image_processor):
         self.image_processor = image_processor
+        self._plan = _DirectPixelPlan.for_processor(image_processor)
+        self._direct_by_size: dict[tuple[int, int], bool] = {}
+
+    def _processed(self, frame: np.ndarray) -> np.ndarray:
+        return self.image_processor(images=[frame], return_tensors="np")["pixel_values"][0]
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        return self.image_processor(images=[frame], return_tensors="np")["pixel_values"][0]
+        if self._plan is None or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            return self._processed(frame)
+        size = (frame.shape[0], frame.shape[1])
+        direct = self._direct_by_size.get(size)
+        if direct is None:
+            expected = self._processed(frame)
+            result = self._plan(frame)
+            self._direct_by_size[size] = (
+                result is not None and result.shape == expected.shape and np.array_equal(result, expected)
+            )
+            return expected
+        return self._plan(frame) if direct else self._processed(frame)
+
+    @property
+    def direct(self) -> bool:
+        """Whether the processor's steps run here (sizes whose first frame differed still use the processor)."""
+        return self._plan is not None
+
+
+class _DirectPixelPlan:
+    """The steps of a transformers PIL image processor with `do_resize` (shortest edge, or height and width), an
+    optional `do_center_crop`, `do_rescale` and `do_normalize`, and nothing else, done for one uint8 RGB frame:
+
+    - the same PIL call (`Image.fromarray(frame).resize((w, h), resample)`), at the size transformers'
+      `get_resize_output_image_size` gives;
+    - the same centre-crop box (frames smaller than the crop, which the processor pads, are left to it);
+    - rescale and normalise through a `(3, 256)` table of every uint8 value's result, computed with the processor's
+      arithmetic (the rescale in float64 then float32, the normalisation in float32), so each pixel is bit-identical.
+    """
+
+    def __init__(self, shortest_edge, height, width, resample, crop, rescale_factor, image_mean, image_std):
+        self.shortest_edge, self.height, self.width = shortest_edge, height, width
+        self.resample, self.crop = resample, crop
+        rescaled = (np.arange(256, dtype=np.float64) * rescale_factor).astype(np.float32)
+        mean = np.broadcast_to(np.asarray(image_mean, dtype=np.float32).reshape(-1), (3,))
+        std = np.broadcast_to(np.asarray(image_std, dtype=np.float32).reshape(-1), (3,))
+        self.table = np.ascontiguousarray((rescaled[None, :] - mean[:, None]) / std[:, None])  # (3, 256)
+
+    @classmethod
+    def for_processor(cls, processor) -> _DirectPixelPlan | None:
+        """The plan of `processor`, or None where it does anything else (another backend, padding, ...)."""
+
+        def get(holder, name: str, default=None):  # attributes of a processor or a SizeDict, keys of a dict
+            return holder.get(name, default) if isinstance(holder, dict) else getattr(holder, name, default)
+
+        if get(processor, "backend") != "pil" or get(processor, "do_pad", False):
+            return None
+        if not (get(processor, "do_resize") and get(processor, "do_rescale") and get(processor, "do_normalize")):
+            return None
+        if get(processor, "data_format") not in ("channels_first", None):
+            return None
+        size = get(processor, "size")
+        if size is None or any(get(size, name) for name in ("longest_edge", "max_height", "min_pixels", "max_pixels")):
+            return None
+        shortest_edge, height, width = get(size, "shortest_edge"), get(size, "height"), get(size, "width")
+        if not shortest_edge and not (height and width):
+            return None
+        crop = None
+        if get(processor, "do_center_crop"):
+            crop_size = get(processor, "crop_size")
+            if crop_size is None or not (get(crop_size, "height") and get(crop_size, "width")):
+                return None
+            crop = (int(get(crop_size, "height")), int(get(crop_size, "width")))
+        mean, std, resample = get(processor, "image_mean"), get(processor, "image_std"), get(processor, "resample")
+        if mean is None or std is None or np.size(mean) not in (1, 3) or np.size(std) not in (1, 3) or resample is None:
+            return None
+        rescale_factor = float(get(processor, "rescale_factor"))
+        return cls(shortest_edge, height, width, int(resample), crop, rescale_factor, mean, std)
+
+    def _resized_size(self, frame_height: int, frame_width: int) -> tuple[int, int]:
+        if not self.shortest_edge:
+            return self.height, self.width
+        from transformers.image_transforms import get_resize_output_image_size
+        from transformers.image_utils import ChannelDimension
+
+        shape_only = np.broadcast_to(np.uint8(0), (3, frame_height, frame_width))
+        return get_resize_output_image_size(
+            shape_only, size=self.shortest_edge, default_to_square=False, input_data_format=ChannelDimension.FIRST
+        )
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """`(H, W, 3)` uint8 -> `(3, H', W')` float32, or None for a frame this plan leaves to the processor."""
+        from PIL import Image
+
+        height, width = self._resized_size(frame.shape[0], frame.shape[1])
+        resized = np.asarray(Image.fromarray(frame).resize((width, height), resample=self.resample))
+        if self.crop is not None:
+            crop_height, crop_width = self.crop
+            top, left = (height - crop_height) // 2, (width - crop_width) // 2
+            if top < 0 or left < 0:
+                return None
+            resized = resized[top : top + crop_height, left : left + crop_width]
+        pixels = np.empty((3, resized.shape[0], resized.shape[1]), dtype=np.float32)
+        for channel in range(3):
+            np.take(self.table[channel], resized[:, :, channel], out=pixels[channel])
+        return pixels
 
 
 class _PreparedFrameBatches:
     """Iterate `(pixel_values (n, 3, H, W) or None, feature indices covered)` for `encode_frames`, made in a thread.
 
     The thread reads `frames`, drops consecutive repeats of one frame object (recording in `rows`, per feature index,
-    the row of its distinct frame) and runs the image processor (`None`: the frames are pixel values already), at
-    most `prefetch_batches` batches ahead. An error
-    there is raised by the iteration; leaving the iteration early (an error in the encoder, Ctrl-C) stops the thread
+    the row of its distinct frame) and runs the encoder's [`PixelTransform`] on them (`None`: the frames are pixel
+    values already), at most `prefetch_batches` batches ahead. An error there is raised by the iteration; leaving
+    the iteration early (an error in the encoder, Ctrl-C) stops the thread
     and closes `frames`, so a video file is not left open.
     """
 
     _DONE = object()
 
     def __init__(
-        self, frames: Iterable, image_processor, batch_size: int, prefetch_batches: int, pin_memory: bool = False
+        self,
+        frames: Iterable,
+        transform: PixelTransform | None,
+        batch_size: int,
+        prefetch_batches: int,
+        pin_memory: bool = False,
     ):
         import queue
         import threading
         from array import array
 
         self._frames = iter(frames)
-        self._image_processor = image_processor
+        self._transform = transform
         self._batch_size = batch_size
         self._pin_memory = pin_memory
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch_batches)
@@ -705,10 +817,7 @@ class _PreparedFrameBatches:
                 if frame is not previous:
                     previous = frame
                     distinct += 1
-                    if self._image_processor is None:
-                        batch.append(torch.from_numpy(frame))
-                    else:
-                        batch.append(self._image_processor(images=[frame], return_tensors="pt")["pixel_values"][0])
+                    batch.append(torch.from_numpy(frame if self._transform is None else self._transform(frame)))
                     if len(batch) == self._batch_size:
                         if not self._put((self._stack(batch), pending)):
                             return
