@@ -199,7 +199,7 @@ def test_invalid_rows_fail_unless_skip_invalid(tmp_path, assets, capsys):
     captured = capsys.readouterr()
     assert "6 rows read, 3 valid" in captured.out and "missing_video" in captured.out
     assert "--skip-invalid" in captured.err
-    assert not (output / "manifest.json").exists()  # nothing is encoded from a failing table
+    assert not output.exists()  # nothing is encoded from a failing table, and no empty folder is left behind
     # The rows are checked before the encoder is loaded: a failing table does not wait for (or need) it.
     args = _prepare_args(annotations, assets, output)
     args[args.index("--encoder") + 1] = str(tmp_path / "no_such_encoder")
@@ -293,6 +293,30 @@ def test_refusals(tmp_path, assets, capsys):
     shutil.rmtree(output / "annotations")
     with pytest.raises(PreparedDatasetError, match="rerun `rgnet-hf prepare`"):
         load_prepared(output)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_changes_nothing(tmp_path, assets, capsys):
+    """Two runs into one folder would delete each other's feature parts and interleave the manifest: the second
+    stops at once with the holder named, whether it is another prepare or an extract into the folder's feature file."""
+    from rgnet_hf.data.feature_cache import lock_output
+
+    annotations = _jsonl(tmp_path / "rows.jsonl", assets["rows"][:6])
+    output = tmp_path / "data"
+    assert cli_main(_prepare_args(annotations, assets, output)) == 0
+    capsys.readouterr()
+    before = _contents(output)
+    names = sorted(path.name for path in output.iterdir())
+    more = _jsonl(tmp_path / "more.jsonl", assets["rows"][:12])  # a rerun that would encode two more videos
+    with lock_output(output / "video_features.h5"):  # what a running prepare or extract holds
+        assert cli_main(_prepare_args(more, assets, output)) == 2
+        assert f"being written by another run (process {os.getpid()}" in capsys.readouterr().err
+        extract = ["extract", "--video", str(assets["videos"]), "--encoder", str(assets["clip"]), "--no-progress"]
+        assert cli_main(extract + ["--output", str(output / "video_features.h5")]) == 2
+        assert "being written by another run" in capsys.readouterr().err
+    assert sorted(path.name for path in output.iterdir()) == names
+    _assert_same(_contents(output), before)
+    assert cli_main(_prepare_args(more, assets, output)) == 0
+    assert "2 video(s) encoded, 2 reused" in capsys.readouterr().out
 
 
 def test_prepare_for_a_model_takes_its_encoder_and_rate(tmp_path, assets, capsys):

@@ -75,6 +75,43 @@ def test_index_and_search_with_query_features(tmp_path, capsys):
     assert "--memory-budget-gib must be > 0" in capsys.readouterr().err
 
 
+def test_a_second_writer_of_one_index_or_results_file_is_refused_and_changes_nothing(tmp_path, capsys):
+    """Two updates of one index would write the same generation's vector file and lose each other's videos: while
+    one holds the folder, `index` (adding or rebuilding) and `LibraryIndex.update` stop at once, the holder named,
+    and the index is unchanged; `search --output` locks its results file the same way."""
+    from rgnet_hf.data.feature_cache import OutputLockedError, lock_output
+
+    tiny_model().save_pretrained(tmp_path / "model")
+    first = write_cache(tmp_path / "a.h5", random_videos(1, {"alpha": 120, "beta": 80}))
+    second = write_cache(tmp_path / "b.h5", random_videos(2, {"gamma": 150}))
+    index = tmp_path / "index"
+    base = ["index", "--model", str(tmp_path / "model"), "--output", str(index)]
+    assert cli_main([*base, "--features", str(first)]) == 0
+    before = {path.name: path.read_bytes() for path in index.iterdir()}
+    capsys.readouterr()
+    with lock_output(index):
+        for extra in (["--features", str(first), "--features", str(second)], ["--rebuild"]):
+            assert cli_main([*base, *extra]) == 2
+            assert f"{index} is being written by another run (process {os.getpid()}" in capsys.readouterr().err
+        with pytest.raises(OutputLockedError, match="being written by another run"):
+            LibraryIndex.update(index, [first, second], tiny_model().config)
+    assert {path.name: path.read_bytes() for path in index.iterdir()} == before
+    assert cli_main([*base, "--features", str(first), "--features", str(second)]) == 0
+    assert "added 1, re-indexed 0, unchanged 2" in capsys.readouterr().out
+    assert not (tmp_path / "index.lock").exists()
+
+    text, sentence = random_queries(2)
+    np.save(tmp_path / "text.npy", text)
+    np.save(tmp_path / "sentence.npy", sentence)
+    results = tmp_path / "results.jsonl"
+    search = ["search", "--index", str(index), "--model", str(tmp_path / "model"), "--output", str(results)]
+    search += ["--text", str(tmp_path / "text.npy"), "--sentence", str(tmp_path / "sentence.npy")]
+    with lock_output(results):
+        assert cli_main(search) == 2
+        assert "being written by another run" in capsys.readouterr().err and not results.exists()
+    assert cli_main(search) == 0 and len(results.read_text().splitlines()) == 2
+
+
 def _feature_search_command(tmp_path, videos: dict, queries_seed: int, depth: int) -> list[str]:
     """A tiny model saved and a library of `videos` indexed through the CLI; the `rgnet-hf search --json` command
     over it with query features (`random_queries(queries_seed)`) at `depth`."""

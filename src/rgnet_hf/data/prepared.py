@@ -423,7 +423,9 @@ def prepare_dataset(
     if output.exists() and not output.is_dir():
         raise PreparedDatasetError(f"--output {output} is a file: give a folder")
     ours = (MANIFEST_NAME, PREVIOUS_MANIFEST_NAME, VIDEO_FEATURES, VIDEO_FEATURES + ".parts")
-    if output.is_dir() and any(output.iterdir()) and not any((output / name).exists() for name in ours):
+    held = {VIDEO_FEATURES + ".lock"}  # the CLI's lock on this folder
+    others = output.is_dir() and any(path.name not in held for path in output.iterdir())
+    if others and not any((output / name).exists() for name in ours):
         # Its README.md and annotations/ would be overwritten.
         raise PreparedDatasetError(
             f"--output {output} is a folder that holds other files and no prepared dataset: give a new or empty folder"

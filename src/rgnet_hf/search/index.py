@@ -345,7 +345,45 @@ class LibraryIndex:
         vectors per cell (FAISS's 256 when None: fewer train faster and find fewer of the exact neighbours,
         docs/library_search.md). New segment vectors beyond 1 GiB wait in a temporary file next to the index, not in
         memory.
+
+        The folder is locked for the call (`INDEX_DIR.lock` beside it, the lock of `rgnet-hf extract`): a second
+        writer gets `OutputLockedError` at once, so that two updates never interleave and lose each other's videos.
         """
+        from ..data.feature_cache import lock_output
+
+        with lock_output(Path(folder)):
+            return cls._update_locked(
+                folder,
+                feature_files,
+                config,
+                index_type=index_type,
+                flat_limit=flat_limit,
+                nlist=nlist,
+                nprobe=nprobe,
+                segment_seconds=segment_seconds,
+                reindex_changed=reindex_changed,
+                training_points_per_cell=training_points_per_cell,
+                pq_bytes=pq_bytes,
+                code_memory_limit=code_memory_limit,
+            )
+
+    @classmethod
+    def _update_locked(
+        cls,
+        folder: str | os.PathLike,
+        feature_files: list[str | os.PathLike],
+        config,
+        index_type: str = "auto",
+        flat_limit: int = FLAT_LIMIT,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
+        reindex_changed: bool = False,
+        training_points_per_cell: int | None = None,
+        pq_bytes: int | None = None,
+        code_memory_limit: int = CODE_MEMORY_LIMIT,
+    ) -> tuple[LibraryIndex, IndexUpdate]:
+        """[`update`] under the folder's lock."""
         import h5py
 
         from ..data.feature_cache import check_cache_entry_fits
@@ -571,44 +609,47 @@ class LibraryIndex:
         a small first library) gets the type and cells of its size. The videos, their order and the segment length
         stay; segment ids are numbered again from 0. Every video's features must still be those indexed (content
         hash): a changed one is refused before anything is written (re-index it with `reindex_changed` first). Until
-        the new index replaces it, the old one stays whole.
+        the new index replaces it, the old one stays whole. The folder is locked for the call, as in [`update`].
         """
+        from ..data.feature_cache import lock_output
+
         folder = Path(folder)
-        existing = cls.open(folder)
-        existing.check_fits(config)
-        dimension = existing.feature_size
-        spec = existing.rule_spec(index_type, flat_limit, nlist, nprobe, pq_bytes, code_memory_limit)
-        total = existing.backend.size
-        videos: list[dict] = []
-        with _VectorSpool(total, dimension, folder) as spool:
-            for video in existing.videos:
-                path = Path(video.feature_file)
-                if not path.is_file():
-                    raise FileNotFoundError(
-                        f"{video.key}: its feature cache {path} is missing; restore it (or build a new library "
-                        "without that video) before rebuilding"
-                    )
-                features, _ = _read_entry(path, video.key)
-                if _content_hash(features) != video.content_hash:
-                    raise ValueError(
-                        f"{path} [{video.key}] changed since it was indexed (its content hash differs): refused, "
-                        "nothing was written; re-index it first (rgnet-hf index --features ... --reindex-changed)"
-                    )
-                videos.append({**asdict(video), "first_id": spool.count})
-                spool.append(segment_vectors(features, existing.segment_frames))
-            vectors = spool.vectors
-            backend = FaissBackend.create(spec, dimension, vectors, training_points_per_cell)
-            ids = np.arange(len(vectors), dtype=np.int64)
-            for start in range(0, len(ids), ADD_CHUNK_ROWS):
-                backend.add(ids[start : start + ADD_CHUNK_ROWS], vectors[start : start + ADD_CHUNK_ROWS])
-        generation = int(existing.manifest["generation"]) + 1
-        manifest = {
-            **existing.manifest,
-            "index": spec.to_dict(),
-            "index_by_rule": _by_rule(index_type, nlist, nprobe, pq_bytes),
-            "next_id": len(ids),
-            "generation": generation,
-            "vectors_file": f"vectors-{generation}.faiss",
-            "videos": videos,
-        }
-        return cls._commit(folder, manifest, backend, existing)
+        with lock_output(folder):  # one writer at a time, as in `update`
+            existing = cls.open(folder)
+            existing.check_fits(config)
+            dimension = existing.feature_size
+            spec = existing.rule_spec(index_type, flat_limit, nlist, nprobe, pq_bytes, code_memory_limit)
+            total = existing.backend.size
+            videos: list[dict] = []
+            with _VectorSpool(total, dimension, folder) as spool:
+                for video in existing.videos:
+                    path = Path(video.feature_file)
+                    if not path.is_file():
+                        raise FileNotFoundError(
+                            f"{video.key}: its feature cache {path} is missing; restore it (or build a new library "
+                            "without that video) before rebuilding"
+                        )
+                    features, _ = _read_entry(path, video.key)
+                    if _content_hash(features) != video.content_hash:
+                        raise ValueError(
+                            f"{path} [{video.key}] changed since it was indexed (its content hash differs): refused, "
+                            "nothing was written; re-index it first (rgnet-hf index --features ... --reindex-changed)"
+                        )
+                    videos.append({**asdict(video), "first_id": spool.count})
+                    spool.append(segment_vectors(features, existing.segment_frames))
+                vectors = spool.vectors
+                backend = FaissBackend.create(spec, dimension, vectors, training_points_per_cell)
+                ids = np.arange(len(vectors), dtype=np.int64)
+                for start in range(0, len(ids), ADD_CHUNK_ROWS):
+                    backend.add(ids[start : start + ADD_CHUNK_ROWS], vectors[start : start + ADD_CHUNK_ROWS])
+            generation = int(existing.manifest["generation"]) + 1
+            manifest = {
+                **existing.manifest,
+                "index": spec.to_dict(),
+                "index_by_rule": _by_rule(index_type, nlist, nprobe, pq_bytes),
+                "next_id": len(ids),
+                "generation": generation,
+                "vectors_file": f"vectors-{generation}.faiss",
+                "videos": videos,
+            }
+            return cls._commit(folder, manifest, backend, existing)

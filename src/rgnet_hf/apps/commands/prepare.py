@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-from .common import add_frame_encoder_arguments, check_frame_encoder_arguments, process_state
+from .common import add_frame_encoder_arguments, check_frame_encoder_arguments, lock_output_for_run, process_state
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -49,17 +49,38 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    import contextlib
+    from pathlib import Path
 
     from ...data.own_annotations import parse_column_map
-    from ...data.prepared import InvalidAnnotationsError, parse_split_ratios, prepare_dataset
-    from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
+    from ...data.prepared import VIDEO_FEATURES, PreparedDatasetError, parse_split_ratios
 
     check_frame_encoder_arguments(args)
     # Option errors before the encoder is loaded.
     parse_column_map(args.columns)
     parse_split_ratios(args.splits)
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise PreparedDatasetError(f"--output {output} is a file: give a folder")
     state = process_state()
+    created = not output.exists()
+    try:
+        with contextlib.ExitStack() as stack:
+            # The lock `rgnet-hf extract` takes on the same feature file: two runs on one folder would delete each
+            # other's parts and interleave the manifest.
+            lock_output_for_run(stack, output / VIDEO_FEATURES, state)
+            return _run_locked(args, state)
+    finally:
+        if created and state.is_main_process and output.is_dir() and not any(output.iterdir()):
+            output.rmdir()  # a run that stopped before writing anything leaves no empty folder behind
+
+
+def _run_locked(args: argparse.Namespace, state) -> int:
+    import torch
+
+    from ...data.prepared import InvalidAnnotationsError, prepare_dataset
+    from ...video_text_encoders import feature_encoder_for_model, load_feature_encoder
+
     device = args.device or state.device
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
     seconds_per_feature = args.seconds_per_feature

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import check_device, load_array, looks_like_a_path, process_state
+from .common import check_device, load_array, lock_output_for_run, looks_like_a_path, process_state
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -144,7 +144,6 @@ def _cpu_has_native_bfloat16() -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ...search.backends import require_faiss
-    from ...search.library import VideoLibrary
 
     require_faiss()
 
@@ -175,7 +174,19 @@ def run(args: argparse.Namespace) -> int:
     state = process_state()
     if state.num_processes > 1 and args.output is None:
         raise ValueError("with several processes (accelerate launch), give --output RESULTS.jsonl")
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        if args.output is not None:
+            # Two runs on one output would delete each other's part files under accelerate launch.
+            lock_output_for_run(stack, args.output, state)
+        return _search(args, state)
+
+
+def _search(args: argparse.Namespace, state) -> int:
     import torch
+
+    from ...search.library import VideoLibrary
 
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else None
     device = args.device or state.device
