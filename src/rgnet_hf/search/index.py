@@ -349,190 +349,158 @@ class LibraryIndex:
         The folder is locked for the call (`INDEX_DIR.lock` beside it, the lock of `rgnet-hf extract`): a second
         writer gets `OutputLockedError` at once, so that two updates never interleave and lose each other's videos.
         """
-        from ..data.feature_cache import lock_output
-
-        with lock_output(Path(folder)):
-            return cls._update_locked(
-                folder,
-                feature_files,
-                config,
-                index_type=index_type,
-                flat_limit=flat_limit,
-                nlist=nlist,
-                nprobe=nprobe,
-                segment_seconds=segment_seconds,
-                reindex_changed=reindex_changed,
-                training_points_per_cell=training_points_per_cell,
-                pq_bytes=pq_bytes,
-                code_memory_limit=code_memory_limit,
-            )
-
-    @classmethod
-    def _update_locked(
-        cls,
-        folder: str | os.PathLike,
-        feature_files: list[str | os.PathLike],
-        config,
-        index_type: str = "auto",
-        flat_limit: int = FLAT_LIMIT,
-        nlist: int | None = None,
-        nprobe: int | None = None,
-        segment_seconds: float = DEFAULT_SEGMENT_SECONDS,
-        reindex_changed: bool = False,
-        training_points_per_cell: int | None = None,
-        pq_bytes: int | None = None,
-        code_memory_limit: int = CODE_MEMORY_LIMIT,
-    ) -> tuple[LibraryIndex, IndexUpdate]:
-        """[`update`] under the folder's lock."""
         import h5py
 
-        from ..data.feature_cache import check_cache_entry_fits
+        from ..data.feature_cache import check_cache_entry_fits, lock_output
 
         folder = Path(folder)
-        existing = cls.check_output(folder, config, feature_files)
-        if not feature_files:
-            raise ValueError("give at least one feature cache (--features CACHE.h5)")
-        spf = float(config.seconds_per_feature)
-        # 1. every entry named and checked (attributes only), before any feature is read
-        seen: dict[str, Path] = {}
-        entries: list[tuple[str, Path]] = []
-        frame_counts: dict[tuple[Path, str], int] = {}
-        for feature_file in feature_files:
-            path = Path(feature_file).resolve()
-            if not path.is_file():
-                raise FileNotFoundError(f"--features {feature_file}: no such file")
-            if not h5py.is_hdf5(path):
-                raise ValueError(
-                    f"--features {feature_file} is not an HDF5 feature cache (write one with rgnet-hf extract)"
-                )
-            with h5py.File(path, "r") as handle:
-                keys = sorted(handle.keys())
+        with lock_output(folder):  # from reading the manifest to swapping the new one in
+            existing = cls.check_output(folder, config, feature_files)
+            if not feature_files:
+                raise ValueError("give at least one feature cache (--features CACHE.h5)")
+            spf = float(config.seconds_per_feature)
+            # 1. every entry named and checked (attributes only), before any feature is read
+            seen: dict[str, Path] = {}
+            entries: list[tuple[str, Path]] = []
+            frame_counts: dict[tuple[Path, str], int] = {}
+            for feature_file in feature_files:
+                path = Path(feature_file).resolve()
+                if not path.is_file():
+                    raise FileNotFoundError(f"--features {feature_file}: no such file")
+                if not h5py.is_hdf5(path):
+                    raise ValueError(
+                        f"--features {feature_file} is not an HDF5 feature cache (write one with rgnet-hf extract)"
+                    )
+                with h5py.File(path, "r") as handle:
+                    keys = sorted(handle.keys())
+                    for key in keys:
+                        shape = getattr(handle[key], "shape", None) or (0,)
+                        frame_counts[path, key] = int(shape[0])
+                if not keys:
+                    raise ValueError(f"--features {feature_file} holds no video")
                 for key in keys:
-                    shape = getattr(handle[key], "shape", None) or (0,)
-                    frame_counts[path, key] = int(shape[0])
-            if not keys:
-                raise ValueError(f"--features {feature_file} holds no video")
-            for key in keys:
-                if key in seen:
-                    raise ValueError(
-                        f"the key {key!r} is in both {seen[key]} and {path}: two videos would share one name in the "
-                        "library; rename one entry or index the files into separate libraries"
-                    )
-                check_cache_entry_fits(path, key, config)
-                seen[key] = path
-                entries.append((key, path))
-        indexed = {video.key: video for video in existing.videos} if existing is not None else {}
-        for key, path in entries:
-            if key in indexed and Path(indexed[key].feature_file) != path:
-                raise ValueError(
-                    f"the library already holds {key!r} from {indexed[key].feature_file}; {path} has another video of "
-                    "that name: rename the entry, or build a separate library"
-                )
-        # 2. features read once per video: content hash and segment vectors
-        segment_frames = existing.segment_frames if existing is not None else max(1, int(round(segment_seconds / spf)))
-        update = IndexUpdate([], [], [])
-        new_entries, removed_ids = [], []
-        capacity = sum(-(-frame_counts[path, key] // segment_frames) for key, path in entries)
-        with _VectorSpool(capacity, int(config.video_feature_size), _existing_parent(folder)) as spool:
-            next_id = int(existing.manifest["next_id"]) if existing is not None else 0
-            library_encoder = existing.encoder if existing is not None else getattr(config, "feature_encoder", None)
-            for key, path in entries:
-                features, attrs = _read_entry(path, key)
-                encoder = _text(attrs.get("encoder"))
-                if library_encoder is None:
-                    library_encoder = encoder
-                elif encoder is not None and encoder != library_encoder:
-                    raise ValueError(
-                        f"{path} [{key}] holds features of encoder {encoder!r}, but the library holds "
-                        f"{library_encoder!r} features: one library holds the features of one encoder; build a "
-                        "separate library"
-                    )
-                if features.ndim != 2 or len(features) == 0:
-                    raise ValueError(
-                        f"{path} [{key}] must hold (T, D) features with T >= 1, got shape {features.shape}"
-                    )
-                if not np.isfinite(features).all():
-                    raise ValueError(f"{path} [{key}] contains NaN or infinite features; extract that video again")
-                content_hash = _content_hash(features)
-                if key in indexed:
-                    if indexed[key].content_hash == content_hash:
-                        update.unchanged.append(key)
-                        continue
-                    if not reindex_changed:
+                    if key in seen:
                         raise ValueError(
-                            f"{path} [{key}] changed since it was indexed (its content hash differs): refused, nothing "
-                            "was written; pass --reindex-changed to replace its segments"
+                            f"the key {key!r} is in both {seen[key]} and {path}: two videos would share one name in "
+                            "the library; rename one entry or index the files into separate libraries"
                         )
-                    old = indexed[key]
-                    removed_ids.append(np.arange(old.first_id, old.first_id + old.num_segments))
-                    update.reindexed.append(key)
-                else:
-                    update.added.append(key)
-                vectors = segment_vectors(features, segment_frames)
-                source = _text(attrs.get("source_path")) or _text(attrs.get("source")) or key
-                duration = float(attrs["duration"]) if "duration" in attrs else len(features) * spf
-                new_entries.append(
-                    VideoEntry(
-                        key=key,
-                        source=source,
-                        duration=duration,
-                        seconds_per_feature=spf,
-                        encoder=_text(attrs.get("encoder")),
-                        feature_file=str(path),
-                        num_frames=int(len(features)),
-                        content_hash=content_hash,
-                        first_id=next_id,
-                        num_segments=int(len(vectors)),
+                    check_cache_entry_fits(path, key, config)
+                    seen[key] = path
+                    entries.append((key, path))
+            indexed = {video.key: video for video in existing.videos} if existing is not None else {}
+            for key, path in entries:
+                if key in indexed and Path(indexed[key].feature_file) != path:
+                    raise ValueError(
+                        f"the library already holds {key!r} from {indexed[key].feature_file}; {path} has another video "
+                        "of that name: rename the entry, or build a separate library"
                     )
-                )
-                spool.append(vectors)
-                next_id += len(vectors)
-            if existing is not None and not new_entries:
-                return existing, update
-            vectors = spool.vectors
-            ids = np.arange(next_id - len(vectors), next_id, dtype=np.int64)
-            # 3. the vector index updated in memory, written to a new file, then the manifest swapped in
-            if existing is None:
-                spec = choose_index_spec(
-                    len(vectors),
-                    index_type,
-                    flat_limit,
-                    nlist,
-                    nprobe,
-                    dimension=int(config.video_feature_size),
-                    pq_bytes=pq_bytes,
-                    code_memory_limit=code_memory_limit,
-                )
-                backend = FaissBackend.create(spec, vectors.shape[1], vectors, training_points_per_cell)
-                videos: list[VideoEntry] = []
-                generation = 0
-            else:
-                spec, backend = existing.spec, existing.backend
-                replaced = set(update.reindexed)
-                videos = [video for video in existing.videos if video.key not in replaced]
-                generation = int(existing.manifest["generation"]) + 1
-                if removed_ids:
-                    backend.remove(np.concatenate(removed_ids))
-            for start in range(0, len(ids), ADD_CHUNK_ROWS):
-                backend.add(ids[start : start + ADD_CHUNK_ROWS], vectors[start : start + ADD_CHUNK_ROWS])
-            videos.extend(new_entries)
-            manifest = {
-                "format": FORMAT,
-                "encoder": library_encoder,
-                "seconds_per_feature": spf,
-                "feature_size": int(config.video_feature_size),
-                "segment_seconds": segment_frames * spf,
-                "segment_frames": segment_frames,
-                "index": spec.to_dict(),
-                "index_by_rule": (
-                    existing.by_rule if existing is not None else _by_rule(index_type, nlist, nprobe, pq_bytes)
-                ),
-                "next_id": next_id,
-                "generation": generation,
-                "vectors_file": f"vectors-{generation}.faiss",
-                "videos": [asdict(video) for video in videos],
-            }
-            return cls._commit(folder, manifest, backend, existing), update
+            # 2. features read once per video: content hash and segment vectors
+            segment_frames = (
+                existing.segment_frames if existing is not None else max(1, int(round(segment_seconds / spf)))
+            )
+            update = IndexUpdate([], [], [])
+            new_entries, removed_ids = [], []
+            capacity = sum(-(-frame_counts[path, key] // segment_frames) for key, path in entries)
+            with _VectorSpool(capacity, int(config.video_feature_size), _existing_parent(folder)) as spool:
+                next_id = int(existing.manifest["next_id"]) if existing is not None else 0
+                library_encoder = existing.encoder if existing is not None else getattr(config, "feature_encoder", None)
+                for key, path in entries:
+                    features, attrs = _read_entry(path, key)
+                    encoder = _text(attrs.get("encoder"))
+                    if library_encoder is None:
+                        library_encoder = encoder
+                    elif encoder is not None and encoder != library_encoder:
+                        raise ValueError(
+                            f"{path} [{key}] holds features of encoder {encoder!r}, but the library holds "
+                            f"{library_encoder!r} features: one library holds the features of one encoder; build a "
+                            "separate library"
+                        )
+                    if features.ndim != 2 or len(features) == 0:
+                        raise ValueError(
+                            f"{path} [{key}] must hold (T, D) features with T >= 1, got shape {features.shape}"
+                        )
+                    if not np.isfinite(features).all():
+                        raise ValueError(f"{path} [{key}] contains NaN or infinite features; extract that video again")
+                    content_hash = _content_hash(features)
+                    if key in indexed:
+                        if indexed[key].content_hash == content_hash:
+                            update.unchanged.append(key)
+                            continue
+                        if not reindex_changed:
+                            raise ValueError(
+                                f"{path} [{key}] changed since it was indexed (its content hash differs): refused, "
+                                "nothing was written; pass --reindex-changed to replace its segments"
+                            )
+                        old = indexed[key]
+                        removed_ids.append(np.arange(old.first_id, old.first_id + old.num_segments))
+                        update.reindexed.append(key)
+                    else:
+                        update.added.append(key)
+                    vectors = segment_vectors(features, segment_frames)
+                    source = _text(attrs.get("source_path")) or _text(attrs.get("source")) or key
+                    duration = float(attrs["duration"]) if "duration" in attrs else len(features) * spf
+                    new_entries.append(
+                        VideoEntry(
+                            key=key,
+                            source=source,
+                            duration=duration,
+                            seconds_per_feature=spf,
+                            encoder=_text(attrs.get("encoder")),
+                            feature_file=str(path),
+                            num_frames=int(len(features)),
+                            content_hash=content_hash,
+                            first_id=next_id,
+                            num_segments=int(len(vectors)),
+                        )
+                    )
+                    spool.append(vectors)
+                    next_id += len(vectors)
+                if existing is not None and not new_entries:
+                    return existing, update
+                vectors = spool.vectors
+                ids = np.arange(next_id - len(vectors), next_id, dtype=np.int64)
+                # 3. the vector index updated in memory, written to a new file, then the manifest swapped in
+                if existing is None:
+                    spec = choose_index_spec(
+                        len(vectors),
+                        index_type,
+                        flat_limit,
+                        nlist,
+                        nprobe,
+                        dimension=int(config.video_feature_size),
+                        pq_bytes=pq_bytes,
+                        code_memory_limit=code_memory_limit,
+                    )
+                    backend = FaissBackend.create(spec, vectors.shape[1], vectors, training_points_per_cell)
+                    videos: list[VideoEntry] = []
+                    generation = 0
+                else:
+                    spec, backend = existing.spec, existing.backend
+                    replaced = set(update.reindexed)
+                    videos = [video for video in existing.videos if video.key not in replaced]
+                    generation = int(existing.manifest["generation"]) + 1
+                    if removed_ids:
+                        backend.remove(np.concatenate(removed_ids))
+                for start in range(0, len(ids), ADD_CHUNK_ROWS):
+                    backend.add(ids[start : start + ADD_CHUNK_ROWS], vectors[start : start + ADD_CHUNK_ROWS])
+                videos.extend(new_entries)
+                manifest = {
+                    "format": FORMAT,
+                    "encoder": library_encoder,
+                    "seconds_per_feature": spf,
+                    "feature_size": int(config.video_feature_size),
+                    "segment_seconds": segment_frames * spf,
+                    "segment_frames": segment_frames,
+                    "index": spec.to_dict(),
+                    "index_by_rule": (
+                        existing.by_rule if existing is not None else _by_rule(index_type, nlist, nprobe, pq_bytes)
+                    ),
+                    "next_id": next_id,
+                    "generation": generation,
+                    "vectors_file": f"vectors-{generation}.faiss",
+                    "videos": [asdict(video) for video in videos],
+                }
+                return cls._commit(folder, manifest, backend, existing), update
 
     @classmethod
     def _commit(
